@@ -1,0 +1,222 @@
+//! `attribute`: the frontier-driven lookup of each flow's remote IP in the ownership
+//! arrangement.
+//!
+//! Flows are exchanged by the hash of their remote IP, the same hash differential uses to
+//! partition the arrangement by key, so each worker looks up only the IPs whose ownership it
+//! holds: nothing is broadcast.
+//!
+//! Time contract: a flow arrives at its *lookup time* `q` (the dataflow timestamp the source
+//! gave it: at least its start plus the guard band, and at least the time its batch entered).
+//! The operator holds the flow, under a capability for `q`, exactly until the arrangement's
+//! upper frontier is beyond `q`: at that point every claim with a time `<= q` is in the trace,
+//! including every claim about the guard band around the flow's start, because evidence enters
+//! the dataflow no later than the start of the window it describes. It then reads the claims
+//! on the remote IP accumulated at times `<= q` (not "whatever is there now"), so the verdict
+//! depends only on the input, not on arrival timing. It emits the verdict at `q` and drops the
+//! capability.
+//!
+//! Trace maintenance: the operator lets the trace compact logically up to the least time it may
+//! still read (the least stashed `q`, or its flow input's frontier), and physically up to the
+//! trace upper it has read through. When its flow input is exhausted it drops the trace.
+//! Work per activation is bounded by `fuel` flows; it re-activates itself when more is ready.
+//!
+//! ```
+//! use flowmap_operators::*;
+//! use differential_dataflow::AsCollection;
+//! use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
+//!
+//! let ip = Ip::v4([10, 0, 0, 7]);
+//! let claim = Claim { kind: EvidenceKind::Heartbeat, from: 0, to: 1_000, workload: Workload::new("db") };
+//! let flow = FlowRecord {
+//!     id: 1, exporter: Workload::new("host-a"), local_ip: Ip::v4([10, 0, 0, 1]), local_port: 5000,
+//!     remote_ip: ip, remote_port: 5432, direction: Direction::Client, start: 500, end: 600,
+//!     counters: Counters::default(), local_workload: None, open: false,
+//! };
+//! let out = timely::example(move |scope| {
+//!     let ownership = vec![((ip, claim), 0u64, 1i64)].to_stream(scope).as_collection().arrange_by_key();
+//!     let params = AttributeParams { guard: 10, retention: 10_000, max_claim_len: 1_000, fuel: 100 };
+//!     vec![flow].to_stream(scope).attribute(ownership, params).capture()
+//! });
+//! let verdicts: Vec<_> = out.extract().into_iter().flat_map(|(_, v)| v).map(|a| a.remote).collect();
+//! assert_eq!(verdicts, vec![Attribution::Workload { workload: Workload::new("db"), evidence: EvidenceKind::Heartbeat }]);
+//! ```
+
+use std::collections::BTreeMap;
+
+use differential_dataflow::hashable::Hashable;
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::trace::cursor::{cursor_list, Cursor};
+use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::trace::TraceReader;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::Stream;
+use timely::progress::Antichain;
+
+use crate::ranges::decide;
+use crate::types::{Attribution, AttributedFlow, Claim, Diff, EvidenceKind, FlowRecord, Ip, Reason, Time, Workload};
+
+/// The ownership arrangement: claims keyed by IP.
+pub type OwnershipTrace = TraceAgent<ValSpine<Ip, Claim, Time, Diff>>;
+
+/// Parameters of the lookup.
+#[derive(Clone, Copy, Debug)]
+pub struct AttributeParams {
+    /// Clock-skew guard band: an owner must hold `[start - guard, start + guard]` alone.
+    pub guard: Time,
+    /// Claims are retracted this long after they end (see [`crate::Expire`]); flows whose
+    /// start is older than that at lookup time are left unattributed.
+    pub retention: Time,
+    /// The longest exporter claim (heartbeat or flow) in the arrangement; the sources clip
+    /// exporter claims to their batch window, so this is the longest accepted window.
+    pub max_claim_len: Time,
+    /// Flows looked up per activation at most.
+    pub fuel: usize,
+}
+
+/// Extension trait on a stream of flows, each at its lookup time.
+pub trait Attribute<'scope> {
+    /// Attributes each flow's remote IP against `ownership` (see the module docs).
+    fn attribute(
+        self,
+        ownership: Arranged<'scope, OwnershipTrace>,
+        params: AttributeParams,
+    ) -> Stream<'scope, Time, Vec<AttributedFlow>>;
+}
+
+impl<'scope> Attribute<'scope> for Stream<'scope, Time, Vec<FlowRecord>> {
+    fn attribute(
+        self,
+        ownership: Arranged<'scope, OwnershipTrace>,
+        params: AttributeParams,
+    ) -> Stream<'scope, Time, Vec<AttributedFlow>> {
+        let scope = self.scope();
+        let mut trace = Some(ownership.trace);
+        let exchange = Exchange::new(|flow: &FlowRecord| flow.remote_ip.hashed());
+        self.binary_frontier(ownership.stream, exchange, Pipeline, "Attribute", move |_cap, info| {
+            let activator = scope.activator_for(info.address);
+            let mut stash: BTreeMap<Time, (Capability<Time>, Vec<FlowRecord>)> = BTreeMap::new();
+            let mut upper: Antichain<Time> = Antichain::from_elem(0);
+            let mut claims: Vec<Claim> = Vec::new();
+            let probe_workload = Workload::new("");
+
+            move |(flows, flows_frontier), (batches, _), output| {
+                let port = output.output_index();
+                flows.for_each_stamp(|cap, data| {
+                    let Some(cap) = cap.retain_least(port) else { return };
+                    let entry = stash.entry(*cap.time()).or_insert_with(|| (cap, Vec::new()));
+                    for batch in data {
+                        entry.1.append(batch);
+                    }
+                });
+                // The batches themselves are read through the trace.
+                batches.for_each(|_, _| {});
+
+                let Some(tr) = trace.as_mut() else {
+                    // Trace dropped: the flow input is exhausted, so there is nothing left to do.
+                    stash.clear();
+                    return;
+                };
+                tr.read_upper(&mut upper);
+
+                let mut fuel = params.fuel;
+                while fuel > 0 {
+                    let Some(mut entry) = stash.first_entry() else { break };
+                    let time = *entry.key();
+                    if upper.less_equal(&time) {
+                        break;
+                    }
+                    let Some(batches) = tr.batches_through(upper.borrow()) else { break };
+                    let (cap, pending) = entry.get_mut();
+                    let take = pending.len().min(fuel);
+                    let mut ready = pending.split_off(pending.len() - take);
+                    fuel -= take;
+                    ready.sort_unstable_by(|a, b| (a.remote_ip, a.start).cmp(&(b.remote_ip, b.start)));
+
+                    let (mut cursor, storage) = cursor_list(batches);
+                    let mut session = output.session(cap);
+                    for flow in ready {
+                        let remote = lookup(&mut cursor, &storage, &flow, time, &params, &probe_workload, &mut claims);
+                        session.give(AttributedFlow { flow, remote });
+                    }
+                    drop(session);
+                    if pending.is_empty() {
+                        entry.remove();
+                    }
+                }
+                if stash.first_key_value().is_some_and(|(t, _)| !upper.less_equal(t)) {
+                    activator.activate();
+                }
+
+                // Trace maintenance (see the module docs).
+                let mut readable: Antichain<Time> = flows_frontier.frontier().to_owned();
+                if let Some((t, _)) = stash.first_key_value() {
+                    readable.insert(*t);
+                }
+                if readable.is_empty() {
+                    trace = None;
+                } else {
+                    tr.set_logical_compaction(readable.borrow());
+                    tr.set_physical_compaction(upper.borrow());
+                }
+            }
+        })
+    }
+}
+
+/// Looks up one flow, reading claims accumulated at times `<= at_time`.
+fn lookup<C>(
+    cursor: &mut C,
+    storage: &C::Storage,
+    flow: &FlowRecord,
+    at_time: Time,
+    params: &AttributeParams,
+    probe_workload: &Workload,
+    claims: &mut Vec<Claim>,
+) -> Attribution
+where
+    C: for<'a> Cursor<Key<'a> = &'a Ip, Val<'a> = &'a Claim, TimeGat<'a> = &'a Time, DiffGat<'a> = &'a Diff>,
+{
+    let start = flow.start;
+    if at_time >= start.saturating_sub(params.guard).saturating_add(params.retention) {
+        return Attribution::Unattributed(Reason::EvidenceExpired);
+    }
+    cursor.seek_key(storage, &flow.remote_ip);
+    if cursor.get_key(storage) != Some(&flow.remote_ip) {
+        return Attribution::Unattributed(Reason::NoOwner);
+    }
+    let lo = start.saturating_sub(params.guard);
+    let hi = start.saturating_add(params.guard).saturating_add(1);
+    claims.clear();
+    cursor.rewind_vals(storage);
+    let mut collect = |cursor: &mut C, kind: EvidenceKind| {
+        while let Some(claim) = cursor.get_val(storage) {
+            if claim.kind != kind || claim.from >= hi {
+                break;
+            }
+            if claim.to > lo {
+                let mut count: Diff = 0;
+                cursor.map_times(storage, |t, d| {
+                    if *t <= at_time {
+                        count += *d;
+                    }
+                });
+                if count > 0 {
+                    claims.push(claim.clone());
+                }
+            }
+            cursor.step_val(storage);
+        }
+    };
+    // Assignment claims may be open-ended, so all of the IP's are scanned (there are few);
+    // exporter claims are at most `max_claim_len` long, so seek to the first that can matter.
+    collect(cursor, EvidenceKind::Assignment);
+    let from = lo.saturating_sub(params.max_claim_len);
+    for kind in [EvidenceKind::Heartbeat, EvidenceKind::Flow] {
+        let probe = Claim { kind, from, to: 0, workload: probe_workload.clone() };
+        cursor.seek_val(storage, &probe);
+        collect(cursor, kind);
+    }
+    decide(claims, start, params.guard)
+}

@@ -1,0 +1,200 @@
+//! The flowmap wire schema: what an exporter publishes and the attribution job reads.
+//!
+//! The contract is the Protobuf file `proto/flowmap/v1/batch.proto` in this crate; the Rust
+//! types here mirror it field for field (a test parses the `.proto` and checks every tag), so
+//! any language with a Protobuf code generator can read and write batches.
+//!
+//! Why Protobuf: it is the standard, self-describing-enough, forward-compatible encoding that
+//! every Kafka ecosystem already speaks, and it needs no Rust on the other side.
+//!
+//! # Layout
+//! - [`ExporterBatch`], [`Flow`], [`Ownership`], [`Assignment`], [`Direction`]: the messages.
+//! - [`encode_batch`] / [`decode_batch`]: bytes in and out, with version checking.
+//! - [`ip_from_bytes`] / [`ip_to_bytes`]: the raw 4- or 16-byte address form used on the wire.
+#![deny(missing_docs)]
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use prost::Message;
+
+/// The schema version this crate reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The Protobuf source of this schema, for publishing beside the data.
+pub const BATCH_PROTO: &str = include_str!("../proto/flowmap/v1/batch.proto");
+
+/// One exporter batch; see `batch.proto` for the meaning and the promise of every field.
+#[derive(Clone, PartialEq, Message)]
+pub struct ExporterBatch {
+    /// Always [`SCHEMA_VERSION`].
+    #[prost(uint32, tag = "1")]
+    pub schema_version: u32,
+    /// Stable identity of the exporter.
+    #[prost(string, tag = "2")]
+    pub exporter_id: String,
+    /// Per-exporter sequence number, from 0, without gaps.
+    #[prost(uint64, tag = "3")]
+    pub seq: u64,
+    /// Start of the batch window, ns since the epoch.
+    #[prost(uint64, tag = "4")]
+    pub window_from_ns: u64,
+    /// End (exclusive) of the batch window: every flow that ended before it has been published.
+    #[prost(uint64, tag = "5")]
+    pub window_to_ns: u64,
+    /// Flows that ended in the window, and slices of open flows.
+    #[prost(message, repeated, tag = "6")]
+    pub flows: Vec<Flow>,
+    /// Ownership heartbeats for local IPs.
+    #[prost(message, repeated, tag = "7")]
+    pub heartbeats: Vec<Ownership>,
+    /// IP assignment events (from an IP address manager).
+    #[prost(message, repeated, tag = "8")]
+    pub assignments: Vec<Assignment>,
+}
+
+/// Which side opened the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum Direction {
+    /// Not known.
+    Unspecified = 0,
+    /// The local end connected out.
+    Client = 1,
+    /// The local end accepted.
+    Server = 2,
+}
+
+/// One TCP connection as the local host saw it.
+#[derive(Clone, PartialEq, Message)]
+pub struct Flow {
+    /// Local address, 4 or 16 bytes.
+    #[prost(bytes = "vec", tag = "1")]
+    pub local_ip: Vec<u8>,
+    /// Local port.
+    #[prost(uint32, tag = "2")]
+    pub local_port: u32,
+    /// Remote address, 4 or 16 bytes.
+    #[prost(bytes = "vec", tag = "3")]
+    pub remote_ip: Vec<u8>,
+    /// Remote port.
+    #[prost(uint32, tag = "4")]
+    pub remote_port: u32,
+    /// Which side opened the connection.
+    #[prost(enumeration = "Direction", tag = "5")]
+    pub direction: i32,
+    /// Established at, ns since the epoch.
+    #[prost(uint64, tag = "6")]
+    pub start_ns: u64,
+    /// Closed at (or the window end for an open slice), ns since the epoch.
+    #[prost(uint64, tag = "7")]
+    pub end_ns: u64,
+    /// Payload bytes sent.
+    #[prost(uint64, tag = "8")]
+    pub bytes_sent: u64,
+    /// Payload bytes received.
+    #[prost(uint64, tag = "9")]
+    pub bytes_received: u64,
+    /// Segments sent.
+    #[prost(uint64, tag = "10")]
+    pub segments_sent: u64,
+    /// Segments received.
+    #[prost(uint64, tag = "11")]
+    pub segments_received: u64,
+    /// Retransmitted segments.
+    #[prost(uint32, tag = "12")]
+    pub retransmits: u32,
+    /// Smoothed RTT in microseconds, 0 when unknown.
+    #[prost(uint32, tag = "13")]
+    pub srtt_us: u32,
+    /// Workload of the local IP as the exporter attributed it; empty when unknown.
+    #[prost(string, tag = "14")]
+    pub local_workload: String,
+    /// True for the slice of a flow still open at the window end.
+    #[prost(bool, tag = "15")]
+    pub open: bool,
+}
+
+/// "IP `ip` was `workload` during [from_ns, to_ns)".
+#[derive(Clone, PartialEq, Message)]
+pub struct Ownership {
+    /// The address, 4 or 16 bytes.
+    #[prost(bytes = "vec", tag = "1")]
+    pub ip: Vec<u8>,
+    /// The owning workload.
+    #[prost(string, tag = "2")]
+    pub workload: String,
+    /// Start of the range, ns since the epoch.
+    #[prost(uint64, tag = "3")]
+    pub from_ns: u64,
+    /// End (exclusive) of the range, ns since the epoch.
+    #[prost(uint64, tag = "4")]
+    pub to_ns: u64,
+}
+
+/// An IP assignment event; an empty workload releases the IP.
+#[derive(Clone, PartialEq, Message)]
+pub struct Assignment {
+    /// The address, 4 or 16 bytes.
+    #[prost(bytes = "vec", tag = "1")]
+    pub ip: Vec<u8>,
+    /// The new owner, or empty for "released".
+    #[prost(string, tag = "2")]
+    pub workload: String,
+    /// When the assignment took effect, ns since the epoch.
+    #[prost(uint64, tag = "3")]
+    pub at_ns: u64,
+}
+
+/// Why bytes could not be read as a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not valid Protobuf for this message (corrupt or truncated).
+    #[error("malformed batch: {0}")]
+    Malformed(#[source] prost::DecodeError),
+    /// Valid Protobuf, but a schema version this reader does not know.
+    #[error("unsupported schema version {found} (this reader knows {SCHEMA_VERSION})")]
+    UnsupportedVersion {
+        /// The version the batch carries.
+        found: u32,
+    },
+}
+
+/// Serializes a batch (the caller sets `schema_version`).
+pub fn encode_batch(batch: &ExporterBatch) -> Vec<u8> {
+    batch.encode_to_vec()
+}
+
+/// Parses a batch and checks its schema version.
+pub fn decode_batch(bytes: &[u8]) -> Result<ExporterBatch, DecodeError> {
+    let batch = ExporterBatch::decode(bytes).map_err(DecodeError::Malformed)?;
+    if batch.schema_version != SCHEMA_VERSION {
+        return Err(DecodeError::UnsupportedVersion { found: batch.schema_version });
+    }
+    Ok(batch)
+}
+
+/// Reads the wire form of an address: 4 bytes for IPv4, 16 for IPv6, anything else is `None`.
+pub fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => {
+            let octets: [u8; 4] = bytes.try_into().ok()?;
+            Some(IpAddr::V4(Ipv4Addr::from(octets)))
+        }
+        16 => {
+            let octets: [u8; 16] = bytes.try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(octets)))
+        }
+        _ => None,
+    }
+}
+
+/// Writes the wire form of an address.
+pub fn ip_to_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

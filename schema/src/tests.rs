@@ -1,0 +1,116 @@
+use super::*;
+
+fn sample() -> ExporterBatch {
+    ExporterBatch {
+        schema_version: SCHEMA_VERSION,
+        exporter_id: "host-1".into(),
+        seq: 7,
+        window_from_ns: 10,
+        window_to_ns: 20,
+        flows: vec![Flow {
+            local_ip: ip_to_bytes("10.0.0.1".parse().unwrap()),
+            local_port: 4000,
+            remote_ip: ip_to_bytes("fd00::2".parse().unwrap()),
+            remote_port: 443,
+            direction: Direction::Client as i32,
+            start_ns: 11,
+            end_ns: 19,
+            bytes_sent: 1 << 40,
+            local_workload: "api".into(),
+            ..Default::default()
+        }],
+        heartbeats: vec![Ownership { ip: vec![10, 0, 0, 1], workload: "api".into(), from_ns: 10, to_ns: 20 }],
+        assignments: vec![Assignment { ip: vec![10, 0, 0, 9], workload: String::new(), at_ns: 15 }],
+    }
+}
+
+#[test]
+fn round_trip() {
+    let batch = sample();
+    let decoded = decode_batch(&encode_batch(&batch)).unwrap();
+    assert_eq!(decoded, batch);
+}
+
+#[test]
+fn truncated_batch_is_malformed() {
+    let bytes = encode_batch(&sample());
+    for cut in [1, bytes.len() / 2, bytes.len() - 1] {
+        assert!(matches!(decode_batch(&bytes[..cut]), Err(DecodeError::Malformed(_))), "cut at {cut}");
+    }
+}
+
+#[test]
+fn unknown_version_is_rejected() {
+    let mut batch = sample();
+    batch.schema_version = 2;
+    let err = decode_batch(&encode_batch(&batch)).unwrap_err();
+    assert!(matches!(err, DecodeError::UnsupportedVersion { found: 2 }));
+    batch.schema_version = 0;
+    assert!(decode_batch(&encode_batch(&batch)).is_err());
+}
+
+#[test]
+fn ip_wire_form() {
+    assert_eq!(ip_from_bytes(&[10, 1, 2, 3]), Some("10.1.2.3".parse().unwrap()));
+    let v6: IpAddr = "2001:db8::1".parse().unwrap();
+    assert_eq!(ip_from_bytes(&ip_to_bytes(v6)), Some(v6));
+    for len in [0, 1, 3, 5, 15, 17] {
+        assert_eq!(ip_from_bytes(&vec![1; len]), None, "length {len}");
+    }
+}
+
+/// The `.proto` file is the contract: every field it declares must exist in the Rust mirror
+/// with the same tag, and vice versa (checked by comparing the declared tags per message).
+#[test]
+fn proto_file_matches_rust_mirror() {
+    let mut declared: Vec<(String, String, u32)> = Vec::new();
+    let mut message = String::new();
+    for line in BATCH_PROTO.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("message ") {
+            message = rest.trim_end_matches(" {").to_string();
+        } else if !line.starts_with("//") && line.ends_with(';') && line.contains(" = ") && !message.is_empty() {
+            let (lhs, tag) = line.trim_end_matches(';').split_once(" = ").unwrap();
+            let name = lhs.split_whitespace().last().unwrap().to_string();
+            if let Ok(tag) = tag.parse() {
+                if !name.starts_with("DIRECTION_") {
+                    declared.push((message.clone(), name, tag));
+                }
+            }
+        }
+    }
+    // Encode a message with every field set to a non-default value and read back the tags.
+    let full = sample();
+    let tags_of = |bytes: &[u8]| -> Vec<u32> {
+        let mut tags = Vec::new();
+        let mut buf = bytes;
+        while !buf.is_empty() {
+            let key = prost::encoding::decode_varint(&mut buf).unwrap();
+            let (tag, wire) = ((key >> 3) as u32, (key & 7) as u8);
+            tags.push(tag);
+            match wire {
+                0 => { prost::encoding::decode_varint(&mut buf).unwrap(); }
+                2 => {
+                    let len = prost::encoding::decode_varint(&mut buf).unwrap() as usize;
+                    buf = &buf[len..];
+                }
+                other => panic!("unexpected wire type {other}"),
+            }
+        }
+        tags.sort_unstable();
+        tags.dedup();
+        tags
+    };
+    let all_flow = Flow {
+        local_port: 1, remote_port: 1, direction: 1, start_ns: 1, end_ns: 1, bytes_sent: 1,
+        bytes_received: 1, segments_sent: 1, segments_received: 1, retransmits: 1, srtt_us: 1,
+        local_workload: "w".into(), open: true, ..full.flows[0].clone()
+    };
+    let expect = |msg: &str| -> Vec<u32> {
+        declared.iter().filter(|(m, _, _)| m == msg).map(|(_, _, t)| *t).collect()
+    };
+    assert_eq!(tags_of(&full.encode_to_vec()), expect("ExporterBatch"));
+    assert_eq!(tags_of(&all_flow.encode_to_vec()), expect("Flow"));
+    assert_eq!(tags_of(&full.heartbeats[0].encode_to_vec()), expect("Ownership"));
+    let assignment = Assignment { workload: "w".into(), ..full.assignments[0].clone() };
+    assert_eq!(tags_of(&assignment.encode_to_vec()), expect("Assignment"));
+}
