@@ -198,3 +198,26 @@ pub fn ip_to_bytes(ip: IpAddr) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests;
+
+/// The stable id of a flow: FNV-1a (64 bit) over the exporter id, the 5-tuple, the direction
+/// and the start time. The same flow reported twice (a duplicated batch, a replay) gets the
+/// same id in every process and every language, so consumers can deduplicate on it.
+pub fn flow_id(exporter_id: &str, flow: &Flow) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for &b in bytes {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(PRIME);
+        }
+    };
+    feed(exporter_id.as_bytes());
+    feed(&[0xff]);
+    feed(&flow.local_ip);
+    feed(&flow.local_port.to_le_bytes());
+    feed(&flow.remote_ip);
+    feed(&flow.remote_port.to_le_bytes());
+    feed(&flow.direction.to_le_bytes());
+    feed(&flow.start_ns.to_le_bytes());
+    hash
+}

@@ -114,3 +114,18 @@ fn proto_file_matches_rust_mirror() {
     let assignment = Assignment { workload: "w".into(), ..full.assignments[0].clone() };
     assert_eq!(tags_of(&assignment.encode_to_vec()), expect("Assignment"));
 }
+
+#[test]
+fn flow_id_is_stable_and_discriminating() {
+    let batch = sample();
+    let flow = &batch.flows[0];
+    assert_eq!(flow_id("host-1", flow), flow_id("host-1", &flow.clone()));
+    let mut other = flow.clone();
+    other.start_ns += 1;
+    assert_ne!(flow_id("host-1", flow), flow_id("host-1", &other));
+    assert_ne!(flow_id("host-1", flow), flow_id("host-2", flow));
+    let mut counters_only = flow.clone();
+    counters_only.bytes_sent += 1;
+    counters_only.end_ns += 5;
+    assert_eq!(flow_id("host-1", flow), flow_id("host-1", &counters_only));
+}

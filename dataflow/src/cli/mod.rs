@@ -1,0 +1,133 @@
+//! The `flowmap` command line: argument types and one module per subcommand.
+//!
+//! Worker and process counts come only from timely's own flags (`-w`, `-n`, `-p`, `-h`),
+//! which every subcommand that runs the dataflow accepts (`--help` is long-only for that
+//! reason: `-h` is timely's hostfile).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use flowmap_sim::Scenario;
+
+use crate::config::JobConfig;
+
+pub mod bench;
+pub mod demo;
+pub mod files;
+
+/// flowmap: which workload was on each end of every TCP flow.
+#[derive(Debug, Parser)]
+#[command(name = "flowmap", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Simulate a fleet, attribute its flows and score the result, all in this process.
+    #[command(disable_help_flag = true)]
+    Demo(demo::DemoArgs),
+    /// Simulate a fleet and write its deliveries and ground truth to a directory.
+    Simulate(files::SimulateArgs),
+    /// Attribute the flows of a delivery log (from `simulate`) and write JSON lines.
+    #[command(disable_help_flag = true)]
+    Attribute(files::AttributeArgs),
+    /// Score attributed flows against ground truth, with the old method as a baseline.
+    Score(files::ScoreArgs),
+    /// Measure attribution throughput on the core-lookup data set.
+    #[command(disable_help_flag = true)]
+    Bench(bench::BenchArgs),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Simulate(args) => files::simulate(args),
+        Command::Attribute(args) => files::attribute(args),
+        Command::Score(args) => files::score(args),
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+/// timely's cluster flags.
+#[derive(Debug, Clone, Args)]
+pub struct TimelyArgs {
+    /// Worker threads per process.
+    #[arg(short = 'w', long = "workers", default_value_t = 2)]
+    pub workers: usize,
+    /// Number of processes in the cluster.
+    #[arg(short = 'n', long = "processes", default_value_t = 1)]
+    pub processes: usize,
+    /// This process's index in the cluster.
+    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    pub process: usize,
+    /// Hostfile: one `host:port` per line, one line per process.
+    #[arg(short = 'h', long = "hostfile")]
+    pub hostfile: Option<PathBuf>,
+    /// Print help.
+    #[arg(long = "help", action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+}
+
+impl TimelyArgs {
+    /// The timely configuration these flags describe.
+    pub fn config(&self) -> Result<timely::Config> {
+        if self.workers == 0 {
+            bail!("-w/--workers must be at least 1");
+        }
+        if self.processes == 0 || self.process >= self.processes {
+            bail!("-p/--process must be below -n/--processes ({} given, {} processes)", self.process, self.processes);
+        }
+        let mut args = vec![
+            "-w".to_string(),
+            self.workers.to_string(),
+            "-n".to_string(),
+            self.processes.to_string(),
+            "-p".to_string(),
+            self.process.to_string(),
+        ];
+        if let Some(hostfile) = &self.hostfile {
+            args.push("-h".to_string());
+            args.push(hostfile.display().to_string());
+        }
+        timely::Config::from_args(args.into_iter()).map_err(|e| anyhow::anyhow!("timely configuration: {e}"))
+    }
+}
+
+/// Loads the job configuration, or the default.
+pub fn job_config(path: Option<&PathBuf>) -> Result<JobConfig> {
+    match path {
+        Some(path) => Ok(JobConfig::load(path)?),
+        None => Ok(JobConfig::default()),
+    }
+}
+
+/// A built-in scenario by name, or a TOML file.
+pub fn scenario(name: &str, seed: Option<u64>) -> Result<Scenario> {
+    let mut scenario = match Scenario::builtin(name) {
+        Some(s) => s,
+        None => {
+            let text = std::fs::read_to_string(name)
+                .with_context(|| format!("{name:?} is neither a built-in scenario (steady, adversarial) nor a readable file"))?;
+            toml::from_str(&text).with_context(|| format!("invalid scenario file {name}"))?
+        }
+    };
+    if let Some(seed) = seed {
+        scenario.seed = seed;
+    }
+    scenario.validate()?;
+    Ok(scenario)
+}
+
+/// Peak resident set size of this process (VmHWM), in bytes, where the kernel reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,218 @@
+//! Configuration of the attribution job: a raw serde form, validated into [`JobConfig`].
+//!
+//! Durations carry their unit (`"2s"`, `"15m"`). Unknown fields are errors, so a typo does
+//! not silently fall back to a default.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cidr::Cidr;
+
+/// The settings file as written (see `configs/job.toml`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJobConfig {
+    /// Clock-skew guard band: an owner must hold the remote IP for this long on both sides of
+    /// the flow's start. Set it above the largest clock difference between two hosts.
+    #[serde(with = "humantime_serde", default = "defaults::guard")]
+    pub guard: Duration,
+    /// How long ownership evidence is kept after it ends. Flows reported later than this after
+    /// they started are left unattributed (`evidence_expired`).
+    #[serde(with = "humantime_serde", default = "defaults::retention")]
+    pub retention: Duration,
+    /// Granularity of dataflow timestamps. Coarser ticks mean fewer progress messages and a
+    /// little more latency; they never change a verdict's correctness.
+    #[serde(with = "humantime_serde", default = "defaults::tick")]
+    pub tick: Duration,
+    /// The longest batch window accepted; longer batches are rejected.
+    #[serde(with = "humantime_serde", default = "defaults::max_window")]
+    pub max_window: Duration,
+    /// How far ahead of the receiver's clock a batch window may start before the batch is
+    /// rejected as "from the future".
+    #[serde(with = "humantime_serde", default = "defaults::max_future")]
+    pub max_future: Duration,
+    /// Address blocks of the fleet; remote IPs outside them are `external`.
+    #[serde(default = "defaults::fleet_cidrs")]
+    pub fleet_cidrs: Vec<Cidr>,
+    /// Flows looked up per operator activation, at most.
+    #[serde(default = "defaults::fuel")]
+    pub fuel: usize,
+}
+
+mod defaults {
+    use super::*;
+    pub fn guard() -> Duration { Duration::from_secs(2) }
+    pub fn retention() -> Duration { Duration::from_secs(15 * 60) }
+    pub fn tick() -> Duration { Duration::from_millis(500) }
+    pub fn max_window() -> Duration { Duration::from_secs(60) }
+    pub fn max_future() -> Duration { Duration::from_secs(5 * 60) }
+    pub fn fleet_cidrs() -> Vec<Cidr> {
+        ["10.0.0.0/8", "fd00::/8"].iter().filter_map(|c| c.parse().ok()).collect()
+    }
+    pub const fn fuel() -> usize { 1 << 20 }
+}
+
+impl Default for RawJobConfig {
+    fn default() -> Self {
+        RawJobConfig {
+            guard: defaults::guard(),
+            retention: defaults::retention(),
+            tick: defaults::tick(),
+            max_window: defaults::max_window(),
+            max_future: defaults::max_future(),
+            fleet_cidrs: defaults::fleet_cidrs(),
+            fuel: defaults::fuel(),
+        }
+    }
+}
+
+/// A configuration that failed to load or validate.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A setting is out of range.
+    #[error("invalid setting `{field}`: {why}")]
+    Invalid {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// A validated job configuration, in nanoseconds.
+#[derive(Clone, Debug)]
+pub struct JobConfig {
+    /// Guard band, ns.
+    pub guard: u64,
+    /// Evidence retention, ns.
+    pub retention: u64,
+    /// Timestamp granularity, ns (at least 1).
+    pub tick: u64,
+    /// Longest accepted batch window, ns.
+    pub max_window: u64,
+    /// Largest accepted lead of a window start over the receiver's clock, ns.
+    pub max_future: u64,
+    /// Fleet address blocks.
+    pub fleet_cidrs: Vec<Cidr>,
+    /// Lookups per activation.
+    pub fuel: usize,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl TryFrom<RawJobConfig> for JobConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawJobConfig) -> Result<Self, ConfigError> {
+        let invalid = |field, why: &str| ConfigError::Invalid { field, why: why.to_string() };
+        if raw.tick.is_zero() {
+            return Err(invalid("tick", "must be positive"));
+        }
+        if raw.max_window.is_zero() {
+            return Err(invalid("max_window", "must be positive"));
+        }
+        if raw.retention <= raw.guard * 2 + raw.max_window {
+            return Err(invalid("retention", "must exceed 2 x guard + max_window, or no flow could be looked up in time"));
+        }
+        if raw.fleet_cidrs.is_empty() {
+            return Err(invalid("fleet_cidrs", "must name at least one block (every remote would be external)"));
+        }
+        if raw.fuel == 0 {
+            return Err(invalid("fuel", "must be positive"));
+        }
+        Ok(JobConfig {
+            guard: nanos(raw.guard),
+            retention: nanos(raw.retention),
+            tick: nanos(raw.tick),
+            max_window: nanos(raw.max_window),
+            max_future: nanos(raw.max_future),
+            fleet_cidrs: raw.fleet_cidrs,
+            fuel: raw.fuel,
+        })
+    }
+}
+
+impl JobConfig {
+    /// Loads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text (`origin` names it in errors).
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let raw: RawJobConfig = toml::from_str(text)
+            .map_err(|source| ConfigError::Parse { path: origin.to_string(), source: Box::new(source) })?;
+        raw.try_into()
+    }
+
+    /// Whether a remote address belongs to the fleet.
+    pub fn in_fleet(&self, ip: flowmap_operators::Ip) -> bool {
+        self.fleet_cidrs.iter().any(|c| c.contains(ip))
+    }
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        // The defaults are valid by construction; the test below proves it.
+        RawJobConfig::default().try_into().unwrap_or_else(|e| unreachable!("default config invalid: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c: JobConfig = RawJobConfig::default().try_into().unwrap();
+        assert_eq!(c.guard, 2_000_000_000);
+    }
+
+    #[test]
+    fn parses_durations_and_rejects_unknown_fields() {
+        let c = JobConfig::parse("guard = \"3s\"\nretention = \"20m\"\nfleet_cidrs = [\"10.0.0.0/8\"]", "t").unwrap();
+        assert_eq!(c.guard, 3_000_000_000);
+        assert_eq!(c.retention, 1_200_000_000_000);
+        let err = JobConfig::parse("gaurd = \"3s\"", "t").unwrap_err().to_string();
+        assert!(err.contains("gaurd"), "{err}");
+        let err = JobConfig::parse("fleet_cidrs = [\"10.0.0.1/8\"]", "t").unwrap_err().to_string();
+        assert!(err.contains("host bits"), "{err}");
+    }
+
+    #[test]
+    fn rejects_out_of_range() {
+        for (text, field) in [
+            ("tick = \"0s\"", "tick"),
+            ("retention = \"10s\"", "retention"),
+            ("fleet_cidrs = []", "fleet_cidrs"),
+            ("fuel = 0", "fuel"),
+        ] {
+            let err = JobConfig::parse(text, "t").unwrap_err().to_string();
+            assert!(err.contains(field), "{text}: {err}");
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! flowmap: attributes both ends of every TCP flow in a fleet to the workloads that owned the
+//! IPs when the flow started, or leaves an end unattributed with a reason. Never guesses.
+//!
+//! Entry points: the binary `flowmap` (`src/main.rs`, subcommands in [`cli`]) and [`run::run`],
+//! which runs the dataflow of [`pipeline`] on timely workers over any [`source::Feed`].
+//!
+//! # Layout
+//! - [`config`]: the job's typed, validated settings (`configs/job.toml`).
+//! - [`cidr`]: fleet address blocks.
+//! - [`decode`]: wire bytes to validated records, with counted rejections.
+//! - [`tracker`]: per-exporter sequence, duplicate and gap tracking; the input frontier.
+//! - [`source`]: the batch source operator over a [`source::Feed`].
+//! - [`pipeline`]: the attribution dataflow.
+//! - [`run`]: workers, output collection, statistics.
+//! - [`memory`]: the in-memory feed over pre-generated deliveries.
+//! - [`output`]: the JSON output record.
+//! - [`cli`]: the subcommands (`demo`, `simulate`, `attribute`, `score`, `bench`).
+#![deny(missing_docs)]
+
+pub mod cidr;
+pub mod cli;
+pub mod config;
+pub mod decode;
+pub mod memory;
+pub mod output;
+pub mod pipeline;
+pub mod run;
+pub mod source;
+pub mod tracker;

@@ -1,0 +1,59 @@
+//! The in-memory feed: pre-generated deliveries (from the simulator or a delivery log), split
+//! between workers by the hash of their key, as Kafka would split them between partitions.
+
+use std::sync::Arc;
+
+use flowmap_operators::Time;
+use flowmap_sim::Delivery;
+
+use crate::source::{Feed, FeedStatus};
+
+/// Which worker reads the messages of `key` (FNV-1a of the key, modulo the workers).
+pub fn worker_of(key: &str, peers: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key.as_bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % peers.max(1) as u64) as usize
+}
+
+/// One worker's view of a shared list of deliveries.
+pub struct MemoryFeed {
+    deliveries: Arc<Vec<Delivery>>,
+    pos: usize,
+    index: usize,
+    peers: usize,
+    roster: Vec<String>,
+}
+
+impl MemoryFeed {
+    /// The share of worker `index` of `peers`, expecting the exporters of `roster` it reads.
+    pub fn new(deliveries: Arc<Vec<Delivery>>, roster: &[String], index: usize, peers: usize) -> Self {
+        let roster = roster.iter().filter(|id| worker_of(id, peers) == index).cloned().collect();
+        MemoryFeed { deliveries, pos: 0, index, peers, roster }
+    }
+}
+
+impl Feed for MemoryFeed {
+    fn roster(&self) -> Vec<String> {
+        self.roster.clone()
+    }
+
+    fn poll(&mut self, max: usize, deliver: &mut dyn FnMut(&str, &[u8], Time)) -> FeedStatus {
+        let mut given = 0;
+        while given < max {
+            let Some(d) = self.deliveries.get(self.pos) else { return FeedStatus::Done };
+            self.pos += 1;
+            if worker_of(&d.key, self.peers) == self.index {
+                deliver(&d.key, &d.payload, d.arrival);
+                given += 1;
+            }
+        }
+        if self.pos < self.deliveries.len() {
+            FeedStatus::Ready
+        } else {
+            FeedStatus::Done
+        }
+    }
+}
