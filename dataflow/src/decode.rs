@@ -18,6 +18,7 @@ use flowmap_operators::{
     AssignmentEvent, Claim, Counters, Direction, EvidenceKind, FlowRecord, Ip, Time, Workload,
 };
 use flowmap_schema as wire;
+
 use serde::Serialize;
 
 use crate::config::JobConfig;
@@ -35,7 +36,18 @@ pub struct DecodedBatch {
     pub to: Time,
     /// Valid flows.
     pub flows: Vec<FlowRecord>,
-    /// Ownership claims from heartbeats and from the flows' local ends.
+    /// Ownership evidence.
+    pub evidence: Evidence,
+    /// Records dropped for a bad address or port.
+    pub rejected_address: u64,
+    /// Records dropped for an impossible time range.
+    pub rejected_time: u64,
+}
+
+/// The ownership evidence of one batch.
+#[derive(Clone, Debug, Default)]
+pub struct Evidence {
+    /// Claims from heartbeats and from the flows' local ends.
     pub claims: Vec<(Ip, Claim)>,
     /// Assignment events.
     pub assignments: Vec<AssignmentEvent>,
@@ -60,6 +72,8 @@ pub struct IngestStats {
     pub rejected_address: u64,
     /// Records whose time range is reversed or, for a flow, ends after the window.
     pub rejected_time: u64,
+    /// Batches for an exporter no source reads (outside the roster).
+    pub rejected_unrostered: u64,
     /// Batches seen before (same exporter and sequence number): dropped.
     pub duplicate_batches: u64,
     /// Sequence numbers skipped (batches lost in transit, as far as the job knows).
@@ -79,6 +93,7 @@ impl IngestStats {
         self.rejected_future += other.rejected_future;
         self.rejected_address += other.rejected_address;
         self.rejected_time += other.rejected_time;
+        self.rejected_unrostered += other.rejected_unrostered;
         self.duplicate_batches += other.duplicate_batches;
         self.lost_batches += other.lost_batches;
         self.late_batches += other.late_batches;
@@ -92,6 +107,7 @@ impl IngestStats {
             + self.rejected_future
             + self.rejected_address
             + self.rejected_time
+            + self.rejected_unrostered
     }
 }
 
@@ -111,9 +127,20 @@ fn workload(name: &str, interned: &mut HashMap<String, Workload>) -> Option<Work
     Some(w)
 }
 
+/// Counts a rejected batch, and logs it when the count is a power of two (so a flood of bad
+/// input costs a logarithmic number of log lines).
+fn reject(counter: &mut u64, what: &str, exporter: &str, detail: &dyn std::fmt::Display) {
+    *counter += 1;
+    if counter.is_power_of_two() {
+        tracing::warn!(exporter, total = *counter, "rejected batch: {what}: {detail}");
+    }
+}
+
 /// Decodes and validates one batch received at `now` (the receiver's clock).
 ///
-/// `interned` shares workload names between batches so that equal names share memory.
+/// Batch-level rejections are counted in `stats` here; record-level ones are returned in the
+/// batch, for the caller to count once it knows the batch is not a duplicate. `interned`
+/// shares workload names between batches so that equal names share memory.
 pub fn decode_batch(
     bytes: &[u8],
     now: Time,
@@ -121,42 +148,44 @@ pub fn decode_batch(
     interned: &mut HashMap<String, Workload>,
     stats: &mut IngestStats,
 ) -> Option<DecodedBatch> {
-    let batch = match wire::decode_batch(bytes) {
-        Ok(batch) => batch,
-        Err(err @ wire::DecodeError::Malformed(_)) => {
-            stats.rejected_malformed += 1;
-            tracing::warn!(error = %err, len = bytes.len(), "rejected batch");
+    let view = match wire::view_batch(bytes) {
+        Ok(view) => view,
+        Err(err @ wire::DecodeError::UnsupportedVersion { .. }) => {
+            reject(&mut stats.rejected_version, "unsupported version", "?", &err);
             return None;
         }
-        Err(err @ wire::DecodeError::UnsupportedVersion { .. }) => {
-            stats.rejected_version += 1;
-            tracing::warn!(error = %err, "rejected batch");
+        Err(err) => {
+            reject(&mut stats.rejected_malformed, "malformed", "?", &err);
             return None;
         }
     };
-    let (from, to) = (batch.window_from_ns, batch.window_to_ns);
-    let exporter_id = batch.exporter_id.as_str();
+    let (from, to) = (view.window_from_ns, view.window_to_ns);
+    let exporter_id = view.exporter_id;
     if from >= to || to - from > config.max_window || exporter_id.is_empty() {
-        stats.rejected_window += 1;
-        tracing::warn!(exporter = exporter_id, seq = batch.seq, from, to, "rejected batch: impossible window or no exporter id");
+        let detail = format!("seq {} window [{from}, {to}) (at most {} ns)", view.seq, config.max_window);
+        reject(&mut stats.rejected_window, "impossible window or no exporter id", exporter_id, &detail);
         return None;
     }
     if from > now.saturating_add(config.max_future) {
-        stats.rejected_future += 1;
-        tracing::warn!(exporter = exporter_id, seq = batch.seq, from, now, "rejected batch from the future");
+        let detail = format!("seq {} starts at {from}, receiver clock {now}", view.seq);
+        reject(&mut stats.rejected_future, "from the future", exporter_id, &detail);
         return None;
     }
     let exporter = workload(exporter_id, interned)?;
-    let (bad_address, bad_time) = (stats.rejected_address, stats.rejected_time);
+    let (mut bad_address, mut bad_time) = (0u64, 0u64);
 
-    let mut claims: Vec<(Ip, Claim)> = Vec::with_capacity(batch.heartbeats.len());
-    for hb in &batch.heartbeats {
-        let (Some(addr), Some(owner)) = (ip(&hb.ip), workload(&hb.workload, interned)) else {
-            stats.rejected_address += 1;
+    let mut claims: Vec<(Ip, Claim)> = Vec::new();
+    for hb in view.heartbeats() {
+        let Ok(hb) = hb else {
+            bad_address += 1;
+            continue;
+        };
+        let (Some(addr), Some(owner)) = (ip(hb.ip), workload(hb.workload, interned)) else {
+            bad_address += 1;
             continue;
         };
         if hb.from_ns >= hb.to_ns {
-            stats.rejected_time += 1;
+            bad_time += 1;
             continue;
         }
         let (lo, hi) = (hb.from_ns.max(from), hb.to_ns.min(to));
@@ -165,22 +194,26 @@ pub fn decode_batch(
         }
     }
 
-    let mut flows = Vec::with_capacity(batch.flows.len());
+    let mut flows = Vec::with_capacity(view.flow_count());
     let mut flow_claims: Vec<(Ip, Workload, Time, Time)> = Vec::new();
-    for f in &batch.flows {
-        let (Some(local_ip), Some(remote_ip)) = (ip(&f.local_ip), ip(&f.remote_ip)) else {
-            stats.rejected_address += 1;
+    for f in view.flows() {
+        let Ok(f) = f else {
+            bad_address += 1;
+            continue;
+        };
+        let (Some(local_ip), Some(remote_ip)) = (ip(f.local_ip), ip(f.remote_ip)) else {
+            bad_address += 1;
             continue;
         };
         let (Ok(local_port), Ok(remote_port)) = (u16::try_from(f.local_port), u16::try_from(f.remote_port)) else {
-            stats.rejected_address += 1;
+            bad_address += 1;
             continue;
         };
         if f.start_ns > f.end_ns || f.end_ns > to {
-            stats.rejected_time += 1;
+            bad_time += 1;
             continue;
         }
-        let local_workload = workload(&f.local_workload, interned);
+        let local_workload = workload(f.local_workload, interned);
         if let Some(owner) = &local_workload {
             let (lo, hi) = (f.start_ns.max(from), f.end_ns.min(to));
             if lo < hi {
@@ -193,7 +226,7 @@ pub fn decode_batch(
             _ => Direction::Unknown,
         };
         flows.push(FlowRecord {
-            id: wire::flow_id(exporter_id, f),
+            id: wire::flow_id_of(exporter_id, f.local_ip, f.local_port, f.remote_ip, f.remote_port, f.direction, f.start_ns),
             exporter: exporter.clone(),
             local_ip,
             local_port,
@@ -216,26 +249,29 @@ pub fn decode_batch(
     }
     merge_flow_claims(flow_claims, &mut claims);
 
-    let mut assignments = Vec::with_capacity(batch.assignments.len());
-    for a in &batch.assignments {
-        let Some(addr) = ip(&a.ip) else {
-            stats.rejected_address += 1;
+    let mut assignments = Vec::new();
+    for a in view.assignments() {
+        let Some((addr, a)) = a.ok().and_then(|a| Some((ip(a.ip)?, a))) else {
+            bad_address += 1;
             continue;
         };
         if a.at_ns < from || a.at_ns >= to {
-            stats.rejected_time += 1;
+            bad_time += 1;
             continue;
         }
-        assignments.push(AssignmentEvent { ip: addr, workload: workload(&a.workload, interned), at: a.at_ns });
+        assignments.push(AssignmentEvent { ip: addr, workload: workload(a.workload, interned), at: a.at_ns });
     }
 
-    let (dropped_address, dropped_time) = (stats.rejected_address - bad_address, stats.rejected_time - bad_time);
-    if dropped_address + dropped_time > 0 {
-        tracing::warn!(exporter = exporter_id, seq = batch.seq, dropped_address, dropped_time, "dropped bad records");
-    }
-    stats.batches += 1;
-    stats.flows += flows.len() as u64;
-    Some(DecodedBatch { exporter, seq: batch.seq, from, to, flows, claims, assignments })
+    Some(DecodedBatch {
+        exporter,
+        seq: view.seq,
+        from,
+        to,
+        flows,
+        evidence: Evidence { claims, assignments },
+        rejected_address: bad_address,
+        rejected_time: bad_time,
+    })
 }
 
 /// Unions flow claims per (IP, workload) and appends those not covered by a heartbeat.

@@ -12,6 +12,7 @@
 //! - [`source`]: the batch source operator over a [`source::Feed`].
 //! - [`pipeline`]: the attribution dataflow.
 //! - [`run`]: workers, output collection, statistics.
+//! - [`profile`]: per-operator time from timely's log (`--profile`).
 //! - [`memory`]: the in-memory feed over pre-generated deliveries.
 //! - [`output`]: the JSON output record.
 //! - [`cli`]: the subcommands (`demo`, `simulate`, `attribute`, `score`, `bench`).
@@ -24,6 +25,7 @@ pub mod decode;
 pub mod memory;
 pub mod output;
 pub mod pipeline;
+pub mod profile;
 pub mod run;
 pub mod source;
 pub mod tracker;

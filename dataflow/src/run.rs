@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use differential_dataflow::trace::TraceReader;
-use flowmap_operators::{AttributedFlow, Time};
+use flowmap_operators::{AttributedFlow, Attribution, Time};
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::ProbeHandle;
 use timely::progress::Antichain;
@@ -14,6 +14,7 @@ use timely::progress::Antichain;
 use crate::config::JobConfig;
 use crate::decode::IngestStats;
 use crate::pipeline::{attribution, trace_size, TraceSize};
+use crate::profile::OperatorTimes;
 use crate::source::{batch_source, Feed};
 
 /// What to do with the attributed flows.
@@ -25,6 +26,13 @@ pub enum OutputMode {
     Count,
 }
 
+#[derive(Default)]
+struct Collected {
+    flows: Vec<AttributedFlow>,
+    output: u64,
+    attributed: u64,
+}
+
 /// One worker's results.
 #[derive(Debug, Default)]
 pub struct WorkerReport {
@@ -32,12 +40,16 @@ pub struct WorkerReport {
     pub flows: Vec<AttributedFlow>,
     /// How many flows were output.
     pub output: u64,
+    /// How many of them have a remote workload.
+    pub attributed: u64,
     /// Ingest counters.
     pub ingest: IngestStats,
     /// Largest ownership state this worker held, sampled during the run.
     pub peak_state: TraceSize,
-    /// Ownership state when the input had been fully ingested (before the final drain).
+    /// Ownership state sampled during the run.
     pub state_samples: Vec<TraceSize>,
+    /// Time per operator (when profiling).
+    pub operator_times: OperatorTimes,
 }
 
 /// The merged results of all workers of this process.
@@ -47,16 +59,20 @@ pub struct RunReport {
     pub flows: Vec<AttributedFlow>,
     /// How many flows were output.
     pub output: u64,
+    /// How many of them have a remote workload.
+    pub attributed: u64,
     /// Ingest counters, summed.
     pub ingest: IngestStats,
     /// Sum over workers of each worker's peak ownership state.
     pub peak_state: TraceSize,
-    /// Per-sample ownership state summed over workers (samples taken every `sample_every`).
+    /// Ownership state summed over workers, per sample (taken every `sample_every`).
     pub state_samples: Vec<TraceSize>,
     /// Wall time from start to all workers finished.
     pub elapsed: Duration,
     /// Workers in this process.
     pub workers: usize,
+    /// Time per operator summed over workers (when profiling).
+    pub operator_times: OperatorTimes,
 }
 
 /// A failure to run the dataflow.
@@ -73,13 +89,14 @@ pub enum RunError {
 /// Runs the attribution job until every feed is exhausted.
 ///
 /// `make_feed(index, peers)` gives each worker its share of the input. `sample_every` sets how
-/// often (in worker steps) the ownership state is measured.
+/// often the ownership state is measured.
 pub fn run<F, M>(
     timely: timely::Config,
     job: JobConfig,
     make_feed: M,
     mode: OutputMode,
-    sample_every: usize,
+    sample_every: Duration,
+    profile: bool,
 ) -> Result<RunReport, RunError>
 where
     F: Feed,
@@ -89,8 +106,9 @@ where
     let guards = timely::execute(timely, move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let stats = Rc::new(RefCell::new(IngestStats::default()));
-        let collected: Rc<RefCell<(Vec<AttributedFlow>, u64)>> = Rc::default();
+        let collected: Rc<RefCell<Collected>> = Rc::default();
         let probe = ProbeHandle::new();
+        let profiler = profile.then(|| crate::profile::install(worker));
         let feed = make_feed(index, peers);
         let mut trace = worker.dataflow::<Time, _, _>(|scope| {
             let batches = batch_source(scope, feed, job.clone(), Rc::clone(&stats));
@@ -101,9 +119,10 @@ where
                 .inspect_core(move |event| {
                     if let Ok((_, flows)) = event {
                         let mut sink = sink.borrow_mut();
-                        sink.1 += flows.len() as u64;
+                        sink.output += flows.len() as u64;
+                        sink.attributed += flows.iter().filter(|f| matches!(f.remote, Attribution::Workload { .. })).count() as u64;
                         if mode == OutputMode::Collect {
-                            sink.0.extend(flows.iter().cloned());
+                            sink.flows.extend(flows.iter().cloned());
                         }
                     }
                 })
@@ -111,12 +130,12 @@ where
             built.ownership.trace
         });
         let mut report = WorkerReport::default();
-        let mut steps = 0usize;
         let mut frontier = Antichain::new();
+        let mut last_sample = Instant::now();
         while !probe.done() {
             worker.step();
-            steps += 1;
-            if steps % sample_every.max(1) == 0 {
+            if last_sample.elapsed() >= sample_every {
+                last_sample = Instant::now();
                 // Follow the probe so this handle never holds back compaction.
                 probe.with_frontier(|f| frontier = f.to_owned());
                 trace.set_logical_compaction(frontier.borrow());
@@ -128,10 +147,14 @@ where
                 report.state_samples.push(size);
             }
         }
-        let (flows, output) = std::mem::take(&mut *collected.borrow_mut());
-        report.flows = flows;
-        report.output = output;
+        let collected = std::mem::take(&mut *collected.borrow_mut());
+        report.flows = collected.flows;
+        report.output = collected.output;
+        report.attributed = collected.attributed;
         report.ingest = stats.borrow().clone();
+        // Drop the dataflow's state before reading the log, so shutdown time is counted too.
+        drop(trace);
+        report.operator_times = profiler.map(|finish| finish()).unwrap_or_default();
         report
     })
     .map_err(RunError::Start)?;
@@ -142,20 +165,15 @@ where
         merged.workers += 1;
         merged.flows.extend(worker.flows);
         merged.output += worker.output;
+        merged.attributed += worker.attributed;
         merged.ingest.merge(&worker.ingest);
-        merged.peak_state.keys += worker.peak_state.keys;
-        merged.peak_state.vals += worker.peak_state.vals;
-        merged.peak_state.updates += worker.peak_state.updates;
-        merged.peak_state.bytes += worker.peak_state.bytes;
+        merged.peak_state.add(&worker.peak_state);
+        merged.operator_times.merge(&worker.operator_times);
         for (i, s) in worker.state_samples.iter().enumerate() {
             if merged.state_samples.len() <= i {
                 merged.state_samples.push(TraceSize::default());
             }
-            let m = &mut merged.state_samples[i];
-            m.keys += s.keys;
-            m.vals += s.vals;
-            m.updates += s.updates;
-            m.bytes += s.bytes;
+            merged.state_samples[i].add(s);
         }
     }
     merged.elapsed = started.elapsed();

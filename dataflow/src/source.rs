@@ -1,28 +1,36 @@
-//! The batch source: reads a [`Feed`], decodes and admits batches, and advances its capability
-//! with the exporters' event-time promises.
+//! The batch source: reads a [`Feed`], decodes and admits batches, and advances its
+//! capabilities with the exporters' event-time promises.
 //!
-//! Time contract: a batch is emitted at its window start (rounded down to the tick), the
-//! earliest time any of its evidence describes. The source's capability is the tick-rounded
-//! minimum of its exporters' promises ([`Tracker::frontier`]), so it never emits behind its own
-//! capability except for late batches and unknown exporters' first batches, which are emitted
-//! at the capability (counted as late). When the feed is exhausted the capability is dropped,
-//! which lets every downstream operator drain.
+//! It has three outputs, so that no record is copied on its way out:
+//! - fleet flows, each at its *lookup time* `max(batch time, start + guard)` rounded up to the
+//!   tick (by then every exporter has promised everything about the guard band around the
+//!   flow's start);
+//! - flows to addresses outside the fleet, already decided (`external`), at the batch time;
+//! - the batch's ownership evidence (claims and assignment events), at the batch time.
+//!
+//! Time contract: the batch time is the window start rounded down to the tick, the earliest
+//! instant its evidence describes. The source's capabilities sit at the tick-rounded minimum of
+//! its exporters' promises ([`Tracker::frontier`]), so nothing is emitted behind them except
+//! late batches and unknown exporters' first batches, which are emitted at the capability
+//! (counted as late). When the feed is exhausted the capabilities are dropped, which lets every
+//! downstream operator drain.
 //!
 //! Work per activation is bounded (`MAX_PER_ACTIVATION` deliveries); the source re-activates
 //! itself while the feed has more, and polls again after a short pause while it has none.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowmap_operators::{Time, Workload};
-use timely::dataflow::operators::generic::operator::source;
+use flowmap_operators::{round_up, AttributedFlow, Attribution, FlowRecord, Reason, Time, Workload};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::{Scope, Stream};
 
 use crate::config::JobConfig;
-use crate::decode::{decode_batch, DecodedBatch, IngestStats};
+use crate::decode::{decode_batch, Evidence, IngestStats};
 use crate::tracker::{Admission, Tracker};
 
 /// Whether a feed has more to give.
@@ -45,6 +53,16 @@ pub trait Feed: 'static {
     fn poll(&mut self, max: usize, deliver: &mut dyn FnMut(&str, &[u8], Time)) -> FeedStatus;
 }
 
+/// The source's three output streams.
+pub struct Sourced<'scope> {
+    /// Fleet flows, each at its lookup time.
+    pub flows: Stream<'scope, Time, Vec<FlowRecord>>,
+    /// Flows to external addresses, decided.
+    pub external: Stream<'scope, Time, Vec<AttributedFlow>>,
+    /// Ownership evidence per batch.
+    pub evidence: Stream<'scope, Time, Vec<Arc<Evidence>>>,
+}
+
 const MAX_PER_ACTIVATION: usize = 1024;
 
 /// Builds the source operator. `stats` receives the ingest counters of this worker.
@@ -53,75 +71,101 @@ pub fn batch_source<'scope, F: Feed>(
     mut feed: F,
     config: JobConfig,
     stats: Rc<RefCell<IngestStats>>,
-) -> Stream<'scope, Time, Vec<Arc<DecodedBatch>>> {
-    source(scope, "BatchSource", move |capability, info| {
+) -> Sourced<'scope> {
+    let mut builder = OperatorBuilder::new("BatchSource".to_owned(), scope);
+    let info = builder.operator_info();
+    let (mut flows_out, flows) = builder.new_output::<Vec<FlowRecord>>();
+    let (mut external_out, external) = builder.new_output::<Vec<AttributedFlow>>();
+    let (mut evidence_out, evidence) = builder.new_output::<Vec<Arc<Evidence>>>();
+
+    builder.build(move |capabilities| {
         let activator = scope.activator_for(info.address);
         let roster = feed.roster();
         let mut tracker = Tracker::new(roster.iter().map(|id| Workload::new(id)));
-        let mut capability = (!roster.is_empty()).then_some(capability);
+        // One capability per output, all at the same time; `None` once done.
+        let mut caps: Option<Vec<Capability<Time>>> = (!roster.is_empty()).then_some(capabilities);
         let mut interned: HashMap<String, Workload> = HashMap::new();
-        let tick = config.tick;
+        let (tick, guard) = (config.tick, config.guard);
 
-        move |output| {
-            let Some(cap) = capability.as_mut() else {
+        move |_frontiers| {
+            let mut stats = stats.borrow_mut();
+            let Some(cap) = caps.as_mut() else {
                 // No exporters for this worker: drain the feed so nothing is silently ignored.
-                let mut stats = stats.borrow_mut();
                 let status = feed.poll(MAX_PER_ACTIVATION, &mut |key, _, _| {
-                    stats.rejected_window += 1;
-                    tracing::warn!(exporter = key, "batch from an exporter outside the roster of an idle source");
+                    stats.rejected_unrostered += 1;
+                    tracing::warn!(exporter = key, "batch for an exporter outside the roster");
                 });
                 if status != FeedStatus::Done {
                     activator.activate();
                 }
                 return;
             };
-            let mut stats = stats.borrow_mut();
-            let mut session = output.session(&*cap);
-            let cap_time = *cap.time();
-            let mut late: Vec<Arc<DecodedBatch>> = Vec::new();
-            let mut by_time: Vec<(Time, Arc<DecodedBatch>)> = Vec::new();
+            let now = *cap[0].time();
+            let mut fleet: BTreeMap<Time, Vec<FlowRecord>> = BTreeMap::new();
+            let mut external: BTreeMap<Time, Vec<AttributedFlow>> = BTreeMap::new();
+            let mut evidence: BTreeMap<Time, Vec<Arc<Evidence>>> = BTreeMap::new();
             let status = feed.poll(MAX_PER_ACTIVATION, &mut |_key, payload, arrival| {
                 let Some(batch) = decode_batch(payload, arrival, &config, &mut interned, &mut stats) else {
                     return;
                 };
-                match tracker.admit(&batch.exporter, batch.seq, batch.to, &mut stats) {
-                    Admission::Duplicate => {}
-                    Admission::Late => late.push(Arc::new(batch)),
+                let at = match tracker.admit(&batch.exporter, batch.seq, batch.to, &mut stats) {
+                    Admission::Duplicate => return,
+                    Admission::Late => now,
                     Admission::InOrder => {
                         let at = batch.from - batch.from % tick;
-                        if at <= cap_time {
-                            if at < cap_time {
-                                // An exporter outside the roster, or windows that overlap.
-                                stats.late_batches += 1;
-                            }
-                            late.push(Arc::new(batch));
-                        } else {
-                            by_time.push((at, Arc::new(batch)));
+                        if at < now {
+                            // An exporter outside the roster, or windows that overlap.
+                            stats.late_batches += 1;
                         }
+                        at.max(now)
+                    }
+                };
+                stats.batches += 1;
+                stats.flows += batch.flows.len() as u64;
+                stats.rejected_address += batch.rejected_address;
+                stats.rejected_time += batch.rejected_time;
+                for flow in batch.flows {
+                    if config.in_fleet(flow.remote_ip) {
+                        let lookup = at.max(round_up(flow.start.saturating_add(guard), tick));
+                        fleet.entry(lookup).or_default().push(flow);
+                    } else {
+                        let remote = Attribution::Unattributed(Reason::External);
+                        external.entry(at).or_default().push(AttributedFlow { flow, remote });
                     }
                 }
+                evidence.entry(at).or_default().push(Arc::new(batch.evidence));
             });
-            session.give_container(&mut late);
-            drop(session);
-            by_time.sort_by_key(|(t, _)| *t);
-            for chunk in by_time.chunk_by(|a, b| a.0 == b.0) {
-                let delayed = cap.delayed(&chunk[0].0);
-                let mut session = output.session(&delayed);
-                for (_, batch) in chunk {
-                    session.give(Arc::clone(batch));
-                }
+
+            let mut out = flows_out.activate();
+            for (at, mut data) in fleet {
+                out.give(&cap[0].delayed(&at), &mut data);
             }
+            drop(out);
+            let mut out = external_out.activate();
+            for (at, mut data) in external {
+                out.give(&cap[1].delayed(&at), &mut data);
+            }
+            drop(out);
+            let mut out = evidence_out.activate();
+            for (at, mut data) in evidence {
+                out.give(&cap[2].delayed(&at), &mut data);
+            }
+            drop(out);
+
             match status {
-                FeedStatus::Done => capability = None,
+                FeedStatus::Done => caps = None,
                 FeedStatus::Ready => activator.activate(),
                 FeedStatus::Pending => activator.activate_after(Duration::from_millis(20)),
             }
-            if let (Some(cap), Some(frontier)) = (capability.as_mut(), tracker.frontier()) {
+            if let (Some(caps), Some(frontier)) = (caps.as_mut(), tracker.frontier()) {
                 let at = frontier - frontier % tick;
-                if at > *cap.time() {
-                    cap.downgrade(&at);
+                if at > now {
+                    for cap in caps.iter_mut() {
+                        cap.downgrade(&at);
+                    }
                 }
             }
         }
-    })
+    });
+    Sourced { flows, external, evidence }
 }

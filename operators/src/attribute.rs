@@ -45,7 +45,7 @@ use std::collections::BTreeMap;
 
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::trace::cursor::{cursor_list, Cursor};
+use differential_dataflow::trace::cursor::{Cursor, Navigable};
 use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::TraceReader;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -98,7 +98,7 @@ impl<'scope> Attribute<'scope> for Stream<'scope, Time, Vec<FlowRecord>> {
             let activator = scope.activator_for(info.address);
             let mut stash: BTreeMap<Time, (Capability<Time>, Vec<FlowRecord>)> = BTreeMap::new();
             let mut upper: Antichain<Time> = Antichain::from_elem(0);
-            let mut claims: Vec<Claim> = Vec::new();
+            let mut scratch = Scratch::default();
             let probe_workload = Workload::new("");
 
             move |(flows, flows_frontier), (batches, _), output| {
@@ -120,29 +120,65 @@ impl<'scope> Attribute<'scope> for Stream<'scope, Time, Vec<FlowRecord>> {
                 };
                 tr.read_upper(&mut upper);
 
+                // Take the ready flows of every ready time (up to `fuel`), and look them all up
+                // in one pass in key order: the cursors then move forward through the trace
+                // instead of jumping around it, which is what makes the lookup fast.
+                let mut ready: Vec<(Capability<Time>, Vec<FlowRecord>)> = Vec::new();
                 let mut fuel = params.fuel;
                 while fuel > 0 {
                     let Some(mut entry) = stash.first_entry() else { break };
-                    let time = *entry.key();
-                    if upper.less_equal(&time) {
+                    if upper.less_equal(entry.key()) {
                         break;
                     }
-                    let Some(batches) = tr.batches_through(upper.borrow()) else { break };
                     let (cap, pending) = entry.get_mut();
                     let take = pending.len().min(fuel);
-                    let mut ready = pending.split_off(pending.len() - take);
                     fuel -= take;
-                    ready.sort_unstable_by(|a, b| (a.remote_ip, a.start).cmp(&(b.remote_ip, b.start)));
-
-                    let (mut cursor, storage) = cursor_list(batches);
-                    let mut session = output.session(cap);
-                    for flow in ready {
-                        let remote = lookup(&mut cursor, &storage, &flow, time, &params, &probe_workload, &mut claims);
-                        session.give(AttributedFlow { flow, remote });
+                    if take == pending.len() {
+                        ready.push(entry.remove());
+                    } else {
+                        let part = pending.split_off(pending.len() - take);
+                        ready.push((cap.clone(), part));
                     }
-                    drop(session);
-                    if pending.is_empty() {
-                        entry.remove();
+                }
+                if !ready.is_empty() {
+                    if let Some(batches) = tr.batches_through(upper.borrow()) {
+                        // Sort an index (IP, group, position) rather than the records.
+                        let mut order: Vec<(Ip, u32, u32)> = Vec::new();
+                        for (g, (_, flows)) in ready.iter().enumerate() {
+                            order.extend(flows.iter().enumerate().map(|(i, f)| (f.remote_ip, g as u32, i as u32)));
+                        }
+                        order.sort_unstable();
+                        let mut verdicts: Vec<Vec<Attribution>> = ready
+                            .iter()
+                            .map(|(_, flows)| vec![Attribution::Unattributed(Reason::NoOwner); flows.len()])
+                            .collect();
+                        // One cursor per batch rather than a merged cursor list: a lookup touches
+                        // few values, and merging cursors costs more than summing a few claims.
+                        let mut cursors: Vec<_> = batches.iter().map(|b| b.cursor()).collect();
+                        for (_, g, i) in order {
+                            let (cap, flows) = &ready[g as usize];
+                            verdicts[g as usize][i as usize] = lookup(
+                                &mut cursors,
+                                &batches,
+                                &flows[i as usize],
+                                *cap.time(),
+                                &params,
+                                &probe_workload,
+                                &mut scratch,
+                            );
+                        }
+                        for ((cap, flows), verdicts) in ready.into_iter().zip(verdicts) {
+                            let mut session = output.session(&cap);
+                            for (flow, remote) in flows.into_iter().zip(verdicts) {
+                                session.give(AttributedFlow { flow, remote });
+                            }
+                        }
+                    } else {
+                        // The trace cannot be read through `upper` (never expected: we hold its
+                        // physical compaction there). Put the flows back and try again later.
+                        for (cap, flows) in ready {
+                            stash.entry(*cap.time()).or_insert_with(|| (cap, Vec::new())).1.extend(flows);
+                        }
                     }
                 }
                 if stash.first_key_value().is_some_and(|(t, _)| !upper.less_equal(t)) {
@@ -165,15 +201,22 @@ impl<'scope> Attribute<'scope> for Stream<'scope, Time, Vec<FlowRecord>> {
     }
 }
 
-/// Looks up one flow, reading claims accumulated at times `<= at_time`.
+/// Buffers reused between lookups.
+#[derive(Default)]
+struct Scratch {
+    counted: Vec<(Claim, Diff)>,
+    claims: Vec<Claim>,
+}
+
+/// Looks up one flow, reading claims accumulated at times `<= at_time` over all batches.
 fn lookup<C>(
-    cursor: &mut C,
-    storage: &C::Storage,
+    cursors: &mut [C],
+    batches: &[C::Storage],
     flow: &FlowRecord,
     at_time: Time,
     params: &AttributeParams,
     probe_workload: &Workload,
-    claims: &mut Vec<Claim>,
+    scratch: &mut Scratch,
 ) -> Attribution
 where
     C: for<'a> Cursor<Key<'a> = &'a Ip, Val<'a> = &'a Claim, TimeGat<'a> = &'a Time, DiffGat<'a> = &'a Diff>,
@@ -182,17 +225,33 @@ where
     if at_time >= start.saturating_sub(params.guard).saturating_add(params.retention) {
         return Attribution::Unattributed(Reason::EvidenceExpired);
     }
-    cursor.seek_key(storage, &flow.remote_ip);
-    if cursor.get_key(storage) != Some(&flow.remote_ip) {
-        return Attribution::Unattributed(Reason::NoOwner);
-    }
     let lo = start.saturating_sub(params.guard);
     let hi = start.saturating_add(params.guard).saturating_add(1);
-    claims.clear();
-    cursor.rewind_vals(storage);
-    let mut collect = |cursor: &mut C, kind: EvidenceKind| {
+    let seek_from = lo.saturating_sub(params.max_claim_len);
+    let probe = Claim { kind: EvidenceKind::Heartbeat, from: seek_from, to: 0, workload: probe_workload.clone() };
+    scratch.counted.clear();
+    for (cursor, storage) in cursors.iter_mut().zip(batches) {
+        cursor.seek_key(storage, &flow.remote_ip);
+        if cursor.get_key(storage) != Some(&flow.remote_ip) {
+            continue;
+        }
+        cursor.rewind_vals(storage);
+        // Assignment claims sort first and may be open-ended, so all of the IP's are scanned
+        // (there are few); exporter claims are at most `max_claim_len` long, so the scan seeks
+        // to the first that can reach the band.
+        let mut sought = false;
         while let Some(claim) = cursor.get_val(storage) {
-            if claim.kind != kind || claim.from >= hi {
+            let assignment = claim.kind == EvidenceKind::Assignment;
+            if !sought && (!assignment || claim.from >= hi) {
+                sought = true;
+                if !assignment && claim.from >= seek_from {
+                    // Already at or past the first exporter claim that can matter.
+                } else {
+                    cursor.seek_val(storage, &probe);
+                    continue;
+                }
+            }
+            if claim.from >= hi {
                 break;
             }
             if claim.to > lo {
@@ -202,21 +261,17 @@ where
                         count += *d;
                     }
                 });
-                if count > 0 {
-                    claims.push(claim.clone());
+                if count != 0 {
+                    match scratch.counted.iter_mut().find(|(c, _)| c == claim) {
+                        Some((_, total)) => *total += count,
+                        None => scratch.counted.push((claim.clone(), count)),
+                    }
                 }
             }
             cursor.step_val(storage);
         }
-    };
-    // Assignment claims may be open-ended, so all of the IP's are scanned (there are few);
-    // exporter claims are at most `max_claim_len` long, so seek to the first that can matter.
-    collect(cursor, EvidenceKind::Assignment);
-    let from = lo.saturating_sub(params.max_claim_len);
-    for kind in [EvidenceKind::Heartbeat, EvidenceKind::Flow] {
-        let probe = Claim { kind, from, to: 0, workload: probe_workload.clone() };
-        cursor.seek_val(storage, &probe);
-        collect(cursor, kind);
     }
-    decide(claims, start, params.guard)
+    scratch.claims.clear();
+    scratch.claims.extend(scratch.counted.drain(..).filter(|(_, n)| *n > 0).map(|(c, _)| c));
+    decide(&scratch.claims, start, params.guard)
 }

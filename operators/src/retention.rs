@@ -1,33 +1,27 @@
-//! `expire`: schedule the retraction of every closed ownership claim once it is older than the
-//! retention horizon.
+//! `expire`: retract every closed ownership claim once it is older than the retention horizon.
 //!
-//! Time contract: an insertion of a claim ending at `to`, at time `t`, is paired with its
-//! retraction at `max(t, to + retention)` (rounded up to the tick). Nothing is held back: the
-//! retraction is an ordinary differential update at a future time, which the arrangement keeps
-//! pending until the frontier reaches it and then cancels against the insertion when it
-//! compacts. This is what bounds the ownership state on an endless stream: at any frontier the
-//! arrangement holds only claims that ended less than `retention` ago, plus open assignments.
+//! Time contract: an insertion of a claim ending at `to` is passed through untouched, and its
+//! retraction is issued at the first input time at or after `to + retention` (rounded up to the
+//! tick). The operator holds no capability: it keeps the pending retractions in a map by due
+//! time and releases them with the next input message whose time has reached them. Holding a
+//! capability for the future would hold back the frontier of everything downstream; handing
+//! differential an update at a future time would make its batcher re-sort every pending
+//! retraction on every batch. This bounds the ownership state on an endless stream: it holds
+//! only claims that ended less than about `retention` ago, plus open assignments.
 //!
-//! Readers that look up an instant `s` at a time `q` see every claim about `s` as long as
-//! `q < s + retention`; the attribution operator leaves older flows unattributed with reason
-//! `evidence_expired` instead of reading a partial history.
+//! Why a late retraction is harmless: a reader that looks up instant `s` at time `q` reads only
+//! claims that end after `s - guard`, and refuses lookups with `q >= s - guard + retention`, so
+//! every claim it reads is due for retraction after `q`, whenever exactly the retraction comes.
 //!
 //! ```
 //! use flowmap_operators::{Claim, EvidenceKind, Expire, Ip, Workload};
-//! use differential_dataflow::AsCollection;
-//! use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
-//!
-//! let claim = Claim { kind: EvidenceKind::Heartbeat, from: 0, to: 10, workload: Workload::new("a") };
-//! let ip = Ip::v4([10, 0, 0, 1]);
-//! let out = timely::example(move |scope| {
-//!     vec![((ip, claim), 5u64, 1i64)].to_stream(scope).as_collection().expire(100, 1).inner.capture()
-//! });
-//! let updates: Vec<_> = out.extract().into_iter().flat_map(|(_, v)| v).map(|(_, t, d)| (t, d)).collect();
-//! assert_eq!(updates, vec![(5, 1), (110, -1)]);
-//! ```
+//! use std::collections::BTreeMap;
+
+use std::collections::BTreeMap;
 
 use differential_dataflow::{AsCollection, VecCollection};
-use timely::dataflow::operators::vec::Map;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
 
 use crate::types::{Claim, Diff, Ip, Time, OPEN};
 
@@ -42,22 +36,41 @@ pub fn round_up(t: Time, tick: Time) -> Time {
     }
 }
 
-/// Extension trait: pair each closed claim with its retraction after `retention`.
+/// Extension trait: retract each closed claim once it is older than the retention.
 pub trait Expire {
-    /// Adds, for every inserted claim with a known end, its retraction at
-    /// `max(time, to + retention)` rounded up to `tick`.
+    /// Passes updates through and retracts every inserted claim with a known end at the first
+    /// input time at or after `to + retention` (rounded up to `tick`).
     fn expire(self, retention: Time, tick: Time) -> Self;
 }
 
 impl<'scope> Expire for VecCollection<'scope, Time, (Ip, Claim), Diff> {
     fn expire(self, retention: Time, tick: Time) -> Self {
         self.inner
-            .flat_map(move |((ip, claim), time, diff)| {
-                let expiry = (diff > 0 && claim.to != OPEN).then(|| {
-                    let at = round_up(time.max(claim.to.saturating_add(retention)), tick);
-                    ((ip, claim.clone()), at, -diff)
-                });
-                std::iter::once(((ip, claim), time, diff)).chain(expiry)
+            .unary(Pipeline, "Expire", move |_, _| {
+                let mut pending: BTreeMap<Time, Vec<(Ip, Claim, Diff)>> = BTreeMap::new();
+                move |input, output| {
+                    input.for_each_stamp(|cap, data| {
+                        let Some(&now) = cap.least() else { return };
+                        let mut session = output.session(&cap);
+                        for batch in data {
+                            for ((ip, claim), time, diff) in batch.drain(..) {
+                                if diff > 0 && claim.to != OPEN {
+                                    let due = round_up(time.max(claim.to.saturating_add(retention)), tick);
+                                    pending.entry(due).or_default().push((ip, claim.clone(), -diff));
+                                }
+                                session.give(((ip, claim), time, diff));
+                            }
+                        }
+                        while let Some(entry) = pending.first_entry() {
+                            if *entry.key() > now {
+                                break;
+                            }
+                            for (ip, claim, diff) in entry.remove() {
+                                session.give(((ip, claim), now, diff));
+                            }
+                        }
+                    });
+                }
             })
             .as_collection()
     }

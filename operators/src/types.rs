@@ -56,31 +56,92 @@ impl fmt::Display for Ip {
     }
 }
 
-/// A workload name. Cheap to clone (shared), compared by content.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Workload(pub Arc<str>);
+/// A workload name. Cheap to clone (shared), with a precomputed hash so that comparisons
+/// (which differential does a lot of, sorting and merging claims) rarely touch the string.
+///
+/// The order is by hash, then by name: a total order, the same in every process (the hash is
+/// FNV-1a), but not alphabetical.
+#[derive(Clone)]
+pub struct Workload {
+    hash: u64,
+    name: Arc<str>,
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
 
 impl Workload {
     /// A workload with this name.
     pub fn new(name: &str) -> Self {
-        Workload(Arc::from(name))
+        Workload { hash: fnv1a(name.as_bytes()), name: Arc::from(name) }
     }
 
     /// The name.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.name
+    }
+}
+
+impl PartialEq for Workload {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && (Arc::ptr_eq(&self.name, &other.name) || self.name == other.name)
+    }
+}
+
+impl Eq for Workload {}
+
+impl Ord for Workload {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.hash.cmp(&other.hash).then_with(|| {
+            if Arc::ptr_eq(&self.name, &other.name) {
+                std::cmp::Ordering::Equal
+            } else {
+                self.name.cmp(&other.name)
+            }
+        })
+    }
+}
+
+impl PartialOrd for Workload {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::hash::Hash for Workload {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl Serialize for Workload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name)
+    }
+}
+
+impl<'de> Deserialize<'de> for Workload {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok(Workload::new(&name))
     }
 }
 
 impl fmt::Debug for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", &*self.0)
+        write!(f, "{:?}", &*self.name)
     }
 }
 
 impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.name)
     }
 }
 
@@ -109,10 +170,10 @@ impl EvidenceKind {
 
 /// "The IP (the key this value is stored under) was `workload` during [from, to)".
 ///
-/// The field order is the sort order in the arrangement: all assignment claims of an IP come
-/// first, then heartbeats by start time, then flow claims by start time, which lets a lookup
-/// seek straight to the claims near an instant.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// The sort order (see the `Ord` impl) is the order in the arrangement: all assignment claims
+/// of an IP first, then the exporter claims (heartbeats and flows together) by start time,
+/// which lets a lookup seek straight to the exporter claims near an instant.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Claim {
     /// Where the claim comes from.
     pub kind: EvidenceKind,
@@ -122,6 +183,24 @@ pub struct Claim {
     pub to: Time,
     /// The owner.
     pub workload: Workload,
+}
+
+impl Claim {
+    fn sort_key(&self) -> (bool, Time, Time, EvidenceKind, &Workload) {
+        (self.kind != EvidenceKind::Assignment, self.from, self.to, self.kind, &self.workload)
+    }
+}
+
+impl Ord for Claim {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.sort_key().cmp(&other.sort_key())
+    }
+}
+
+impl PartialOrd for Claim {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// The `to` of a claim whose end is not known yet.

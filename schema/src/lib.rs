@@ -10,12 +10,18 @@
 //! # Layout
 //! - [`ExporterBatch`], [`Flow`], [`Ownership`], [`Assignment`], [`Direction`]: the messages.
 //! - [`encode_batch`] / [`decode_batch`]: bytes in and out, with version checking.
+//! - [`view`]: the zero-copy reader the job uses on its hot path.
 //! - [`ip_from_bytes`] / [`ip_to_bytes`]: the raw 4- or 16-byte address form used on the wire.
+//! - [`flow_id`]: the stable id of a flow.
 #![deny(missing_docs)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use prost::Message;
+
+pub mod view;
+
+pub use view::{view_batch, AssignmentView, BatchView, FlowView, OwnershipView};
 
 /// The schema version this crate reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -151,6 +157,9 @@ pub enum DecodeError {
     /// Not valid Protobuf for this message (corrupt or truncated).
     #[error("malformed batch: {0}")]
     Malformed(#[source] prost::DecodeError),
+    /// Not valid Protobuf for this schema (read by the zero-copy [`view`] reader).
+    #[error("malformed batch: {0}")]
+    Invalid(&'static str),
     /// Valid Protobuf, but a schema version this reader does not know.
     #[error("unsupported schema version {found} (this reader knows {SCHEMA_VERSION})")]
     UnsupportedVersion {
@@ -203,6 +212,19 @@ mod tests;
 /// and the start time. The same flow reported twice (a duplicated batch, a replay) gets the
 /// same id in every process and every language, so consumers can deduplicate on it.
 pub fn flow_id(exporter_id: &str, flow: &Flow) -> u64 {
+    flow_id_of(exporter_id, &flow.local_ip, flow.local_port, &flow.remote_ip, flow.remote_port, flow.direction, flow.start_ns)
+}
+
+/// [`flow_id`] from the fields themselves (for the zero-copy reader).
+pub fn flow_id_of(
+    exporter_id: &str,
+    local_ip: &[u8],
+    local_port: u32,
+    remote_ip: &[u8],
+    remote_port: u32,
+    direction: i32,
+    start_ns: u64,
+) -> u64 {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
@@ -213,11 +235,11 @@ pub fn flow_id(exporter_id: &str, flow: &Flow) -> u64 {
     };
     feed(exporter_id.as_bytes());
     feed(&[0xff]);
-    feed(&flow.local_ip);
-    feed(&flow.local_port.to_le_bytes());
-    feed(&flow.remote_ip);
-    feed(&flow.remote_port.to_le_bytes());
-    feed(&flow.direction.to_le_bytes());
-    feed(&flow.start_ns.to_le_bytes());
+    feed(local_ip);
+    feed(&local_port.to_le_bytes());
+    feed(remote_ip);
+    feed(&remote_port.to_le_bytes());
+    feed(&direction.to_le_bytes());
+    feed(&start_ns.to_le_bytes());
     hash
 }

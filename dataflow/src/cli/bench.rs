@@ -9,6 +9,7 @@
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
@@ -48,6 +49,9 @@ pub struct BenchArgs {
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// Print the time spent in each operator (from timely's log) to stderr.
+    #[arg(long)]
+    pub profile: bool,
     /// timely's cluster flags.
     #[command(flatten)]
     pub timely: TimelyArgs,
@@ -104,10 +108,23 @@ pub fn run(args: BenchArgs) -> Result<()> {
         job,
         move |index, peers| MemoryFeed::new(Arc::clone(&feed_input.0), &feed_input.1, index, peers),
         OutputMode::Count,
-        256,
+        Duration::from_millis(100),
+        args.profile,
     )?;
     let secs = report.elapsed.as_secs_f64();
+    if args.profile {
+        eprintln!("time per operator (all workers):");
+        for (name, d) in &report.operator_times.entries {
+            eprintln!("  {:>9.3}s  {name}", d.as_secs_f64());
+        }
+    }
     ensure!(report.output == args.flows as u64, "output {} flows, expected {}", report.output, args.flows);
+    ensure!(
+        report.attributed == data.expected_inside,
+        "attributed {} flows, but {} start inside a range: the lookup is wrong",
+        report.attributed,
+        data.expected_inside
+    );
     let flows_per_sec = report.output as f64 / secs;
     let workers = report.workers;
     let peak_rss = super::peak_rss_bytes();
@@ -136,7 +153,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "peak_rss_bytes": peak_rss,
             "state_bytes": report.peak_state.bytes,
             "state_updates": report.peak_state.updates,
+            "state_batches_max": report.state_samples.iter().map(|s| s.batches).max(),
+            "state_batches_mean": report.state_samples.iter().map(|s| s.batches).sum::<u64>() as f64 / report.state_samples.len().max(1) as f64,
             "state_bytes_per_ip": state_bytes_per_ip,
+            "attributed": report.attributed,
             "expected_attributed": data.expected_inside,
         });
         println!("{summary}");

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
 
 use anyhow::{ensure, Result};
@@ -28,6 +29,9 @@ pub struct DemoArgs {
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// Print the time spent in each operator (from timely's log) to stderr.
+    #[arg(long)]
+    pub profile: bool,
     /// timely's cluster flags.
     #[command(flatten)]
     pub timely: TimelyArgs,
@@ -60,12 +64,19 @@ pub fn run(args: DemoArgs) -> Result<()> {
         job,
         move |index, peers| MemoryFeed::new(Arc::clone(&feed_input.0), &feed_input.1, index, peers),
         OutputMode::Collect,
-        64,
+        Duration::from_millis(50),
+        args.profile,
     )?;
     let records: Vec<OutputRecord> = report.flows.iter().map(OutputRecord::from).collect();
     let verdicts: Vec<_> = records.iter().map(OutputRecord::verdict).collect();
     let score = flowmap_sim::score(&sim.truth, &verdicts, &deliveries);
     let secs = report.elapsed.as_secs_f64();
+    if args.profile {
+        eprintln!("time per operator (all workers):");
+        for (name, d) in &report.operator_times.entries {
+            eprintln!("  {:>9.3}s  {name}", d.as_secs_f64());
+        }
+    }
     let flows_per_sec = report.output as f64 / secs.max(1e-9);
 
     println!("flowmap demo — scenario {}", scenario.name);

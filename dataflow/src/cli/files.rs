@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -99,7 +100,8 @@ pub fn attribute(args: AttributeArgs) -> Result<()> {
         job,
         move |index, peers| MemoryFeed::new(Arc::clone(&feed_input.0), &feed_input.1, index, peers),
         OutputMode::Collect,
-        1024,
+        Duration::from_millis(200),
+        false,
     )?;
     let mut records: Vec<OutputRecord> = report.flows.iter().map(OutputRecord::from).collect();
     records.sort_by_key(|r| r.flow_id);
