@@ -111,11 +111,22 @@ impl IngestStats {
     }
 }
 
+/// The wire form of an address as an [`Ip`], without going through `IpAddr`.
 fn ip(bytes: &[u8]) -> Option<Ip> {
-    wire::ip_from_bytes(bytes).map(Ip::from_addr)
+    match bytes.len() {
+        4 => {
+            let v4 = u32::from_be_bytes(bytes.try_into().ok()?);
+            Some(Ip((0xffff_u128 << 32) | u128::from(v4)))
+        }
+        16 => Some(Ip(u128::from_be_bytes(bytes.try_into().ok()?))),
+        _ => None,
+    }
 }
 
-fn workload(name: &str, interned: &mut HashMap<String, Workload>) -> Option<Workload> {
+/// Workload names seen so far, shared by all batches of a source.
+pub type Interner = foldhash::HashMap<String, Workload>;
+
+fn workload(name: &str, interned: &mut Interner) -> Option<Workload> {
     if name.is_empty() {
         return None;
     }
@@ -145,7 +156,7 @@ pub fn decode_batch(
     bytes: &[u8],
     now: Time,
     config: &JobConfig,
-    interned: &mut HashMap<String, Workload>,
+    interned: &mut Interner,
     stats: &mut IngestStats,
 ) -> Option<DecodedBatch> {
     let view = match wire::view_batch(bytes) {

@@ -205,12 +205,17 @@ pub fn ip_to_bytes(ip: IpAddr) -> Vec<u8> {
     }
 }
 
-#[cfg(test)]
-mod tests;
 
-/// The stable id of a flow: FNV-1a (64 bit) over the exporter id, the 5-tuple, the direction
-/// and the start time. The same flow reported twice (a duplicated batch, a replay) gets the
-/// same id in every process and every language, so consumers can deduplicate on it.
+/// The stable id of a flow: a 64-bit hash of the exporter id, the 5-tuple, the direction and
+/// the start time. The same flow reported twice (a duplicated batch, a replay) gets the same id
+/// in every process, so consumers can deduplicate on it.
+///
+/// The hash, so that other languages can compute it: start from the FNV-1a 64 offset basis;
+/// feed the exporter id's bytes one at a time, FNV-1a style (xor, then multiply by the FNV
+/// prime); then feed, as 64-bit little-endian words each xored in and followed by one multiply
+/// and a 29-bit right-shift xor, the local address (the IPv4-mapped 128-bit value as two
+/// words, high first), the local port, the remote address (two words), the remote port, the
+/// direction, and the start time.
 pub fn flow_id(exporter_id: &str, flow: &Flow) -> u64 {
     flow_id_of(exporter_id, &flow.local_ip, flow.local_port, &flow.remote_ip, flow.remote_port, flow.direction, flow.start_ns)
 }
@@ -227,19 +232,34 @@ pub fn flow_id_of(
 ) -> u64 {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for &b in bytes {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(PRIME);
+    for &b in exporter_id.as_bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    let mut word = |w: u64| {
+        hash ^= w;
+        hash = hash.wrapping_mul(PRIME);
+        hash ^= hash >> 29;
+    };
+    let wide = |ip: &[u8]| -> u128 {
+        match ip.len() {
+            4 => (0xffff_u128 << 32) | u128::from(u32::from_be_bytes([ip[0], ip[1], ip[2], ip[3]])),
+            16 => u128::from_be_bytes(ip.try_into().unwrap_or([0; 16])),
+            // Not an address: such records are rejected, but the id must still be defined.
+            _ => ip.iter().fold(0u128, |acc, &b| acc.rotate_left(8) ^ u128::from(b)),
         }
     };
-    feed(exporter_id.as_bytes());
-    feed(&[0xff]);
-    feed(local_ip);
-    feed(&local_port.to_le_bytes());
-    feed(remote_ip);
-    feed(&remote_port.to_le_bytes());
-    feed(&direction.to_le_bytes());
-    feed(&start_ns.to_le_bytes());
+    let (local, remote) = (wide(local_ip), wide(remote_ip));
+    word((local >> 64) as u64);
+    word(local as u64);
+    word(u64::from(local_port));
+    word((remote >> 64) as u64);
+    word(remote as u64);
+    word(u64::from(remote_port));
+    word(direction as u64);
+    word(start_ns);
     hash
 }
+
+#[cfg(test)]
+mod tests;

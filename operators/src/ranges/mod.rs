@@ -105,14 +105,38 @@ pub fn decide(claims: &[Claim], at: Time, guard: Time) -> Attribution {
     let lo = at.saturating_sub(guard);
     let hi = at.saturating_add(guard).saturating_add(1); // the band is [lo, hi)
     let near = |c: &&Claim| c.from < hi && lo < c.to;
-    let exporter: Vec<&Claim> =
-        claims.iter().filter(near).filter(|c| c.kind != EvidenceKind::Assignment).collect();
-    let chosen: Vec<&Claim> = if exporter.is_empty() {
-        claims.iter().filter(near).filter(|c| c.kind == EvidenceKind::Assignment).collect()
-    } else {
-        exporter
+    let exporter = claims.iter().filter(near).any(|c| c.kind != EvidenceKind::Assignment);
+    let chosen = || claims.iter().filter(near).filter(move |c| (c.kind != EvidenceKind::Assignment) == exporter);
+    let Some(first) = chosen().next() else {
+        return Attribution::Unattributed(Reason::NoOwner);
     };
-    let set = RangeSet::build(chosen.iter().map(|c| (c.from, c.to, &c.workload)));
+    let workload = &first.workload;
+    if chosen().all(|c| &c.workload == workload) {
+        // The common case, one claimant: grow the union of its ranges around `at`, without
+        // building a range set (this runs once per flow).
+        let Some(seed) = chosen().find(|c| c.from <= at && at < c.to) else {
+            return Attribution::Unattributed(Reason::NoOwner);
+        };
+        let (mut from, mut to) = (seed.from, seed.to);
+        loop {
+            let mut grown = false;
+            for c in chosen() {
+                if c.from <= to && from <= c.to && (c.from < from || c.to > to) {
+                    from = from.min(c.from);
+                    to = to.max(c.to);
+                    grown = true;
+                }
+            }
+            if !grown {
+                break;
+            }
+        }
+        if from > lo || to < hi {
+            return Attribution::Unattributed(Reason::NearBoundary);
+        }
+        return Attribution::Workload { workload: workload.clone(), evidence: strongest(chosen(), workload) };
+    }
+    let set = RangeSet::build(chosen().map(|c| (c.from, c.to, &c.workload)));
     let Some(segment) = set.segment_at(at) else {
         return Attribution::Unattributed(Reason::NoOwner);
     };
@@ -123,9 +147,12 @@ pub fn decide(claims: &[Claim], at: Time, guard: Time) -> Attribution {
     if segment.from > lo || segment.to < hi {
         return Attribution::Unattributed(Reason::NearBoundary);
     }
-    // The strongest kind of evidence of this owner in the band.
-    let evidence = chosen
-        .iter()
+    Attribution::Workload { workload: workload.clone(), evidence: strongest(chosen(), workload) }
+}
+
+/// The strongest kind of evidence of `workload` among `claims`.
+fn strongest<'a>(claims: impl Iterator<Item = &'a Claim>, workload: &Workload) -> EvidenceKind {
+    claims
         .filter(|c| &c.workload == workload)
         .map(|c| c.kind)
         .min_by_key(|kind| match kind {
@@ -133,8 +160,7 @@ pub fn decide(claims: &[Claim], at: Time, guard: Time) -> Attribution {
             EvidenceKind::Flow => 1,
             EvidenceKind::Assignment => 2,
         })
-        .unwrap_or(EvidenceKind::Assignment);
-    Attribution::Workload { workload: workload.clone(), evidence }
+        .unwrap_or(EvidenceKind::Assignment)
 }
 
 #[cfg(test)]

@@ -163,6 +163,24 @@ proptest! {
         prop_assert_eq!(a, b);
     }
 
+    /// The single-claimant fast path agrees with the general range-set rule.
+    #[test]
+    fn decide_single_claimant_matches_range_set(
+        ranges in proptest::collection::vec((0..60u64, 0..30u64), 1..8), at in 0..70u64, guard in 0..6u64,
+    ) {
+        let a = w("a");
+        let claims: Vec<Claim> = ranges.iter()
+            .map(|(f, len)| Claim { kind: Heartbeat, from: *f, to: f + len, workload: a.clone() })
+            .collect();
+        let set = RangeSet::build(claims.iter().filter(|c| c.from < at + guard + 1 && at.saturating_sub(guard) < c.to).map(|c| (c.from, c.to, &c.workload)));
+        let want = match set.segment_at(at) {
+            None => Attribution::Unattributed(Reason::NoOwner),
+            Some(s) if s.from > at.saturating_sub(guard) || s.to < at + guard + 1 => Attribution::Unattributed(Reason::NearBoundary),
+            Some(_) => Attribution::Workload { workload: a.clone(), evidence: Heartbeat },
+        };
+        prop_assert_eq!(decide(&claims, at, guard), want);
+    }
+
     /// `decide` attributes W only if W, and no one else, holds every instant of the band.
     #[test]
     fn decide_never_attributes_without_full_clean_cover(
