@@ -25,13 +25,21 @@ pub struct MemoryFeed {
     index: usize,
     peers: usize,
     roster: Vec<String>,
+    pace: usize,
 }
 
 impl MemoryFeed {
     /// The share of worker `index` of `peers`, expecting the exporters of `roster` it reads.
     pub fn new(deliveries: Arc<Vec<Delivery>>, roster: &[String], index: usize, peers: usize) -> Self {
         let roster = roster.iter().filter(|id| worker_of(id, peers) == index).cloned().collect();
-        MemoryFeed { deliveries, pos: 0, index, peers, roster }
+        MemoryFeed { deliveries, pos: 0, index, peers, roster, pace: usize::MAX }
+    }
+
+    /// Hands out at most `pace` deliveries per poll, so that a run ingests its input over many
+    /// steps the way a live stream arrives, instead of in a few large gulps.
+    pub fn with_pace(mut self, pace: usize) -> Self {
+        self.pace = pace.max(1);
+        self
     }
 }
 
@@ -42,7 +50,7 @@ impl Feed for MemoryFeed {
 
     fn poll(&mut self, max: usize, deliver: &mut dyn FnMut(&str, &[u8], Time)) -> FeedStatus {
         let mut given = 0;
-        while given < max {
+        while given < max.min(self.pace) {
             let Some(d) = self.deliveries.get(self.pos) else { return FeedStatus::Done };
             self.pos += 1;
             if worker_of(&d.key, self.peers) == self.index {

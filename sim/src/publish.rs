@@ -217,8 +217,16 @@ fn deliver(s: &Scenario, rng: &mut Rng, out: &mut Vec<Delivery>, key: &str, arri
         return;
     }
     if rng.chance(s.corrupt) {
-        let cut = rng.range(1, payload.len().max(2) as u64) as usize;
-        out.push(Delivery { key: key.to_string(), arrival: arrival.saturating_sub(1), payload: payload[..cut].to_vec() });
+        // A truncated copy, cut inside a field so that it is detectably corrupt (a cut on a
+        // field boundary would be a valid, shorter batch: that is what the transport's own
+        // checksums are for, not the job).
+        let mut cut = rng.range(1, payload.len().max(2) as u64) as usize;
+        while cut > 0 && flowmap_schema::view_batch(&payload[..cut]).is_ok() {
+            cut -= 1;
+        }
+        if cut > 0 {
+            out.push(Delivery { key: key.to_string(), arrival: arrival.saturating_sub(1), payload: payload[..cut].to_vec() });
+        }
     }
     if rng.chance(s.duplicate) {
         let again = arrival + rng.range(0, 30 * SEC);
