@@ -44,6 +44,16 @@ fn one_and_two_workers_give_the_same_output() {
 }
 
 #[test]
+fn adversarial_output_is_independent_of_arrival_order_and_workers() {
+    let sim = flowmap_sim::simulate(&Scenario::adversarial()).unwrap();
+    let one = records(&attribute(sim.deliveries.clone(), sim.roster.clone(), 1, JobConfig::default()));
+    let shuffled = interleave(&sim.deliveries, 7);
+    let two = records(&attribute(shuffled, sim.roster.clone(), 2, JobConfig::default()));
+    assert!(one.len() > 100_000);
+    assert!(one == two, "output differs between arrival orders / worker counts");
+}
+
+#[test]
 fn evidence_kinds_are_all_used() {
     let (_, report, _) = simulate_and_score(&small_adversarial(5), 1);
     let kinds: std::collections::BTreeSet<String> =
@@ -52,7 +62,7 @@ fn evidence_kinds_are_all_used() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 6, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 12, .. ProptestConfig::default() })]
 
     /// Any seed of the adversarial fleet: no misattribution, nothing delivered goes missing.
     #[test]

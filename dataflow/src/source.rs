@@ -93,7 +93,10 @@ pub fn batch_source<'scope, F: Feed>(
                 // No exporters for this worker: drain the feed so nothing is silently ignored.
                 let status = feed.poll(MAX_PER_ACTIVATION, &mut |key, _, _| {
                     stats.rejected_unrostered += 1;
-                    tracing::warn!(exporter = key, "batch for an exporter outside the roster");
+                    if stats.rejected_unrostered.is_power_of_two() {
+                        let total = stats.rejected_unrostered;
+                        tracing::warn!(exporter = key, total, "rejected batch: exporter outside the roster");
+                    }
                 });
                 if status != FeedStatus::Done {
                     activator.activate();
@@ -104,8 +107,8 @@ pub fn batch_source<'scope, F: Feed>(
             let mut fleet = Groups::default();
             let mut external: BTreeMap<Time, Vec<AttributedFlow>> = BTreeMap::new();
             let mut evidence: BTreeMap<Time, Vec<Arc<Evidence>>> = BTreeMap::new();
-            let status = feed.poll(MAX_PER_ACTIVATION, &mut |_key, payload, arrival| {
-                let Some(batch) = decode_batch(payload, arrival, &config, &mut interned, &mut stats) else {
+            let status = feed.poll(MAX_PER_ACTIVATION, &mut |key, payload, arrival| {
+                let Some(batch) = decode_batch(key, payload, arrival, &config, &mut interned, &mut stats) else {
                     return;
                 };
                 let at = match tracker.admit(&batch.exporter, batch.seq, batch.to, &mut stats) {
@@ -122,8 +125,8 @@ pub fn batch_source<'scope, F: Feed>(
                 };
                 stats.batches += 1;
                 stats.flows += batch.flows.len() as u64;
-                stats.rejected_address += batch.rejected_address;
-                stats.rejected_time += batch.rejected_time;
+                log_records(&mut stats.rejected_address, batch.rejected_address, "address or port", &batch.exporter);
+                log_records(&mut stats.rejected_time, batch.rejected_time, "time range", &batch.exporter);
                 for flow in batch.flows {
                     if config.in_fleet(flow.remote_ip) {
                         let lookup = at.max(round_up(flow.start.saturating_add(guard), tick));
@@ -168,6 +171,18 @@ pub fn batch_source<'scope, F: Feed>(
         }
     });
     Sourced { flows, external, evidence }
+}
+
+/// Adds `n` rejected records to `total`, logging when the total crosses a power of two.
+fn log_records(total: &mut u64, n: u64, what: &str, exporter: &Workload) {
+    if n == 0 {
+        return;
+    }
+    let before = *total;
+    *total += n;
+    if before.checked_ilog2() != total.checked_ilog2() {
+        tracing::warn!(exporter = exporter.as_str(), dropped = n, total = *total, "dropped records with a bad {what}");
+    }
 }
 
 /// Flows grouped by lookup time. Consecutive flows mostly share a time, so the last group

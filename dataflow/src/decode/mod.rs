@@ -147,12 +147,14 @@ fn reject(counter: &mut u64, what: &str, exporter: &str, detail: &dyn std::fmt::
     }
 }
 
-/// Decodes and validates one batch received at `now` (the receiver's clock).
+/// Decodes and validates one batch received at `now` (the receiver's clock) under the
+/// transport key `key` (named in logs when the batch itself cannot be read).
 ///
 /// Batch-level rejections are counted in `stats` here; record-level ones are returned in the
 /// batch, for the caller to count once it knows the batch is not a duplicate. `interned`
 /// shares workload names between batches so that equal names share memory.
 pub fn decode_batch(
+    key: &str,
     bytes: &[u8],
     now: Time,
     config: &JobConfig,
@@ -162,11 +164,11 @@ pub fn decode_batch(
     let view = match wire::view_batch(bytes) {
         Ok(view) => view,
         Err(err @ wire::DecodeError::UnsupportedVersion { .. }) => {
-            reject(&mut stats.rejected_version, "unsupported version", "?", &err);
+            reject(&mut stats.rejected_version, "unsupported version", key, &err);
             return None;
         }
         Err(err) => {
-            reject(&mut stats.rejected_malformed, "malformed", "?", &err);
+            reject(&mut stats.rejected_malformed, "malformed", key, &err);
             return None;
         }
     };
