@@ -1,6 +1,8 @@
 //! The attribution job end to end, in process: simulated fleets through the real dataflow,
 //! scored against ground truth.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

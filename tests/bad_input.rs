@@ -1,5 +1,7 @@
 //! Bad input never panics, never stalls the frontier, and is always counted.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

@@ -1,5 +1,7 @@
 //! The `flowmap` binary, as a user runs it: every subcommand, its JSON summaries, its errors.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,5 +1,7 @@
 //! The ownership state stays bounded on an endless stream: retention retracts old evidence.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
@@ -12,8 +14,7 @@ fn long(duration_s: u64) -> Scenario {
 
 #[test]
 fn state_is_flat_as_the_stream_grows() {
-    let mut job = JobConfig::default();
-    job.retention = 5 * 60 * 1_000_000_000;
+    let job = JobConfig { retention: 5 * 60 * 1_000_000_000, ..JobConfig::default() };
     let peak = |minutes: u64| {
         let sim = flowmap_sim::simulate(&long(minutes * 60)).unwrap();
         let report = attribute_paced(sim.deliveries, sim.roster, 1, job.clone(), 4);

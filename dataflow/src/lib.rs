@@ -17,6 +17,7 @@
 //! - [`output`]: the JSON output record.
 //! - [`cli`]: the subcommands (`demo`, `simulate`, `attribute`, `score`, `bench`).
 #![deny(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod cidr;
 pub mod cli;

@@ -31,7 +31,7 @@ impl OperatorTimes {
 
     /// Largest first.
     pub fn sorted(mut self) -> Self {
-        self.entries.sort_by(|a, b| b.1.cmp(&a.1));
+        self.entries.sort_by_key(|e| std::cmp::Reverse(e.1));
         self
     }
 }

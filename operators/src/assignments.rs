@@ -79,7 +79,7 @@ impl<'scope> AssignmentClaims<'scope> for Stream<'scope, Time, Vec<AssignmentEve
                         break;
                     }
                     let (cap, mut events) = entry.remove();
-                    events.sort_by(|a, b| (a.ip, a.at).cmp(&(b.ip, b.at)));
+                    events.sort_by_key(|e| (e.ip, e.at));
                     let time = *cap.time();
                     let mut session = output.session(&cap);
                     let claim = |from, to, workload| Claim { kind: EvidenceKind::Assignment, from, to, workload };

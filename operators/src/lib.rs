@@ -14,6 +14,7 @@
 //! - [`assignments`]: the [`AssignmentClaims`] operator turning IPAM events into claims.
 //! - [`attribute`]: the [`Attribute`] operator, the frontier-driven lookup.
 #![deny(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod assignments;
 pub mod attribute;

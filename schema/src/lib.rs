@@ -14,6 +14,7 @@
 //! - [`ip_from_bytes`] / [`ip_to_bytes`]: the raw 4- or 16-byte address form used on the wire.
 //! - [`flow_id`]: the stable id of a flow.
 #![deny(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -15,6 +15,7 @@
 //! - [`io`]: delivery logs and truth files.
 //! - [`lookup`]: the plain "flows against ownership ranges" data set of the peer benchmark.
 #![deny(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod io;
 pub mod lookup;

@@ -80,7 +80,7 @@ fn skewed(t: u64, skew: i64) -> u64 {
 
 /// Turns a fleet into deliveries and truth.
 pub fn publish(s: &Scenario, world: &World) -> Simulation {
-    let mut rng = Rng::new(s.seed ^ 0x5eed_0f_fa_17);
+    let mut rng = Rng::new(s.seed ^ 0x005e_ed0f_fa17);
     let window = s.window_ms * MS;
     let slack = s.skew_max_ms * MS + window;
     let base = T0 - slack;
@@ -249,7 +249,7 @@ fn ipam_feed(s: &Scenario, world: &World, rng: &mut Rng, out: &mut Vec<Delivery>
         events.push((l.end, l.ip, String::new()));
     }
     events.retain(|e| e.0 < horizon);
-    events.sort_by(|a, b| (a.0, !a.2.is_empty()).cmp(&(b.0, !b.2.is_empty())));
+    events.sort_by_key(|e| (e.0, !e.2.is_empty()));
     let Some(first) = events.first().map(|e| e.0) else { return };
     let base = first - first % window;
     let mut grouped: HashMap<u64, Vec<Assignment>> = HashMap::new();

@@ -56,7 +56,7 @@ impl RangeSet {
                 edges.push((to, -1, workload));
             }
         }
-        edges.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        edges.sort_unstable_by_key(|e| e.0);
         let mut active: Vec<(&Workload, i32)> = Vec::new();
         let mut segments: Vec<Segment> = Vec::new();
         let mut i = 0;
