@@ -79,7 +79,23 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 impl Workload {
     /// A workload with this name.
     pub fn new(name: &str) -> Self {
-        Workload { hash: fnv1a(name.as_bytes()), name: Arc::from(name) }
+        Self::with_hash(name, Self::hash_of(name))
+    }
+
+    /// The hash [`Workload`] orders by (FNV-1a 64 of the name), for interning tables.
+    pub fn hash_of(name: &str) -> u64 {
+        fnv1a(name.as_bytes())
+    }
+
+    /// A workload whose name's [`hash_of`](Self::hash_of) is already known.
+    pub fn with_hash(name: &str, hash: u64) -> Self {
+        debug_assert_eq!(hash, fnv1a(name.as_bytes()));
+        Workload { hash, name: Arc::from(name) }
+    }
+
+    /// The precomputed hash.
+    pub fn hash64(&self) -> u64 {
+        self.hash
     }
 
     /// The name.

@@ -231,35 +231,55 @@ pub fn flow_id_of(
     direction: i32,
     start_ns: u64,
 ) -> u64 {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in exporter_id.as_bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(PRIME);
-    }
-    let mut word = |w: u64| {
-        hash ^= w;
-        hash = hash.wrapping_mul(PRIME);
-        hash ^= hash >> 29;
-    };
-    let wide = |ip: &[u8]| -> u128 {
-        match ip.len() {
-            4 => (0xffff_u128 << 32) | u128::from(u32::from_be_bytes([ip[0], ip[1], ip[2], ip[3]])),
-            16 => u128::from_be_bytes(ip.try_into().unwrap_or([0; 16])),
-            // Not an address: such records are rejected, but the id must still be defined.
-            _ => ip.iter().fold(0u128, |acc, &b| acc.rotate_left(8) ^ u128::from(b)),
+    FlowIdHasher::new(exporter_id).id(local_ip, local_port, remote_ip, remote_port, direction, start_ns)
+}
+
+/// [`flow_id`] with the exporter id's part hashed once, for the many flows of one batch.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowIdHasher {
+    prefix: u64,
+}
+
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+impl FlowIdHasher {
+    /// Hashes the exporter id.
+    pub fn new(exporter_id: &str) -> Self {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in exporter_id.as_bytes() {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(FNV_PRIME);
         }
-    };
-    let (local, remote) = (wide(local_ip), wide(remote_ip));
-    word((local >> 64) as u64);
-    word(local as u64);
-    word(u64::from(local_port));
-    word((remote >> 64) as u64);
-    word(remote as u64);
-    word(u64::from(remote_port));
-    word(direction as u64);
-    word(start_ns);
-    hash
+        FlowIdHasher { prefix: hash }
+    }
+
+    /// The id of one flow of this exporter.
+    pub fn id(&self, local_ip: &[u8], local_port: u32, remote_ip: &[u8], remote_port: u32, direction: i32, start_ns: u64) -> u64 {
+        let mut hash = self.prefix;
+        let mut word = |w: u64| {
+            hash ^= w;
+            hash = hash.wrapping_mul(FNV_PRIME);
+            hash ^= hash >> 29;
+        };
+        let wide = |ip: &[u8]| -> u128 {
+            match ip.len() {
+                4 => (0xffff_u128 << 32) | u128::from(u32::from_be_bytes([ip[0], ip[1], ip[2], ip[3]])),
+                16 => u128::from_be_bytes(ip.try_into().unwrap_or([0; 16])),
+                // Not an address: such records are rejected, but the id must still be defined.
+                _ => ip.iter().fold(0u128, |acc, &b| acc.rotate_left(8) ^ u128::from(b)),
+            }
+        };
+        let (local, remote) = (wide(local_ip), wide(remote_ip));
+        word((local >> 64) as u64);
+        word(local as u64);
+        word(u64::from(local_port));
+        word((remote >> 64) as u64);
+        word(remote as u64);
+        word(u64::from(remote_port));
+        word(direction as u64);
+        word(start_ns);
+        hash
+    }
 }
 
 #[cfg(test)]

@@ -123,19 +123,46 @@ fn ip(bytes: &[u8]) -> Option<Ip> {
     }
 }
 
-/// Workload names seen so far, shared by all batches of a source.
-pub type Interner = foldhash::HashMap<String, Workload>;
+/// Workload names seen so far, shared by all batches of a source, keyed by the name's hash
+/// (which [`Workload`] computes anyway), so a lookup hashes the name once.
+#[derive(Default)]
+pub struct Interner {
+    by_hash: HashMap<u64, Workload, std::hash::BuildHasherDefault<IdentityHasher>>,
+}
+
+/// The hasher of a table whose keys are already hashes.
+#[derive(Default)]
+pub struct IdentityHasher(u64);
+
+impl std::hash::Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 fn workload(name: &str, interned: &mut Interner) -> Option<Workload> {
     if name.is_empty() {
         return None;
     }
-    if let Some(w) = interned.get(name) {
-        return Some(w.clone());
+    let hash = Workload::hash_of(name);
+    match interned.by_hash.get(&hash) {
+        Some(w) if w.as_str() == name => Some(w.clone()),
+        // A different name with the same hash: correct, just not shared.
+        Some(_) => Some(Workload::with_hash(name, hash)),
+        None => {
+            let w = Workload::with_hash(name, hash);
+            interned.by_hash.insert(hash, w.clone());
+            Some(w)
+        }
     }
-    let w = Workload::new(name);
-    interned.insert(name.to_string(), w.clone());
-    Some(w)
 }
 
 /// Counts a rejected batch, and logs it when the count is a power of two (so a flood of bad
@@ -185,6 +212,7 @@ pub fn decode_batch(
         return None;
     }
     let exporter = workload(exporter_id, interned)?;
+    let ids = wire::FlowIdHasher::new(exporter_id);
     let (mut bad_address, mut bad_time) = (0u64, 0u64);
 
     let mut claims: Vec<(Ip, Claim)> = Vec::new();
@@ -239,7 +267,7 @@ pub fn decode_batch(
             _ => Direction::Unknown,
         };
         flows.push(FlowRecord {
-            id: wire::flow_id_of(exporter_id, f.local_ip, f.local_port, f.remote_ip, f.remote_port, f.direction, f.start_ns),
+            id: ids.id(f.local_ip, f.local_port, f.remote_ip, f.remote_port, f.direction, f.start_ns),
             exporter: exporter.clone(),
             local_ip,
             local_port,
