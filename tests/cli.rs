@@ -113,6 +113,7 @@ fn bad_arguments_and_files_are_clear_errors() {
         (&["demo", "--config", "/nonexistent.toml"], "cannot read"),
         (&["attribute", "--input", "/nonexistent"], "/nonexistent"),
         (&["bench", "--flows", "0"], "must be positive"),
+        (&["demo", "-n", "2", "-p", "1"], "runs in one process"),
     ];
     for (args, expect) in cases {
         let out = flowmap(args);

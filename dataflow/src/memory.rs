@@ -2,10 +2,13 @@
 //! between workers by the hash of their key, as Kafka would split them between partitions.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use flowmap_operators::Time;
 use flowmap_sim::Delivery;
 
+use crate::config::JobConfig;
+use crate::run::{run, OutputMode, RunError, RunReport};
 use crate::source::{Feed, FeedStatus};
 
 /// Which worker reads the messages of `key` (FNV-1a of the key, modulo the workers).
@@ -64,4 +67,24 @@ impl Feed for MemoryFeed {
             FeedStatus::Done
         }
     }
+}
+
+/// Runs the job over pre-generated deliveries, each worker reading its share.
+pub fn run_deliveries(
+    timely: timely::Config,
+    job: JobConfig,
+    deliveries: Arc<Vec<Delivery>>,
+    roster: Arc<Vec<String>>,
+    mode: OutputMode,
+    sample_every: Duration,
+    profile: bool,
+) -> Result<RunReport, RunError> {
+    run(
+        timely,
+        job,
+        move |index, peers| MemoryFeed::new(Arc::clone(&deliveries), &roster, index, peers),
+        mode,
+        sample_every,
+        profile,
+    )
 }

@@ -70,6 +70,16 @@ struct Record {
     truth: TruthFlow,
 }
 
+/// One side's view of a connection.
+struct Ends {
+    remote_ip: IpAddr,
+    local_port: u16,
+    remote_port: u16,
+    direction: Direction,
+    sent: u64,
+    received: u64,
+}
+
 fn bytes(ip: IpAddr) -> Vec<u8> {
     wire::ip_to_bytes(ip)
 }
@@ -96,56 +106,51 @@ pub fn publish(s: &Scenario, world: &World) -> Simulation {
             Server::Lb(l) => (Some(world.lbs[l].name.to_string()), false),
             Server::External => (None, true),
         };
-        let skew = world.hosts[client.host].skew;
-        let flow = Flow {
-            local_ip: bytes(client.ip),
-            local_port: u32::from(c.client_port),
-            remote_ip: bytes(c.server_ip),
-            remote_port: u32::from(c.server_port),
-            direction: Direction::Client as i32,
-            start_ns: skewed(c.start, skew),
-            end_ns: skewed(c.end, skew),
-            bytes_sent: c.bytes_up,
-            bytes_received: c.bytes_down,
-            segments_sent: c.bytes_up / 1400 + 2,
-            segments_received: c.bytes_down / 1400 + 2,
-            retransmits: rng.range(0, 3) as u32,
-            srtt_us: rng.range(50, 5_000) as u32,
-            local_workload: client.name.to_string(),
-            open: false,
-        };
-        let id = wire::flow_id(&world.hosts[client.host].id, &flow);
-        let truth = TruthFlow { id, remote, local: client.name.to_string(), external, fate: Fate::Delivered };
-        per_host[client.host].push(Record { flow, truth });
-        if let Server::Pod(p) = c.server {
-            let server = &world.pods[p];
-            let skew = world.hosts[server.host].skew;
+        // The client's record, then the server's (when the server is a pod with an exporter).
+        let srtt = rng.range(50, 5_000) as u32;
+        let retransmits = rng.range(0, 3) as u32;
+        let mut side = |pod: &crate::world::Pod, ends: Ends, remote: Option<String>, external: bool| {
+            let skew = world.hosts[pod.host].skew;
             let flow = Flow {
-                local_ip: bytes(server.ip),
-                local_port: u32::from(c.server_port),
-                remote_ip: bytes(client.ip),
-                remote_port: u32::from(c.client_port),
-                direction: Direction::Server as i32,
+                local_ip: bytes(pod.ip),
+                local_port: u32::from(ends.local_port),
+                remote_ip: bytes(ends.remote_ip),
+                remote_port: u32::from(ends.remote_port),
+                direction: ends.direction as i32,
                 start_ns: skewed(c.start, skew),
                 end_ns: skewed(c.end, skew),
-                bytes_sent: c.bytes_down,
-                bytes_received: c.bytes_up,
-                segments_sent: c.bytes_down / 1400 + 2,
-                segments_received: c.bytes_up / 1400 + 2,
-                retransmits: 0,
-                srtt_us: rng.range(50, 5_000) as u32,
-                local_workload: server.name.to_string(),
+                bytes_sent: ends.sent,
+                bytes_received: ends.received,
+                segments_sent: ends.sent / 1400 + 2,
+                segments_received: ends.received / 1400 + 2,
+                retransmits: if ends.direction == Direction::Client { retransmits } else { 0 },
+                srtt_us: srtt,
+                local_workload: pod.name.to_string(),
                 open: false,
             };
-            let id = wire::flow_id(&world.hosts[server.host].id, &flow);
-            let truth = TruthFlow {
-                id,
-                remote: Some(client.name.to_string()),
-                local: server.name.to_string(),
-                external: false,
-                fate: Fate::Delivered,
+            let id = wire::flow_id(&world.hosts[pod.host].id, &flow);
+            let truth = TruthFlow { id, remote, local: pod.name.to_string(), external, fate: Fate::Delivered };
+            per_host[pod.host].push(Record { flow, truth });
+        };
+        let client_side = Ends {
+            remote_ip: c.server_ip,
+            local_port: c.client_port,
+            remote_port: c.server_port,
+            direction: Direction::Client,
+            sent: c.bytes_up,
+            received: c.bytes_down,
+        };
+        side(client, client_side, remote, external);
+        if let Server::Pod(p) = c.server {
+            let server_side = Ends {
+                remote_ip: client.ip,
+                local_port: c.server_port,
+                remote_port: c.client_port,
+                direction: Direction::Server,
+                sent: c.bytes_down,
+                received: c.bytes_up,
             };
-            per_host[server.host].push(Record { flow, truth });
+            side(&world.pods[p], server_side, Some(client.name.to_string()), false);
         }
     }
     let mut pods_on_host: Vec<Vec<usize>> = vec![Vec::new(); world.hosts.len()];

@@ -17,10 +17,10 @@ use clap::Args;
 use flowmap_sim::lookup::{generate, LookupSpec};
 use serde_json::json;
 
-use super::TimelyArgs;
+use super::RunFlags;
 use crate::cidr::Cidr;
-use crate::memory::MemoryFeed;
-use crate::run::{run as run_job, OutputMode};
+use crate::memory::run_deliveries;
+use crate::run::OutputMode;
 
 /// Arguments of `flowmap bench`.
 #[derive(Debug, Args)]
@@ -46,15 +46,9 @@ pub struct BenchArgs {
     /// Write `ranges.csv` and `flows.csv` here (for the peer benchmark) and exit.
     #[arg(long)]
     pub export: Option<PathBuf>,
-    /// Print one JSON object as the last line of stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Print the time spent in each operator (from timely's log) to stderr.
-    #[arg(long)]
-    pub profile: bool,
-    /// timely's cluster flags.
+    /// Output and cluster flags.
     #[command(flatten)]
-    pub timely: TimelyArgs,
+    pub run: RunFlags,
 }
 
 /// Runs the benchmark.
@@ -98,25 +92,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
     job.guard = 0;
     job.max_window = job.max_window.max(args.window_ms * 1_000_000);
     job.fleet_cidrs = vec!["10.0.0.0/8".parse::<Cidr>().context("fleet block")?];
-    let timely = args.timely.config()?;
+    let timely = args.run.timely.single_process_config()?;
     let deliveries = Arc::new(data.deliveries);
     let roster = Arc::new(data.roster);
-    let feed_input = (Arc::clone(&deliveries), Arc::clone(&roster));
-    eprintln!("  attributing with {} worker(s) ...", args.timely.workers);
-    let report = run_job(
-        timely,
-        job,
-        move |index, peers| MemoryFeed::new(Arc::clone(&feed_input.0), &feed_input.1, index, peers),
-        OutputMode::Count,
-        Duration::from_millis(100),
-        args.profile,
-    )?;
+    eprintln!("  attributing with {} worker(s) ...", args.run.timely.workers);
+    let sample = Duration::from_millis(100);
+    let report = run_deliveries(timely, job, deliveries, roster, OutputMode::Count, sample, args.run.profile)?;
     let secs = report.elapsed.as_secs_f64();
-    if args.profile {
-        eprintln!("time per operator (all workers):");
-        for (name, d) in &report.operator_times.entries {
-            eprintln!("  {:>9.3}s  {name}", d.as_secs_f64());
-        }
+    if args.run.profile {
+        super::print_profile(&report);
     }
     ensure!(report.output == args.flows as u64, "output {} flows, expected {}", report.output, args.flows);
     ensure!(
@@ -140,7 +124,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         state_bytes_per_ip,
         peak_rss.unwrap_or(0) >> 20,
     );
-    if args.json {
+    if args.run.json {
         let summary = json!({
             "workers": workers,
             "flows": report.output,

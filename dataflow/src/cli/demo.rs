@@ -9,10 +9,10 @@ use anyhow::{ensure, Result};
 use clap::Args;
 use serde_json::json;
 
-use super::TimelyArgs;
-use crate::memory::MemoryFeed;
+use super::RunFlags;
+use crate::memory::run_deliveries;
 use crate::output::OutputRecord;
-use crate::run::{run as run_job, OutputMode};
+use crate::run::OutputMode;
 
 /// Arguments of `flowmap demo`.
 #[derive(Debug, Args)]
@@ -26,22 +26,16 @@ pub struct DemoArgs {
     /// Job settings (TOML); the built-in defaults otherwise.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Print one JSON object as the last line of stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Print the time spent in each operator (from timely's log) to stderr.
-    #[arg(long)]
-    pub profile: bool,
-    /// timely's cluster flags.
+    /// Output and cluster flags.
     #[command(flatten)]
-    pub timely: TimelyArgs,
+    pub run: RunFlags,
 }
 
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> Result<()> {
     let scenario = super::scenario(&args.scenario, args.seed)?;
     let job = super::job_config(args.config.as_ref())?;
-    let timely = args.timely.config()?;
+    let timely = args.run.timely.single_process_config()?;
 
     eprintln!("flowmap demo: simulating scenario {:?} (seed {}) ...", scenario.name, scenario.seed);
     let started = Instant::now();
@@ -55,27 +49,18 @@ pub fn run(args: DemoArgs) -> Result<()> {
         sim_secs
     );
 
-    eprintln!("  attributing with {} worker(s) ...", args.timely.workers * args.timely.processes);
+    eprintln!("  attributing with {} worker(s) ...", args.run.timely.workers * args.run.timely.processes);
     let deliveries = Arc::new(sim.deliveries);
     let roster = Arc::new(sim.roster);
-    let feed_input = (Arc::clone(&deliveries), Arc::clone(&roster));
-    let report = run_job(
-        timely,
-        job,
-        move |index, peers| MemoryFeed::new(Arc::clone(&feed_input.0), &feed_input.1, index, peers),
-        OutputMode::Collect,
-        Duration::from_millis(50),
-        args.profile,
-    )?;
+    let mode = OutputMode::Collect;
+    let sample = Duration::from_millis(50);
+    let report = run_deliveries(timely, job, Arc::clone(&deliveries), roster, mode, sample, args.run.profile)?;
     let records: Vec<OutputRecord> = report.flows.iter().map(OutputRecord::from).collect();
     let verdicts: Vec<_> = records.iter().map(OutputRecord::verdict).collect();
     let score = flowmap_sim::score(&sim.truth, &verdicts, &deliveries);
     let secs = report.elapsed.as_secs_f64();
-    if args.profile {
-        eprintln!("time per operator (all workers):");
-        for (name, d) in &report.operator_times.entries {
-            eprintln!("  {:>9.3}s  {name}", d.as_secs_f64());
-        }
+    if args.run.profile {
+        super::print_profile(&report);
     }
     let flows_per_sec = report.output as f64 / secs.max(1e-9);
 
@@ -94,7 +79,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         score.baseline_attributed, score.baseline_misattributed
     );
     ensure!(score.missing == 0, "{} delivered flows are missing from the output", score.missing);
-    if args.json {
+    if args.run.json {
         let summary = json!({
             "scenario": scenario.name,
             "flows": score.flows,

@@ -11,9 +11,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::TimelyArgs;
-use crate::memory::MemoryFeed;
+use crate::memory::run_deliveries;
 use crate::output::OutputRecord;
-use crate::run::{run as run_job, OutputMode};
+use crate::run::OutputMode;
 
 /// Arguments of `flowmap simulate`.
 #[derive(Debug, Args)]
@@ -83,7 +83,7 @@ pub fn simulate(args: SimulateArgs) -> Result<()> {
 /// `flowmap attribute`.
 pub fn attribute(args: AttributeArgs) -> Result<()> {
     let job = super::job_config(args.config.as_ref())?;
-    let timely = args.timely.config()?;
+    let timely = args.timely.single_process_config()?;
     let deliveries = Arc::new(flowmap_sim::io::read_deliveries(&args.input.join("deliveries.fmd"))?);
     let roster_path = args.input.join("roster.txt");
     let roster: Arc<Vec<String>> = Arc::new(
@@ -94,15 +94,7 @@ pub fn attribute(args: AttributeArgs) -> Result<()> {
             .map(str::to_string)
             .collect(),
     );
-    let feed_input = (Arc::clone(&deliveries), roster);
-    let report = run_job(
-        timely,
-        job,
-        move |index, peers| MemoryFeed::new(Arc::clone(&feed_input.0), &feed_input.1, index, peers),
-        OutputMode::Collect,
-        Duration::from_millis(200),
-        false,
-    )?;
+    let report = run_deliveries(timely, job, deliveries, roster, OutputMode::Collect, Duration::from_millis(200), false)?;
     let mut records: Vec<OutputRecord> = report.flows.iter().map(OutputRecord::from).collect();
     records.sort_by_key(|r| r.flow_id);
     let sink: Box<dyn Write> = match &args.out {

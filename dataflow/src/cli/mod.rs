@@ -54,6 +54,20 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The flags of the commands that run the dataflow and report on it.
+#[derive(Debug, Clone, Args)]
+pub struct RunFlags {
+    /// Print one JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Print the time spent in each operator (from timely's log) to stderr.
+    #[arg(long)]
+    pub profile: bool,
+    /// timely's cluster flags.
+    #[command(flatten)]
+    pub timely: TimelyArgs,
+}
+
 /// timely's cluster flags.
 #[derive(Debug, Clone, Args)]
 pub struct TimelyArgs {
@@ -75,6 +89,19 @@ pub struct TimelyArgs {
 }
 
 impl TimelyArgs {
+    /// The timely configuration these flags describe, for a command whose input and output
+    /// live in this process (the in-memory commands: each process would see only its own
+    /// workers' share of the output, so they run on one process, with any number of workers).
+    pub fn single_process_config(&self) -> Result<timely::Config> {
+        if self.processes > 1 || self.hostfile.is_some() {
+            bail!(
+                "this command runs in one process (its input and output are in memory); use -w for more workers. \
+                 Multi-process (-n/-p/-h) runs are for jobs whose input and output are shared, such as a Kafka topic"
+            );
+        }
+        self.config()
+    }
+
     /// The timely configuration these flags describe.
     pub fn config(&self) -> Result<timely::Config> {
         if self.workers == 0 {
@@ -130,4 +157,12 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Prints the time per operator of a profiled run to stderr.
+pub fn print_profile(report: &crate::run::RunReport) {
+    eprintln!("time per operator (all workers):");
+    for (name, d) in &report.operator_times.entries {
+        eprintln!("  {:>9.3}s  {name}", d.as_secs_f64());
+    }
 }
