@@ -152,3 +152,24 @@ fn every_file_in_configs_loads() {
     }
     assert!(scenarios >= 3);
 }
+
+#[test]
+fn a_closed_output_pipe_is_not_an_error() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = scratch("pipe");
+    ok(&["simulate", "--scenario", "steady", "--seed", "4", "--out", dir.to_str().unwrap()]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flowmap"))
+        .args(["attribute", "--input", dir.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("flow_id"));
+    // The reader is gone; flowmap must notice the closed pipe and exit quietly.
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("error"));
+}
