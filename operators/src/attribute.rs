@@ -98,7 +98,6 @@ impl<'scope> Attribute<'scope> for Stream<'scope, Time, Vec<FlowRecord>> {
             let activator = scope.activator_for(info.address);
             let mut stash: BTreeMap<Time, (Capability<Time>, Vec<FlowRecord>)> = BTreeMap::new();
             let mut upper: Antichain<Time> = Antichain::from_elem(0);
-            let mut scratch = Scratch::default();
             let probe_workload = Workload::new("");
 
             move |(flows, flows_frontier), (batches, _), output| {
@@ -152,20 +151,16 @@ impl<'scope> Attribute<'scope> for Stream<'scope, Time, Vec<FlowRecord>> {
                             .iter()
                             .map(|(_, flows)| vec![Attribution::Unattributed(Reason::NoOwner); flows.len()])
                             .collect();
-                        // One cursor per batch rather than a merged cursor list: a lookup touches
-                        // few values, and merging cursors costs more than summing a few claims.
-                        let mut cursors: Vec<_> = batches.iter().map(|b| b.cursor()).collect();
-                        for (_, g, i) in order {
-                            let (cap, flows) = &ready[g as usize];
-                            verdicts[g as usize][i as usize] = lookup(
-                                &mut cursors,
-                                &batches,
-                                &flows[i as usize],
-                                *cap.time(),
-                                &params,
-                                &probe_workload,
-                                &mut scratch,
-                            );
+                        let queries: Vec<Query> = order
+                            .iter()
+                            .map(|&(ip, g, i)| {
+                                let (cap, flows) = &ready[g as usize];
+                                Query { ip, start: flows[i as usize].start, at: *cap.time() }
+                            })
+                            .collect();
+                        let answers = lookup_sorted(&batches, &queries, &params, &probe_workload);
+                        for ((_, g, i), answer) in order.into_iter().zip(answers) {
+                            verdicts[g as usize][i as usize] = answer;
                         }
                         for ((cap, flows), verdicts) in ready.into_iter().zip(verdicts) {
                             let mut session = output.session(&cap);
@@ -201,77 +196,91 @@ impl<'scope> Attribute<'scope> for Stream<'scope, Time, Vec<FlowRecord>> {
     }
 }
 
-/// Buffers reused between lookups.
-#[derive(Default)]
-struct Scratch {
-    counted: Vec<(Claim, Diff)>,
-    claims: Vec<Claim>,
+/// One lookup: who held `ip` at `start`, as known at time `at`.
+struct Query {
+    ip: Ip,
+    start: Time,
+    at: Time,
 }
 
-/// Looks up one flow, reading claims accumulated at times `<= at_time` over all batches.
-fn lookup<C>(
-    cursors: &mut [C],
-    batches: &[C::Storage],
-    flow: &FlowRecord,
-    at_time: Time,
-    params: &AttributeParams,
-    probe_workload: &Workload,
-    scratch: &mut Scratch,
-) -> Attribution
+/// Answers lookups sorted by IP, one trace batch at a time: each pass walks one batch's keys
+/// and values forward, which the memory system rewards, and collects the claims each query
+/// can see (with their multiplicity at its time); then the claims of every query are summed
+/// over batches and decided.
+fn lookup_sorted<B>(batches: &[B], queries: &[Query], params: &AttributeParams, probe_workload: &Workload) -> Vec<Attribution>
 where
-    C: for<'a> Cursor<Key<'a> = &'a Ip, Val<'a> = &'a Claim, TimeGat<'a> = &'a Time, DiffGat<'a> = &'a Diff>,
+    B: Navigable,
+    B::Cursor: for<'a> Cursor<Storage = B, Key<'a> = &'a Ip, Val<'a> = &'a Claim, TimeGat<'a> = &'a Time, DiffGat<'a> = &'a Diff>,
 {
-    let start = flow.start;
-    if at_time >= start.saturating_sub(params.guard).saturating_add(params.retention) {
-        return Attribution::Unattributed(Reason::EvidenceExpired);
+    let expired =
+        |q: &Query| q.at >= q.start.saturating_sub(params.guard).saturating_add(params.retention);
+    let mut hits: Vec<(u32, &Claim, Diff)> = Vec::new();
+    for batch in batches {
+        let mut cursor = batch.cursor();
+        for (k, q) in queries.iter().enumerate() {
+            if expired(q) {
+                continue;
+            }
+            cursor.seek_key(batch, &q.ip);
+            if cursor.get_key(batch) != Some(&q.ip) {
+                continue;
+            }
+            let lo = q.start.saturating_sub(params.guard);
+            let hi = q.start.saturating_add(params.guard).saturating_add(1);
+            let seek_from = lo.saturating_sub(params.max_claim_len);
+            cursor.rewind_vals(batch);
+            // Assignment claims sort first and may be open-ended, so all of the IP's are
+            // scanned (there are few); exporter claims are at most `max_claim_len` long, so the
+            // scan seeks to the first that can reach the band.
+            let mut sought = false;
+            while let Some(claim) = cursor.get_val(batch) {
+                let assignment = claim.kind == EvidenceKind::Assignment;
+                if !sought && (!assignment || claim.from >= hi) {
+                    sought = true;
+                    if assignment || claim.from < seek_from {
+                        let probe = Claim { kind: EvidenceKind::Heartbeat, from: seek_from, to: 0, workload: probe_workload.clone() };
+                        cursor.seek_val(batch, &probe);
+                        continue;
+                    }
+                }
+                if claim.from >= hi {
+                    break;
+                }
+                if claim.to > lo {
+                    let mut count: Diff = 0;
+                    cursor.map_times(batch, |t, d| {
+                        if *t <= q.at {
+                            count += *d;
+                        }
+                    });
+                    if count != 0 {
+                        hits.push((k as u32, claim, count));
+                    }
+                }
+                cursor.step_val(batch);
+            }
+        }
     }
-    let lo = start.saturating_sub(params.guard);
-    let hi = start.saturating_add(params.guard).saturating_add(1);
-    let seek_from = lo.saturating_sub(params.max_claim_len);
-    let probe = Claim { kind: EvidenceKind::Heartbeat, from: seek_from, to: 0, workload: probe_workload.clone() };
-    scratch.counted.clear();
-    for (cursor, storage) in cursors.iter_mut().zip(batches) {
-        cursor.seek_key(storage, &flow.remote_ip);
-        if cursor.get_key(storage) != Some(&flow.remote_ip) {
+    hits.sort_by_key(|h| h.0);
+    let mut answers = Vec::with_capacity(queries.len());
+    let mut counted: Vec<(&Claim, Diff)> = Vec::new();
+    let mut claims: Vec<Claim> = Vec::new();
+    let mut next = hits.iter().peekable();
+    for (k, q) in queries.iter().enumerate() {
+        if expired(q) {
+            answers.push(Attribution::Unattributed(Reason::EvidenceExpired));
             continue;
         }
-        cursor.rewind_vals(storage);
-        // Assignment claims sort first and may be open-ended, so all of the IP's are scanned
-        // (there are few); exporter claims are at most `max_claim_len` long, so the scan seeks
-        // to the first that can reach the band.
-        let mut sought = false;
-        while let Some(claim) = cursor.get_val(storage) {
-            let assignment = claim.kind == EvidenceKind::Assignment;
-            if !sought && (!assignment || claim.from >= hi) {
-                sought = true;
-                if !assignment && claim.from >= seek_from {
-                    // Already at or past the first exporter claim that can matter.
-                } else {
-                    cursor.seek_val(storage, &probe);
-                    continue;
-                }
+        counted.clear();
+        while let Some(&(_, claim, count)) = next.next_if(|h| h.0 as usize == k) {
+            match counted.iter_mut().find(|(c, _)| *c == claim) {
+                Some((_, total)) => *total += count,
+                None => counted.push((claim, count)),
             }
-            if claim.from >= hi {
-                break;
-            }
-            if claim.to > lo {
-                let mut count: Diff = 0;
-                cursor.map_times(storage, |t, d| {
-                    if *t <= at_time {
-                        count += *d;
-                    }
-                });
-                if count != 0 {
-                    match scratch.counted.iter_mut().find(|(c, _)| c == claim) {
-                        Some((_, total)) => *total += count,
-                        None => scratch.counted.push((claim.clone(), count)),
-                    }
-                }
-            }
-            cursor.step_val(storage);
         }
+        claims.clear();
+        claims.extend(counted.iter().filter(|(_, n)| *n > 0).map(|(c, _)| (*c).clone()));
+        answers.push(decide(&claims, q.start, params.guard));
     }
-    scratch.claims.clear();
-    scratch.claims.extend(scratch.counted.drain(..).filter(|(_, n)| *n > 0).map(|(c, _)| c));
-    decide(&scratch.claims, start, params.guard)
+    answers
 }
