@@ -15,6 +15,10 @@
 //! depends only on the input, not on arrival timing. It emits the verdict at `q` and drops the
 //! capability.
 //!
+//! How it reads: all flows ready in one activation are sorted by IP and answered one trace batch
+//! at a time, each pass walking that batch's keys and values forward (random probes into a
+//! large trace are what this operator's time goes to; forward walks are what memory likes).
+//!
 //! Trace maintenance: the operator lets the trace compact logically up to the least time it may
 //! still read (the least stashed `q`, or its flow input's frontier), and physically up to the
 //! trace upper it has read through. When its flow input is exhausted it drops the trace.
