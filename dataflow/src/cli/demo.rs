@@ -75,6 +75,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
     );
     println!("  ingest              {:?}", report.ingest);
     println!(
+        "  ownership state     peak {} updates in {} batches (~{} KiB, sampled every 50 ms)",
+        report.peak_state.updates,
+        report.peak_state.batches,
+        report.peak_state.bytes / 1024
+    );
+    println!(
         "  baseline (IPAM map as it arrives): attributed {}, MISATTRIBUTED {}",
         score.baseline_attributed, score.baseline_misattributed
     );
@@ -100,6 +106,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
             "workers": report.workers,
             "elapsed_s": secs,
             "ingest": report.ingest,
+            "peak_state_updates": report.peak_state.updates,
+            "peak_state_bytes": report.peak_state.bytes,
         });
         println!("{summary}");
     }
