@@ -6,7 +6,9 @@
 //! the minimum, over the exporters this source reads, of the `window_to` of the last batch each
 //! delivered. A gap in one exporter's sequence is counted as lost at once (its successor has
 //! arrived, and per-exporter order is the transport's guarantee); if the missing batch does turn
-//! up later it is *late*: still used, but at the current time, and counted.
+//! up later it is *late*: still used, but at the current time, and counted. The same holds for
+//! a batch numbered below the first one the job saw of that exporter (the job may start
+//! mid-stream, or the transport may break the order): late, unless it was already seen.
 //!
 //! Everything here depends only on the sequence of batches per exporter, never on wall-clock
 //! arrival times, so any interleaving of the exporters gives the same frontier decisions for
@@ -37,6 +39,11 @@ struct ExporterState {
     frontier: Time,
     /// Sequence numbers skipped and not yet seen (bounded, oldest forgotten first).
     missing: BTreeSet<u64>,
+    /// The first sequence number seen: the job may have started mid-stream, so numbers below
+    /// it are not known to be lost, only unseen.
+    floor: u64,
+    /// Numbers below `floor` that have arrived since (bounded), to tell their duplicates.
+    seen_below: BTreeSet<u64>,
 }
 
 /// How many missing sequence numbers an exporter remembers; older gaps are forgotten, and a
@@ -65,12 +72,19 @@ impl Tracker {
                     stats.late_batches += 1;
                     stats.lost_batches = stats.lost_batches.saturating_sub(1);
                     Admission::Late
+                } else if seq < state.floor && state.seen_below.len() < MAX_MISSING && state.seen_below.insert(seq) {
+                    // Older than the first batch seen, and new: late, not a duplicate.
+                    stats.late_batches += 1;
+                    Admission::Late
                 } else {
                     stats.duplicate_batches += 1;
                     Admission::Duplicate
                 }
             }
             next => {
+                if next.is_none() {
+                    state.floor = seq;
+                }
                 if let Some(next) = next {
                     let gap = seq - next;
                     stats.lost_batches += gap;
@@ -122,6 +136,18 @@ mod tests {
         assert_eq!(t.frontier(), Some(10));
         assert_eq!(t.admit(&w("b"), 6, 50, &mut stats), Admission::InOrder);
         assert_eq!(t.frontier(), Some(40));
+    }
+
+    /// Regression: when a transport delivered an exporter's batch k+1 before batch k and k+1
+    /// was the first batch the job saw of it, batch k was dropped as a duplicate.
+    #[test]
+    fn regression_earlier_batch_after_the_first_is_late_not_duplicate() {
+        let mut t = Tracker::new([w("a")]);
+        let mut stats = IngestStats::default();
+        assert_eq!(t.admit(&w("a"), 1, 20, &mut stats), Admission::InOrder);
+        assert_eq!(t.admit(&w("a"), 0, 10, &mut stats), Admission::Late);
+        assert_eq!(t.admit(&w("a"), 0, 10, &mut stats), Admission::Duplicate);
+        assert_eq!((stats.late_batches, stats.duplicate_batches, stats.lost_batches), (1, 1, 0));
     }
 
     #[test]
