@@ -39,6 +39,11 @@ pub struct RawJobConfig {
     /// Flows looked up per operator activation, at most.
     #[serde(default = "defaults::fuel")]
     pub fuel: usize,
+    /// Heartbeats of consecutive batch windows merged into one ownership claim, at most
+    /// (1 turns merging off). More means less work and state, and a frontier that lags the
+    /// exporters by up to this many windows.
+    #[serde(default = "defaults::coalesce_windows")]
+    pub coalesce_windows: u32,
 }
 
 mod defaults {
@@ -52,6 +57,7 @@ mod defaults {
         ["10.0.0.0/8", "fd00::/8"].iter().filter_map(|c| c.parse().ok()).collect()
     }
     pub const fn fuel() -> usize { 1 << 20 }
+    pub const fn coalesce_windows() -> u32 { 4 }
 }
 
 impl Default for RawJobConfig {
@@ -64,6 +70,7 @@ impl Default for RawJobConfig {
             max_future: defaults::max_future(),
             fleet_cidrs: defaults::fleet_cidrs(),
             fuel: defaults::fuel(),
+            coalesce_windows: defaults::coalesce_windows(),
         }
     }
 }
@@ -116,6 +123,8 @@ pub struct JobConfig {
     pub fleet_cidrs: Vec<Cidr>,
     /// Lookups per activation.
     pub fuel: usize,
+    /// Heartbeat windows merged per claim, at most.
+    pub coalesce_windows: u32,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -142,6 +151,9 @@ impl TryFrom<RawJobConfig> for JobConfig {
         if raw.fuel == 0 {
             return Err(invalid("fuel", "must be positive"));
         }
+        if raw.coalesce_windows == 0 || raw.coalesce_windows > 60 {
+            return Err(invalid("coalesce_windows", "must be between 1 (off) and 60"));
+        }
         Ok(JobConfig {
             guard: nanos(raw.guard),
             retention: nanos(raw.retention),
@@ -150,6 +162,7 @@ impl TryFrom<RawJobConfig> for JobConfig {
             max_future: nanos(raw.max_future),
             fleet_cidrs: raw.fleet_cidrs,
             fuel: raw.fuel,
+            coalesce_windows: raw.coalesce_windows,
         })
     }
 }
@@ -210,6 +223,7 @@ mod tests {
             ("retention = \"10s\"", "retention"),
             ("fleet_cidrs = []", "fleet_cidrs"),
             ("fuel = 0", "fuel"),
+            ("coalesce_windows = 0", "coalesce_windows"),
         ] {
             let err = JobConfig::parse(text, "t").unwrap_err().to_string();
             assert!(err.contains(field), "{text}: {err}");

@@ -9,6 +9,7 @@
 //! - [`cidr`]: fleet address blocks.
 //! - [`decode`]: wire bytes to validated records, with counted rejections.
 //! - [`tracker`]: per-exporter sequence, duplicate and gap tracking; the input frontier.
+//! - [`coalesce`]: merging consecutive heartbeats into longer claims.
 //! - [`source`]: the batch source operator over a [`source::Feed`].
 //! - [`pipeline`]: the attribution dataflow.
 //! - [`run`]: workers, output collection, statistics.
@@ -20,6 +21,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod cidr;
+pub mod coalesce;
 pub mod cli;
 pub mod config;
 pub mod decode;

@@ -72,7 +72,8 @@ pub fn attribution<'scope>(sourced: Sourced<'scope>, config: &JobConfig) -> Buil
     let params = AttributeParams {
         guard: config.guard,
         retention: config.retention,
-        max_claim_len: config.max_window,
+        // Heartbeat runs are the longest claims: up to `coalesce_windows` windows.
+        max_claim_len: config.max_window.saturating_mul(u64::from(config.coalesce_windows)),
         fuel: config.fuel,
     };
     let output = sourced.flows.attribute(ownership.clone(), params).concat(sourced.external);

@@ -6,11 +6,14 @@
 //!   tick (by then every exporter has promised everything about the guard band around the
 //!   flow's start);
 //! - flows to addresses outside the fleet, already decided (`external`), at the batch time;
-//! - the batch's ownership evidence (claims and assignment events), at the batch time.
+//! - the batch's ownership evidence (claims and assignment events), at the batch time, except
+//!   heartbeats, which are merged into runs over consecutive windows ([`crate::coalesce`]) and
+//!   emitted at the batch time of a run's first window.
 //!
 //! Time contract: the batch time is the window start rounded down to the tick, the earliest
 //! instant its evidence describes. The source's capabilities sit at the tick-rounded minimum of
-//! its exporters' promises ([`Tracker::frontier`]), so nothing is emitted behind them except
+//! its exporters' promises ([`Tracker::frontier`]) and of the first-window times of the
+//! heartbeat runs it holds, so nothing is emitted behind them except
 //! late batches and unknown exporters' first batches, which are emitted at the capability
 //! (counted as late). When the feed is exhausted the capabilities are dropped, which lets every
 //! downstream operator drain.
@@ -29,6 +32,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::{Scope, Stream};
 
+use crate::coalesce::Coalescer;
 use crate::config::JobConfig;
 use crate::decode::{decode_batch, Evidence, IngestStats, Interner};
 use crate::tracker::{Admission, Tracker};
@@ -85,6 +89,7 @@ pub fn batch_source<'scope, F: Feed>(
         // One capability per output, all at the same time; `None` once done.
         let mut caps: Option<Vec<Capability<Time>>> = (!roster.is_empty()).then_some(capabilities);
         let mut interned = Interner::default();
+        let mut coalescer = Coalescer::new(config.coalesce_windows);
         let (tick, guard) = (config.tick, config.guard);
 
         move |_frontiers| {
@@ -106,12 +111,16 @@ pub fn batch_source<'scope, F: Feed>(
             let now = *cap[0].time();
             let mut fleet = Groups::default();
             let mut external: BTreeMap<Time, Vec<AttributedFlow>> = BTreeMap::new();
-            let mut evidence: BTreeMap<Time, Vec<Arc<Evidence>>> = BTreeMap::new();
+            let mut evidence: BTreeMap<Time, Evidence> = BTreeMap::new();
+            let emit = |evidence: &mut BTreeMap<Time, Evidence>, at: Time, ip, claim| {
+                evidence.entry(at).or_default().claims.push((ip, claim));
+            };
             let status = feed.poll(MAX_PER_ACTIVATION, &mut |key, payload, arrival| {
                 let Some(batch) = decode_batch(key, payload, arrival, &config, &mut interned, &mut stats) else {
                     return;
                 };
-                let at = match tracker.admit(&batch.exporter, batch.seq, batch.to, &mut stats) {
+                let admission = tracker.admit(&batch.exporter, batch.seq, batch.to, &mut stats);
+                let at = match admission {
                     Admission::Duplicate => return,
                     Admission::Late => now,
                     Admission::InOrder => {
@@ -136,8 +145,19 @@ pub fn batch_source<'scope, F: Feed>(
                         external.entry(at).or_default().push(AttributedFlow { flow, remote });
                     }
                 }
-                evidence.entry(at).or_default().push(Arc::new(batch.evidence));
+                let Evidence { claims, assignments } = batch.evidence;
+                evidence.entry(at).or_default().assignments.extend(assignments);
+                if admission == Admission::InOrder {
+                    let sink = &mut |t, ip, claim| emit(&mut evidence, t, ip, claim);
+                    coalescer.batch(&batch.exporter, batch.seq, at, claims, sink);
+                } else {
+                    evidence.entry(at).or_default().claims.extend(claims);
+                }
             });
+            if status == FeedStatus::Done {
+                // Held heartbeat runs go out before the capabilities are dropped.
+                coalescer.flush(&mut |t, ip, claim| emit(&mut evidence, t, ip, claim));
+            }
 
             let mut out = flows_out.activate();
             for (at, mut data) in fleet.into_sorted() {
@@ -150,8 +170,8 @@ pub fn batch_source<'scope, F: Feed>(
             }
             drop(out);
             let mut out = evidence_out.activate();
-            for (at, mut data) in evidence {
-                out.give(&cap[2].delayed(&at), &mut data);
+            for (at, data) in evidence {
+                out.give(&cap[2].delayed(&at), &mut vec![Arc::new(data)]);
             }
             drop(out);
 
@@ -160,7 +180,10 @@ pub fn batch_source<'scope, F: Feed>(
                 FeedStatus::Ready => activator.activate(),
                 FeedStatus::Pending => activator.activate_after(Duration::from_millis(20)),
             }
-            if let (Some(caps), Some(frontier)) = (caps.as_mut(), tracker.frontier()) {
+            // The frontier: the exporters' least promise, held back to the earliest heartbeat
+            // run still held (see `coalesce`).
+            let held = coalescer.earliest().unwrap_or(Time::MAX);
+            if let (Some(caps), Some(frontier)) = (caps.as_mut(), tracker.frontier().map(|f| f.min(held))) {
                 let at = frontier - frontier % tick;
                 if at > now {
                     for cap in caps.iter_mut() {
