@@ -93,10 +93,6 @@ impl Workload {
         Workload { hash, name: Arc::from(name) }
     }
 
-    /// The precomputed hash.
-    pub fn hash64(&self) -> u64 {
-        self.hash
-    }
 
     /// The name.
     pub fn as_str(&self) -> &str {

@@ -218,20 +218,14 @@ pub fn ip_to_bytes(ip: IpAddr) -> Vec<u8> {
 /// words, high first), the local port, the remote address (two words), the remote port, the
 /// direction, and the start time.
 pub fn flow_id(exporter_id: &str, flow: &Flow) -> u64 {
-    flow_id_of(exporter_id, &flow.local_ip, flow.local_port, &flow.remote_ip, flow.remote_port, flow.direction, flow.start_ns)
-}
-
-/// [`flow_id`] from the fields themselves (for the zero-copy reader).
-pub fn flow_id_of(
-    exporter_id: &str,
-    local_ip: &[u8],
-    local_port: u32,
-    remote_ip: &[u8],
-    remote_port: u32,
-    direction: i32,
-    start_ns: u64,
-) -> u64 {
-    FlowIdHasher::new(exporter_id).id(local_ip, local_port, remote_ip, remote_port, direction, start_ns)
+    FlowIdHasher::new(exporter_id).id(
+        &flow.local_ip,
+        flow.local_port,
+        &flow.remote_ip,
+        flow.remote_port,
+        flow.direction,
+        flow.start_ns,
+    )
 }
 
 /// [`flow_id`] with the exporter id's part hashed once, for the many flows of one batch.
