@@ -44,6 +44,15 @@ pub struct RawJobConfig {
     /// exporters by up to this many windows.
     #[serde(default = "defaults::coalesce_windows")]
     pub coalesce_windows: u32,
+    /// Live Kafka input only: an exporter (or a partition) silent for this long (wall clock)
+    /// stops holding the event-time frontier back; its later batches are late (counted, and
+    /// attributed only where that is still safe). Replays never use it: they are deterministic.
+    #[serde(with = "humantime_serde", default = "defaults::idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Kafka input only: on restart, how much input before the committed offsets (in event
+    /// time) is re-read to rebuild the ownership state. Keep it at least `retention`.
+    #[serde(with = "humantime_serde", default = "defaults::rebuild_window")]
+    pub rebuild_window: Duration,
 }
 
 mod defaults {
@@ -58,6 +67,8 @@ mod defaults {
     }
     pub const fn fuel() -> usize { 1 << 20 }
     pub const fn coalesce_windows() -> u32 { 4 }
+    pub fn idle_timeout() -> Duration { Duration::from_secs(60) }
+    pub fn rebuild_window() -> Duration { Duration::from_secs(15 * 60) }
 }
 
 impl Default for RawJobConfig {
@@ -71,6 +82,8 @@ impl Default for RawJobConfig {
             fleet_cidrs: defaults::fleet_cidrs(),
             fuel: defaults::fuel(),
             coalesce_windows: defaults::coalesce_windows(),
+            idle_timeout: defaults::idle_timeout(),
+            rebuild_window: defaults::rebuild_window(),
         }
     }
 }
@@ -125,6 +138,10 @@ pub struct JobConfig {
     pub fuel: usize,
     /// Heartbeat windows merged per claim, at most.
     pub coalesce_windows: u32,
+    /// Wall-clock silence after which a live exporter stops holding the frontier.
+    pub idle_timeout: Duration,
+    /// Event time re-read before the committed offsets on restart, ns.
+    pub rebuild_window: u64,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -154,6 +171,9 @@ impl TryFrom<RawJobConfig> for JobConfig {
         if raw.coalesce_windows == 0 || raw.coalesce_windows > 60 {
             return Err(invalid("coalesce_windows", "must be between 1 (off) and 60"));
         }
+        if raw.idle_timeout.is_zero() {
+            return Err(invalid("idle_timeout", "must be positive"));
+        }
         Ok(JobConfig {
             guard: nanos(raw.guard),
             retention: nanos(raw.retention),
@@ -163,6 +183,8 @@ impl TryFrom<RawJobConfig> for JobConfig {
             fleet_cidrs: raw.fleet_cidrs,
             fuel: raw.fuel,
             coalesce_windows: raw.coalesce_windows,
+            idle_timeout: raw.idle_timeout,
+            rebuild_window: nanos(raw.rebuild_window),
         })
     }
 }
@@ -224,6 +246,7 @@ mod tests {
             ("fleet_cidrs = []", "fleet_cidrs"),
             ("fuel = 0", "fuel"),
             ("coalesce_windows = 0", "coalesce_windows"),
+            ("idle_timeout = \"0s\"", "idle_timeout"),
         ] {
             let err = JobConfig::parse(text, "t").unwrap_err().to_string();
             assert!(err.contains(field), "{text}: {err}");

@@ -13,22 +13,28 @@
 //! - [`source`]: the batch source operator over a [`source::Feed`].
 //! - [`pipeline`]: the attribution dataflow.
 //! - [`run`]: workers, output collection, statistics.
+//! - [`sink`]: delivering output and tracking the delivered frontier.
 //! - [`profile`]: per-operator time from timely's log (`--profile`).
 //! - [`memory`]: the in-memory feed over pre-generated deliveries.
+//! - [`capture`]: captured topics on disk, and the replay feed.
+//! - [`kafka`]: the job on Kafka (committing feed, acknowledged sink, topic reader).
 //! - [`output`]: the JSON output record.
 //! - [`cli`]: the subcommands (`demo`, `simulate`, `attribute`, `score`, `bench`).
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod capture;
 pub mod cidr;
 pub mod coalesce;
 pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod kafka;
 pub mod memory;
 pub mod output;
 pub mod pipeline;
 pub mod profile;
 pub mod run;
+pub mod sink;
 pub mod source;
 pub mod tracker;

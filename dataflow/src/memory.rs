@@ -4,12 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowmap_operators::Time;
 use flowmap_sim::Delivery;
 
 use crate::config::JobConfig;
 use crate::run::{run, OutputMode, RunError, RunReport};
-use crate::source::{Feed, FeedStatus};
+use crate::source::{Feed, FeedStatus, Lane, Message, Outcome};
 
 /// Which worker reads the messages of `key` (FNV-1a of the key, modulo the workers).
 pub fn worker_of(key: &str, peers: usize) -> usize {
@@ -47,17 +46,19 @@ impl MemoryFeed {
 }
 
 impl Feed for MemoryFeed {
-    fn roster(&self) -> Vec<String> {
-        self.roster.clone()
+    /// One lane per worker (its share of the keys), expecting the worker's share of the roster.
+    fn lanes(&self) -> Vec<Lane> {
+        vec![Lane { id: self.index as u32, roster: self.roster.clone() }]
     }
 
-    fn poll(&mut self, max: usize, deliver: &mut dyn FnMut(&str, &[u8], Time)) -> FeedStatus {
+    fn poll(&mut self, max: usize, deliver: &mut dyn FnMut(&Message<'_>) -> Outcome) -> FeedStatus {
         let mut given = 0;
         while given < max.min(self.pace) {
             let Some(d) = self.deliveries.get(self.pos) else { return FeedStatus::Done };
             self.pos += 1;
             if worker_of(&d.key, self.peers) == self.index {
-                deliver(&d.key, &d.payload, d.arrival);
+                let lane = self.index as u32;
+                deliver(&Message { lane, key: &d.key, payload: &d.payload, arrival: d.arrival, rebuild: false });
                 given += 1;
             }
         }

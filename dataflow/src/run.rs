@@ -1,8 +1,15 @@
 //! Running the dataflow on timely workers: [`run`] builds one dataflow per worker over that
 //! worker's [`Feed`], steps it to completion, and gathers the output and the statistics.
+//!
+//! With a [`FlowSink`] ([`OutputMode::Sink`]) the runner also closes the loop the Kafka job
+//! needs: it follows the delivered frontier (see [`crate::sink`]) and reports it to the feed,
+//! which commits its input up to there; at the end it waits for the sink to drain before the
+//! feed's final commit. An error in a feed or a sink stops every worker of the process.
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use differential_dataflow::trace::TraceReader;
@@ -15,15 +22,28 @@ use crate::config::JobConfig;
 use crate::decode::IngestStats;
 use crate::pipeline::{attribution, trace_size, TraceSize};
 use crate::profile::OperatorTimes;
-use crate::source::{batch_source, Feed};
+use crate::sink::{deliver, FlowSink, SharedSink};
+use crate::source::{batch_source, Feed, SharedFeed};
+
+/// Makes worker `index` of `peers` its sink.
+pub type SinkFactory = Arc<dyn Fn(usize, usize) -> Result<Box<dyn FlowSink>, String> + Send + Sync>;
 
 /// What to do with the attributed flows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum OutputMode {
     /// Keep them all and return them (demo, tests, replay to a file).
     Collect,
     /// Only count them (benchmarks).
     Count,
+    /// Hand them to a sink that acknowledges delivery (Kafka); the feed is told the delivered
+    /// frontier, so it can commit.
+    Sink(SinkFactory),
+}
+
+impl OutputMode {
+    fn collects(&self) -> bool {
+        matches!(self, OutputMode::Collect)
+    }
 }
 
 #[derive(Default)]
@@ -50,6 +70,8 @@ pub struct WorkerReport {
     pub state_samples: Vec<TraceSize>,
     /// Time per operator (when profiling).
     pub operator_times: OperatorTimes,
+    /// What stopped this worker, if it did not finish.
+    pub error: Option<String>,
 }
 
 /// The merged results of all workers of this process.
@@ -84,6 +106,9 @@ pub enum RunError {
     /// A worker panicked.
     #[error("worker failed: {0}")]
     Worker(String),
+    /// The feed or the sink failed (the job stopped; nothing past the failure was committed).
+    #[error("{0}")]
+    Io(String),
 }
 
 /// Runs the attribution job until every feed is exhausted.
@@ -103,37 +128,74 @@ where
     M: Fn(usize, usize) -> F + Send + Sync + 'static,
 {
     let started = Instant::now();
+    let abort = Arc::new(AtomicBool::new(false));
+    let first_error: Arc<Mutex<Option<String>>> = Arc::default();
+    let failure = Arc::clone(&first_error);
     let guards = timely::execute(timely, move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let stats = Rc::new(RefCell::new(IngestStats::default()));
         let collected: Rc<RefCell<Collected>> = Rc::default();
+        let error: Rc<RefCell<Option<String>>> = Rc::default();
         let probe = ProbeHandle::new();
         let profiler = profile.then(|| crate::profile::install(worker));
-        let feed = make_feed(index, peers);
+        let feed = Rc::new(RefCell::new(make_feed(index, peers)));
+        let shared: SharedFeed = feed.clone();
+        let sink: Option<SharedSink> = match &mode {
+            OutputMode::Sink(factory) => match factory(index, peers) {
+                Ok(sink) => Some(Rc::new(RefCell::new(BoxedSink(sink)))),
+                Err(e) => {
+                    *error.borrow_mut() = Some(e);
+                    None
+                }
+            },
+            _ => None,
+        };
+        let collect = mode.collects();
         let mut trace = worker.dataflow::<Time, _, _>(|scope| {
-            let batches = batch_source(scope, feed, job.clone(), Rc::clone(&stats));
+            let batches = batch_source(scope, shared, job.clone(), Rc::clone(&stats));
             let built = attribution(batches, &job);
-            let sink = Rc::clone(&collected);
-            built
-                .output
-                .inspect_core(move |event| {
-                    if let Ok((_, flows)) = event {
-                        let mut sink = sink.borrow_mut();
-                        sink.output += flows.len() as u64;
-                        sink.attributed += flows.iter().filter(|f| matches!(f.remote, Attribution::Workload { .. })).count() as u64;
-                        if mode == OutputMode::Collect {
-                            sink.flows.extend(flows.iter().cloned());
-                        }
+            let sink_counts = Rc::clone(&collected);
+            let counted = built.output.inspect_core(move |event| {
+                if let Ok((_, flows)) = event {
+                    let mut c = sink_counts.borrow_mut();
+                    c.output += flows.len() as u64;
+                    c.attributed += flows.iter().filter(|f| matches!(f.remote, Attribution::Workload { .. })).count() as u64;
+                    if collect {
+                        c.flows.extend(flows.iter().cloned());
                     }
-                })
-                .probe_with(&probe);
+                }
+            });
+            match &sink {
+                Some(sink) => {
+                    deliver(counted, Rc::clone(sink), Rc::clone(&error)).probe_with(&probe);
+                }
+                None => {
+                    counted.probe_with(&probe);
+                }
+            }
             built.ownership.trace
         });
         let mut report = WorkerReport::default();
         let mut frontier = Antichain::new();
         let mut last_sample = Instant::now();
+        let mut last_report = Instant::now();
+        let mut delivered: Vec<Time> = Vec::new();
         while !probe.done() {
-            worker.step();
+            worker.step_or_park(Some(Duration::from_millis(20)));
+            if error.borrow().is_some() || abort.load(Ordering::Relaxed) {
+                break;
+            }
+            if last_report.elapsed() >= Duration::from_millis(100) {
+                last_report = Instant::now();
+                probe.with_frontier(|f| {
+                    delivered.clear();
+                    delivered.extend(f.iter().copied());
+                });
+                if let Err(e) = feed.borrow_mut().delivered(&delivered) {
+                    *error.borrow_mut() = Some(e);
+                    break;
+                }
+            }
             if last_sample.elapsed() >= sample_every {
                 last_sample = Instant::now();
                 // Follow the probe so this handle never holds back compaction.
@@ -146,6 +208,20 @@ where
                 }
                 report.state_samples.push(size);
             }
+        }
+        if error.borrow().is_none() && !abort.load(Ordering::Relaxed) {
+            // Everything is out of the dataflow: drain the sink, then the feed's last commit.
+            let drained = sink.as_ref().map_or(Ok(()), |s| s.borrow_mut().finish());
+            if let Err(e) = drained.and_then(|()| feed.borrow_mut().finish()) {
+                *error.borrow_mut() = Some(e);
+            }
+        }
+        if let Some(e) = error.borrow().clone() {
+            abort.store(true, Ordering::Relaxed);
+            if let Ok(mut first) = failure.lock() {
+                first.get_or_insert(e.clone());
+            }
+            report.error = Some(e);
         }
         let collected = std::mem::take(&mut *collected.borrow_mut());
         report.flows = collected.flows;
@@ -177,5 +253,23 @@ where
         }
     }
     merged.elapsed = started.elapsed();
+    if let Some(e) = first_error.lock().ok().and_then(|e| e.clone()) {
+        return Err(RunError::Io(e));
+    }
     Ok(merged)
+}
+
+/// Adapts a boxed sink to the shared, unsized form.
+struct BoxedSink(Box<dyn FlowSink>);
+
+impl FlowSink for BoxedSink {
+    fn write(&mut self, time: Time, flows: &[AttributedFlow]) -> Result<(), String> {
+        self.0.write(time, flows)
+    }
+    fn undelivered(&mut self) -> Result<Option<Time>, String> {
+        self.0.undelivered()
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        self.0.finish()
+    }
 }

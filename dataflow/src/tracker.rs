@@ -12,9 +12,12 @@
 //!
 //! Everything here depends only on the sequence of batches per exporter, never on wall-clock
 //! arrival times, so any interleaving of the exporters gives the same frontier decisions for
-//! each batch. That is the basis of the job's determinism.
+//! each batch. That is the basis of the job's determinism. The one exception is opt-in: on a
+//! live feed, [`Tracker::sweep`] marks exporters silent for longer than the idle timeout as
+//! idle, and idle exporters stop holding the frontier back until they send again.
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use flowmap_operators::{Time, Workload};
 
@@ -31,8 +34,12 @@ pub enum Admission {
     Duplicate,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ExporterState {
+    /// When its last batch arrived (or when it was expected, for a roster entry).
+    last_seen: Instant,
+    /// Silent for longer than the idle timeout: not holding the frontier.
+    idle: bool,
     /// The next expected sequence number; `None` before the first batch.
     next_seq: Option<u64>,
     /// `window_to` of the latest batch: the exporter's promise so far.
@@ -44,6 +51,20 @@ struct ExporterState {
     floor: u64,
     /// Numbers below `floor` that have arrived since (bounded), to tell their duplicates.
     seen_below: BTreeSet<u64>,
+}
+
+impl Default for ExporterState {
+    fn default() -> Self {
+        ExporterState {
+            last_seen: Instant::now(),
+            idle: false,
+            next_seq: None,
+            frontier: 0,
+            missing: BTreeSet::new(),
+            floor: 0,
+            seen_below: BTreeSet::new(),
+        }
+    }
 }
 
 /// How many missing sequence numbers an exporter remembers; older gaps are forgotten, and a
@@ -66,6 +87,8 @@ impl Tracker {
     /// and duplicates in `stats`.
     pub fn admit(&mut self, exporter: &Workload, seq: u64, to: Time, stats: &mut IngestStats) -> Admission {
         let state = self.exporters.entry(exporter.clone()).or_default();
+        state.last_seen = Instant::now();
+        state.idle = false;
         match state.next_seq {
             Some(next) if seq < next => {
                 if state.missing.remove(&seq) {
@@ -102,10 +125,22 @@ impl Tracker {
         }
     }
 
-    /// The input frontier: the least promise over all exporters (0 while any has sent
-    /// nothing), or `None` when there are no exporters.
+    /// The input frontier: the least promise over all exporters that are not idle (0 while any
+    /// has sent nothing), or `None` when there are none.
     pub fn frontier(&self) -> Option<Time> {
-        self.exporters.values().map(|s| s.frontier).min()
+        self.exporters.values().filter(|s| !s.idle).map(|s| s.frontier).min()
+    }
+
+    /// Marks exporters silent for longer than `timeout` (at `now`) as idle, counting each
+    /// one that becomes idle in `stats.idle_exporters`.
+    pub fn sweep(&mut self, now: Instant, timeout: Duration, stats: &mut IngestStats) {
+        for (id, state) in &mut self.exporters {
+            if !state.idle && now.saturating_duration_since(state.last_seen) > timeout {
+                state.idle = true;
+                stats.idle_exporters += 1;
+                tracing::info!(exporter = id.as_str(), promise = state.frontier, "exporter idle: no longer holding the frontier");
+            }
+        }
     }
 }
 
@@ -157,6 +192,24 @@ mod tests {
         assert_eq!(t.frontier(), None);
         t.admit(&w("x"), 0, 7, &mut stats);
         assert_eq!(t.frontier(), Some(7));
+    }
+
+    #[test]
+    fn idle_exporters_stop_holding_the_frontier() {
+        let mut t = Tracker::new([w("a"), w("b")]);
+        let mut stats = IngestStats::default();
+        t.admit(&w("a"), 0, 10, &mut stats);
+        assert_eq!(t.frontier(), Some(0), "b holds the frontier");
+        let later = Instant::now() + Duration::from_secs(5);
+        t.sweep(later, Duration::from_secs(10), &mut stats);
+        assert_eq!(t.frontier(), Some(0), "not idle yet");
+        t.sweep(later, Duration::from_secs(1), &mut stats);
+        assert_eq!(t.frontier(), None, "both silent");
+        assert_eq!(stats.idle_exporters, 2);
+        t.admit(&w("a"), 1, 20, &mut stats);
+        assert_eq!(t.frontier(), Some(20), "a is back; b still idle");
+        t.admit(&w("b"), 0, 10, &mut stats);
+        assert_eq!(t.frontier(), Some(10));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`view`]: the zero-copy reader the job uses on its hot path.
 //! - [`ip_from_bytes`] / [`ip_to_bytes`]: the raw 4- or 16-byte address form used on the wire.
 //! - [`flow_id`]: the stable id of a flow.
+//! - [`attributed`]: the job's output schema, [`AttributedFlow`] (`proto/flowmap/v1/attributed.proto`).
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -20,7 +21,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use prost::Message;
 
+pub mod attributed;
 pub mod view;
+
+pub use attributed::{decode_attributed, encode_attributed, AttributedFlow, Evidence, Reason, ATTRIBUTED_PROTO};
 
 pub use view::{view_batch, AssignmentView, BatchView, FlowView, OwnershipView};
 

@@ -59,60 +59,101 @@ fn ip_wire_form() {
     }
 }
 
+/// The tags each message of a `.proto` file declares (enum values skipped).
+fn declared_tags(proto: &str) -> Vec<(String, u32)> {
+    let mut declared = Vec::new();
+    let mut message = String::new();
+    for line in proto.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("message ") {
+            message = rest.trim_end_matches(" {").to_string();
+        } else if line.starts_with("enum ") {
+            message.clear();
+        } else if !line.starts_with("//") && line.ends_with(';') && line.contains(" = ") && !message.is_empty() {
+            let (_, tag) = line.trim_end_matches(';').split_once(" = ").unwrap();
+            if let Ok(tag) = tag.parse() {
+                declared.push((message.clone(), tag));
+            }
+        }
+    }
+    declared
+}
+
+/// The distinct field tags present in an encoded message.
+fn tags_of(bytes: &[u8]) -> Vec<u32> {
+    let mut tags = Vec::new();
+    let mut buf = bytes;
+    while !buf.is_empty() {
+        let key = prost::encoding::decode_varint(&mut buf).unwrap();
+        let (tag, wire) = ((key >> 3) as u32, (key & 7) as u8);
+        tags.push(tag);
+        match wire {
+            0 => { prost::encoding::decode_varint(&mut buf).unwrap(); }
+            1 => buf = &buf[8..],
+            2 => {
+                let len = prost::encoding::decode_varint(&mut buf).unwrap() as usize;
+                buf = &buf[len..];
+            }
+            other => panic!("unexpected wire type {other}"),
+        }
+    }
+    tags.sort_unstable();
+    tags.dedup();
+    tags
+}
+
+fn expect(declared: &[(String, u32)], msg: &str) -> Vec<u32> {
+    let mut tags: Vec<u32> = declared.iter().filter(|(m, _)| m == msg).map(|(_, t)| *t).collect();
+    tags.sort_unstable();
+    tags
+}
+
 /// The `.proto` file is the contract: every field it declares must exist in the Rust mirror
 /// with the same tag, and vice versa (checked by comparing the declared tags per message).
 #[test]
 fn proto_file_matches_rust_mirror() {
-    let mut declared: Vec<(String, String, u32)> = Vec::new();
-    let mut message = String::new();
-    for line in BATCH_PROTO.lines().map(str::trim) {
-        if let Some(rest) = line.strip_prefix("message ") {
-            message = rest.trim_end_matches(" {").to_string();
-        } else if !line.starts_with("//") && line.ends_with(';') && line.contains(" = ") && !message.is_empty() {
-            let (lhs, tag) = line.trim_end_matches(';').split_once(" = ").unwrap();
-            let name = lhs.split_whitespace().last().unwrap().to_string();
-            if let Ok(tag) = tag.parse() {
-                if !name.starts_with("DIRECTION_") {
-                    declared.push((message.clone(), name, tag));
-                }
-            }
-        }
-    }
+    let declared = declared_tags(BATCH_PROTO);
     // Encode a message with every field set to a non-default value and read back the tags.
     let full = sample();
-    let tags_of = |bytes: &[u8]| -> Vec<u32> {
-        let mut tags = Vec::new();
-        let mut buf = bytes;
-        while !buf.is_empty() {
-            let key = prost::encoding::decode_varint(&mut buf).unwrap();
-            let (tag, wire) = ((key >> 3) as u32, (key & 7) as u8);
-            tags.push(tag);
-            match wire {
-                0 => { prost::encoding::decode_varint(&mut buf).unwrap(); }
-                2 => {
-                    let len = prost::encoding::decode_varint(&mut buf).unwrap() as usize;
-                    buf = &buf[len..];
-                }
-                other => panic!("unexpected wire type {other}"),
-            }
-        }
-        tags.sort_unstable();
-        tags.dedup();
-        tags
-    };
     let all_flow = Flow {
         local_port: 1, remote_port: 1, direction: 1, start_ns: 1, end_ns: 1, bytes_sent: 1,
         bytes_received: 1, segments_sent: 1, segments_received: 1, retransmits: 1, srtt_us: 1,
         local_workload: "w".into(), open: true, ..full.flows[0].clone()
     };
-    let expect = |msg: &str| -> Vec<u32> {
-        declared.iter().filter(|(m, _, _)| m == msg).map(|(_, _, t)| *t).collect()
-    };
-    assert_eq!(tags_of(&full.encode_to_vec()), expect("ExporterBatch"));
-    assert_eq!(tags_of(&all_flow.encode_to_vec()), expect("Flow"));
-    assert_eq!(tags_of(&full.heartbeats[0].encode_to_vec()), expect("Ownership"));
+    assert_eq!(tags_of(&full.encode_to_vec()), expect(&declared, "ExporterBatch"));
+    assert_eq!(tags_of(&all_flow.encode_to_vec()), expect(&declared, "Flow"));
+    assert_eq!(tags_of(&full.heartbeats[0].encode_to_vec()), expect(&declared, "Ownership"));
     let assignment = Assignment { workload: "w".into(), ..full.assignments[0].clone() };
-    assert_eq!(tags_of(&assignment.encode_to_vec()), expect("Assignment"));
+    assert_eq!(tags_of(&assignment.encode_to_vec()), expect(&declared, "Assignment"));
+}
+
+fn full_attributed() -> AttributedFlow {
+    AttributedFlow {
+        schema_version: SCHEMA_VERSION, flow_id: 7, exporter_id: "e".into(), local_ip: vec![10, 0, 0, 1],
+        local_port: 1, remote_ip: vec![10, 0, 0, 2], remote_port: 2, direction: 1, start_ns: 1, end_ns: 2,
+        bytes_sent: 1, bytes_received: 1, segments_sent: 1, segments_received: 1, retransmits: 1, srtt_us: 1,
+        local_workload: "a".into(), remote_workload: "b".into(), evidence: 1, reason: 1,
+    }
+}
+
+/// The output schema is a contract too.
+#[test]
+fn attributed_proto_matches_rust_mirror() {
+    let declared = declared_tags(ATTRIBUTED_PROTO);
+    assert_eq!(tags_of(&full_attributed().encode_to_vec()), expect(&declared, "AttributedFlow"));
+    // Enum values agree with the file.
+    for (name, value) in [("EVIDENCE_HEARTBEAT", Evidence::Heartbeat as i32), ("EVIDENCE_ASSIGNMENT", 3),
+        ("REASON_NO_OWNER", Reason::NoOwner as i32), ("REASON_EVIDENCE_EXPIRED", Reason::EvidenceExpired as i32)] {
+        assert!(ATTRIBUTED_PROTO.contains(&format!("{name} = {value};")), "{name}");
+    }
+}
+
+#[test]
+fn attributed_round_trip_and_version() {
+    let f = full_attributed();
+    assert_eq!(decode_attributed(&encode_attributed(&f)).unwrap(), f);
+    let old = AttributedFlow { schema_version: 9, ..f };
+    assert!(matches!(decode_attributed(&encode_attributed(&old)), Err(DecodeError::UnsupportedVersion { found: 9 })));
+    assert!(decode_attributed(&[0xff, 0xff]).is_err());
 }
 
 #[test]

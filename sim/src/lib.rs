@@ -27,7 +27,7 @@ pub mod world;
 
 pub use publish::{Delivery, Fate, Simulation, TruthFlow, IPAM_FEED};
 pub use scenario::{Scenario, ScenarioError};
-pub use score::{score, Score, Verdict};
+pub use score::{account_dead_letters, score, Score, Verdict};
 
 /// Simulates a scenario: validates it, builds the fleet and publishes it.
 pub fn simulate(scenario: &Scenario) -> Result<Simulation, ScenarioError> {

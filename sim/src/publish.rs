@@ -186,6 +186,8 @@ pub fn publish(s: &Scenario, world: &World) -> Simulation {
                 if !lost && rng.chance(s.bad_record) {
                     record.flow.remote_ip.push(0); // 5 or 17 bytes: not an address
                     record.truth.fate = Fate::Corrupted;
+                    // The id of the record as published, so a dead-lettered copy can be named.
+                    record.truth.id = flowmap_schema::flow_id(&host.id, &record.flow);
                 }
                 flows.push(record.flow);
                 truth.push(record.truth);

@@ -56,6 +56,15 @@ pub struct Score {
     pub duplicates_in_output: u64,
     /// Output flows with no truth at all.
     pub unknown_in_output: u64,
+    /// Messages the job dead-lettered (only when scoring a Kafka run).
+    pub dead_lettered_messages: u64,
+    /// Flows absent from the output but present in a dead-lettered message (refused records,
+    /// or records of a refused batch).
+    pub dead_lettered: u64,
+    /// Flows the job received (not lost in transit) that are neither in the output nor
+    /// dead-lettered: must be 0 when dead letters are known, and is `missing + corrupted`
+    /// otherwise (corrupted records are then only counted by the job).
+    pub unaccounted: u64,
     /// Baseline: flows it attributed.
     pub baseline_attributed: u64,
     /// Baseline: flows it attributed to the wrong workload.
@@ -110,11 +119,35 @@ pub fn score(truth: &[TruthFlow], verdicts: &[Verdict], deliveries: &[Delivery])
             Fate::Delivered => {}
         }
     }
+    s.unaccounted = s.missing + s.corrupted;
     let attributed_in_fleet = s.correct + s.misattributed;
     s.attributed_in_fleet_pct =
         if s.in_fleet == 0 { 0.0 } else { 100.0 * attributed_in_fleet as f64 / s.in_fleet as f64 };
     baseline(&by_id, deliveries, &mut s);
     s
+}
+
+/// Accounts for the job's dead letters: `payloads` are the dead-lettered messages (batches,
+/// possibly corrupt), `verdicts` the same output that [`score`] saw.
+pub fn account_dead_letters(s: &mut Score, truth: &[TruthFlow], verdicts: &[Verdict], payloads: &[Vec<u8>]) {
+    let output: HashSet<u64> = verdicts.iter().map(|v| v.id).collect();
+    let mut dead: HashSet<u64> = HashSet::new();
+    for payload in payloads {
+        // Whole-message refusals may not decode at all; their flows cannot be named.
+        if let Ok(batch) = flowmap_schema::decode_batch(payload) {
+            dead.extend(batch.flows.iter().map(|f| flowmap_schema::flow_id(&batch.exporter_id, f)));
+        }
+    }
+    s.dead_lettered_messages = payloads.len() as u64;
+    s.dead_lettered = 0;
+    s.unaccounted = 0;
+    for t in truth.iter().filter(|t| t.fate != Fate::Lost && !output.contains(&t.id)) {
+        if dead.contains(&t.id) {
+            s.dead_lettered += 1;
+        } else {
+            s.unaccounted += 1;
+        }
+    }
 }
 
 /// The old method (see the module docs), over the same deliveries.

@@ -25,8 +25,26 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Directory for `deliveries.fmd`, `truth.jsonl` and `roster.txt`.
+    #[arg(long, required_unless_present = "brokers")]
+    pub out: Option<PathBuf>,
+    /// Publish the batches to Kafka at these brokers (HOST:PORT), keyed by exporter id.
+    #[arg(long, requires_all = ["topic", "truth"])]
+    pub brokers: Option<String>,
+    /// Topic for the exporter batches (created if missing).
     #[arg(long)]
-    pub out: PathBuf,
+    pub topic: Option<String>,
+    /// Topic for the IPAM feed's batches (default: the same topic).
+    #[arg(long)]
+    pub events_topic: Option<String>,
+    /// Where to write the ground truth (JSON lines) when publishing.
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+    /// Partitions of the topic when it is created.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Publish at most this many batches per second (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
 }
 
 /// Arguments of `flowmap attribute`.
@@ -52,10 +70,20 @@ pub struct ScoreArgs {
     /// `truth.jsonl` written by `flowmap simulate`.
     #[arg(long)]
     pub truth: PathBuf,
-    /// Attributed flows (JSON lines) written by `flowmap attribute`.
+    /// Attributed flows (JSON lines) written by `flowmap attribute` or `flowmap replay`.
+    #[arg(long, required_unless_present = "brokers", conflicts_with = "brokers")]
+    pub input: Option<PathBuf>,
+    /// Read the attributed flows from Kafka at these brokers instead (with `--topic`).
+    #[arg(long, requires = "topic")]
+    pub brokers: Option<String>,
+    /// The output topic to score.
     #[arg(long)]
-    pub input: PathBuf,
-    /// The delivery log, to run the baseline on (defaults to `deliveries.fmd` beside the truth).
+    pub topic: Option<String>,
+    /// The job's dead-letter topic (default: `<topic>.dlq`; read when it exists).
+    #[arg(long)]
+    pub dead_letter_topic: Option<String>,
+    /// The delivery log, to run the baseline on (defaults to `deliveries.fmd` beside the
+    /// truth; the baseline is skipped when there is none).
     #[arg(long)]
     pub deliveries: Option<PathBuf>,
     /// Print one JSON object as the last line of stdout.
@@ -66,17 +94,34 @@ pub struct ScoreArgs {
 /// `flowmap simulate`.
 pub fn simulate(args: SimulateArgs) -> Result<()> {
     let scenario = super::scenario(&args.scenario, args.seed)?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let sim = flowmap_sim::simulate(&scenario)?;
-    flowmap_sim::io::write_deliveries(&args.out.join("deliveries.fmd"), &sim.deliveries)?;
-    flowmap_sim::io::write_truth(&args.out.join("truth.jsonl"), &sim.truth)?;
-    std::fs::write(args.out.join("roster.txt"), sim.roster.join("\n") + "\n")?;
-    eprintln!(
-        "wrote {} deliveries and truth for {} flow records to {}",
-        sim.deliveries.len(),
-        sim.truth.len(),
-        args.out.display()
-    );
+    if let Some(out) = &args.out {
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        flowmap_sim::io::write_deliveries(&out.join("deliveries.fmd"), &sim.deliveries)?;
+        flowmap_sim::io::write_truth(&out.join("truth.jsonl"), &sim.truth)?;
+        std::fs::write(out.join("roster.txt"), sim.roster.join("\n") + "\n")?;
+        eprintln!(
+            "wrote {} deliveries and truth for {} flow records to {}",
+            sim.deliveries.len(),
+            sim.truth.len(),
+            out.display()
+        );
+    }
+    if let (Some(brokers), Some(topic), Some(truth)) = (&args.brokers, &args.topic, &args.truth) {
+        flowmap_sim::io::write_truth(truth, &sim.truth)?;
+        let client = flowmap_kafka::ClientSettings::new(brokers);
+        let started = std::time::Instant::now();
+        let stats =
+            super::kafka::publish(&client, &sim.deliveries, topic, args.events_topic.as_deref(), args.partitions, args.rate)?;
+        eprintln!(
+            "published {} batches ({} flow records) to '{}' at {brokers} in {:.1}s; truth in {}",
+            stats.delivered,
+            sim.truth.len(),
+            topic,
+            started.elapsed().as_secs_f64(),
+            truth.display()
+        );
+    }
     Ok(())
 }
 
@@ -120,22 +165,57 @@ pub fn attribute(args: AttributeArgs) -> Result<()> {
 pub fn score(args: ScoreArgs) -> Result<()> {
     let truth = flowmap_sim::io::read_truth(&args.truth)?;
     let deliveries_path = args.deliveries.clone().unwrap_or_else(|| args.truth.with_file_name("deliveries.fmd"));
-    let deliveries = flowmap_sim::io::read_deliveries(&deliveries_path)?;
-    let reader = BufReader::new(File::open(&args.input).with_context(|| format!("cannot open {}", args.input.display()))?);
+    let deliveries = if args.deliveries.is_some() || deliveries_path.exists() {
+        flowmap_sim::io::read_deliveries(&deliveries_path)?
+    } else {
+        eprintln!("score: no delivery log at {}: baseline skipped", deliveries_path.display());
+        Vec::new()
+    };
     let mut verdicts = Vec::new();
-    for (n, line) in reader.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
+    let mut dead_letters: Option<Vec<Vec<u8>>> = None;
+    match (&args.input, &args.brokers, &args.topic) {
+        (Some(input), _, _) => {
+            let reader = BufReader::new(File::open(input).with_context(|| format!("cannot open {}", input.display()))?);
+            for (n, line) in reader.lines().enumerate() {
+                let line = line?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let record: OutputRecord = serde_json::from_str(&line)
+                    .with_context(|| format!("{}: line {} is not an output record", input.display(), n + 1))?;
+                verdicts.push(record.verdict());
+            }
         }
-        let record: OutputRecord = serde_json::from_str(&line)
-            .with_context(|| format!("{}: line {} is not an output record", args.input.display(), n + 1))?;
-        verdicts.push(record.verdict());
+        (None, Some(brokers), Some(topic)) => {
+            let client = flowmap_kafka::ClientSettings::new(brokers);
+            let (records, unreadable) = super::kafka::read_output(&client, topic)?;
+            if unreadable > 0 {
+                anyhow::bail!("{unreadable} messages of '{topic}' are not attributed-flow records");
+            }
+            verdicts.extend(records.iter().map(OutputRecord::verdict));
+            let dlq = args.dead_letter_topic.clone().unwrap_or_else(|| format!("{topic}.dlq"));
+            let mut payloads = Vec::new();
+            match crate::kafka::reader::read_topic(&client, &dlq, super::kafka::BROKER_TIMEOUT, &mut |m| payloads.push(m.payload), &mut |_, _| {}) {
+                Ok(_) => dead_letters = Some(payloads),
+                Err(e) => eprintln!("score: dead-letter topic '{dlq}' not read ({e}): dead letters not accounted"),
+            }
+        }
+        _ => anyhow::bail!("give --input FILE, or --brokers ADDR --topic TOPIC"),
     }
-    let score = flowmap_sim::score(&truth, &verdicts, &deliveries);
+    let mut score = flowmap_sim::score(&truth, &verdicts, &deliveries);
+    if let Some(payloads) = &dead_letters {
+        flowmap_sim::account_dead_letters(&mut score, &truth, &verdicts, payloads);
+    }
     println!(
-        "flows {}  attributed {}  unattributed {}  misattributed {}  missing {}  baseline misattributed {}",
-        score.flows, score.attributed, score.unattributed, score.misattributed, score.missing, score.baseline_misattributed
+        "flows {}  attributed {}  unattributed {}  misattributed {}  missing {}  dead-lettered {}  unaccounted {}  baseline misattributed {}",
+        score.flows,
+        score.attributed,
+        score.unattributed,
+        score.misattributed,
+        score.missing,
+        score.dead_lettered,
+        score.unaccounted,
+        score.baseline_misattributed
     );
     if args.json {
         println!("{}", serde_json::to_string(&score)?);

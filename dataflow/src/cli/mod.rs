@@ -13,8 +13,10 @@ use flowmap_sim::Scenario;
 use crate::config::JobConfig;
 
 pub mod bench;
+pub mod capture;
 pub mod demo;
 pub mod files;
+pub mod kafka;
 
 /// flowmap: which workload was on each end of every TCP flow.
 #[derive(Debug, Parser)]
@@ -31,8 +33,17 @@ pub enum Command {
     /// Simulate a fleet, attribute its flows and score the result, all in this process.
     #[command(disable_help_flag = true)]
     Demo(demo::DemoArgs),
-    /// Simulate a fleet and write its deliveries and ground truth to a directory.
+    /// Simulate a fleet; write its deliveries and ground truth to a directory, or publish
+    /// the batches to Kafka and the truth to a file.
     Simulate(files::SimulateArgs),
+    /// Run the job on Kafka: input topic(s) to an output topic, committing as it delivers.
+    #[command(disable_help_flag = true)]
+    Collect(kafka::CollectArgs),
+    /// Capture Kafka topics to a directory, for replay.
+    Capture(capture::CaptureArgs),
+    /// Run the job over a capture (or a Kafka topic up to its current end), as fast as possible.
+    #[command(disable_help_flag = true)]
+    Replay(capture::ReplayArgs),
     /// Attribute the flows of a delivery log (from `simulate`) and write JSON lines.
     #[command(disable_help_flag = true)]
     Attribute(files::AttributeArgs),
@@ -48,6 +59,9 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Simulate(args) => files::simulate(args),
+        Command::Collect(args) => kafka::collect(args),
+        Command::Capture(args) => capture::capture(args),
+        Command::Replay(args) => capture::replay(args),
         Command::Attribute(args) => files::attribute(args),
         Command::Score(args) => files::score(args),
         Command::Bench(args) => bench::run(args),

@@ -44,6 +44,31 @@ pub struct DecodedBatch {
     pub rejected_time: u64,
 }
 
+/// Why a whole batch was refused (each is also counted in [`IngestStats`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejected {
+    /// Not valid Protobuf for the schema (corrupt, truncated).
+    Malformed,
+    /// A schema version this reader does not know.
+    Version,
+    /// An impossible window, or no exporter id.
+    Window,
+    /// A window too far ahead of the receiver's clock.
+    Future,
+}
+
+impl Rejected {
+    /// A short name, for dead-letter headers and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rejected::Malformed => "malformed",
+            Rejected::Version => "unsupported_version",
+            Rejected::Window => "bad_window",
+            Rejected::Future => "from_the_future",
+        }
+    }
+}
+
 /// The ownership evidence of one batch.
 #[derive(Clone, Debug, Default)]
 pub struct Evidence {
@@ -80,6 +105,10 @@ pub struct IngestStats {
     pub lost_batches: u64,
     /// Batches that arrived after the job had moved past them: used, at a later time.
     pub late_batches: u64,
+    /// Times an exporter went idle (silent longer than the idle timeout, live feeds only).
+    pub idle_exporters: u64,
+    /// Flows re-read after a restart only to rebuild ownership state (output before it).
+    pub rebuild_flows: u64,
 }
 
 impl IngestStats {
@@ -97,6 +126,8 @@ impl IngestStats {
         self.duplicate_batches += other.duplicate_batches;
         self.lost_batches += other.lost_batches;
         self.late_batches += other.late_batches;
+        self.idle_exporters += other.idle_exporters;
+        self.rebuild_flows += other.rebuild_flows;
     }
 
     /// All rejected batches and records.
@@ -187,16 +218,16 @@ pub fn decode_batch(
     config: &JobConfig,
     interned: &mut Interner,
     stats: &mut IngestStats,
-) -> Option<DecodedBatch> {
+) -> Result<DecodedBatch, Rejected> {
     let view = match wire::view_batch(bytes) {
         Ok(view) => view,
         Err(err @ wire::DecodeError::UnsupportedVersion { .. }) => {
             reject(&mut stats.rejected_version, "unsupported version", key, &err);
-            return None;
+            return Err(Rejected::Version);
         }
         Err(err) => {
             reject(&mut stats.rejected_malformed, "malformed", key, &err);
-            return None;
+            return Err(Rejected::Malformed);
         }
     };
     let (from, to) = (view.window_from_ns, view.window_to_ns);
@@ -204,14 +235,14 @@ pub fn decode_batch(
     if from >= to || to - from > config.max_window || exporter_id.is_empty() {
         let detail = format!("seq {} window [{from}, {to}) (at most {} ns)", view.seq, config.max_window);
         reject(&mut stats.rejected_window, "impossible window or no exporter id", exporter_id, &detail);
-        return None;
+        return Err(Rejected::Window);
     }
     if from > now.saturating_add(config.max_future) {
         let detail = format!("seq {} starts at {from}, receiver clock {now}", view.seq);
         reject(&mut stats.rejected_future, "from the future", exporter_id, &detail);
-        return None;
+        return Err(Rejected::Future);
     }
-    let exporter = workload(exporter_id, interned)?;
+    let exporter = workload(exporter_id, interned).ok_or(Rejected::Window)?;
     let ids = wire::FlowIdHasher::new(exporter_id);
     let (mut bad_address, mut bad_time) = (0u64, 0u64);
 
@@ -303,7 +334,7 @@ pub fn decode_batch(
         assignments.push(AssignmentEvent { ip: addr, workload: workload(a.workload, interned), at: a.at_ns });
     }
 
-    Some(DecodedBatch {
+    Ok(DecodedBatch {
         exporter,
         seq: view.seq,
         from,

@@ -30,7 +30,7 @@ fn flow(local: &str, start: u64, end: u64) -> Flow {
 
 fn decode(b: &ExporterBatch) -> (Option<DecodedBatch>, IngestStats) {
     let mut stats = IngestStats::default();
-    let out = decode_batch("host", &encode_batch(b), 100 * S, &JobConfig::default(), &mut Interner::default(), &mut stats);
+    let out = decode_batch("host", &encode_batch(b), 100 * S, &JobConfig::default(), &mut Interner::default(), &mut stats).ok();
     (out, stats)
 }
 
@@ -106,7 +106,7 @@ fn whole_batch_rejections() {
     assert_eq!(decode(&b).1.rejected_future, 1);
     let mut stats = IngestStats::default();
     let config = JobConfig::default();
-    assert!(decode_batch("host", b"\xff", 0, &config, &mut Interner::default(), &mut stats).is_none());
+    assert!(decode_batch("host", b"\xff", 0, &config, &mut Interner::default(), &mut stats).is_err());
     assert_eq!(stats.rejected_malformed, 1);
 }
 

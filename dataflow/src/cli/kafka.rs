@@ -1,0 +1,308 @@
+//! `flowmap collect` (the job on Kafka), publishing a simulation to Kafka, and reading the
+//! output topic for the scorer.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use flowmap_kafka::{admin, ClientSettings, FullPolicy, Producer, ProducerSettings, Record};
+use flowmap_sim::{Delivery, IPAM_FEED};
+use serde::Serialize;
+
+use super::TimelyArgs;
+use crate::kafka::{number_lanes, FeedCounters, KafkaFeed, KafkaFeedConfig, KafkaSink};
+use crate::output::OutputRecord;
+use crate::run::{run, OutputMode, RunReport};
+
+/// How long start-up requests to the broker may take.
+pub const BROKER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Arguments of `flowmap collect`.
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// Bootstrap brokers, HOST:PORT[,HOST:PORT...].
+    #[arg(long)]
+    pub brokers: String,
+    /// Topic of exporter batches.
+    #[arg(long)]
+    pub input_topic: String,
+    /// Topic of IP assignment events (IPAM), if they are published apart.
+    #[arg(long)]
+    pub events_topic: Option<String>,
+    /// Topic for attributed flows (created if missing).
+    #[arg(long)]
+    pub output_topic: String,
+    /// Topic for refused input (created if missing). Default: `<output-topic>.dlq`.
+    #[arg(long)]
+    pub dead_letter_topic: Option<String>,
+    /// Consumer group whose committed offsets the job resumes from.
+    #[arg(long, default_value = "flowmap")]
+    pub group: String,
+    /// Partitions of the output and dead-letter topics when they are created.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Stop once no input arrived for this long and everything is delivered and committed
+    /// (for backfills and tests). Without it the job runs until killed.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub until_idle: Option<Duration>,
+    /// Job settings (TOML, see configs/job.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print one JSON summary object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// timely's cluster flags.
+    #[command(flatten)]
+    pub timely: TimelyArgs,
+}
+
+/// What one process of `collect` did.
+#[derive(Debug, Serialize)]
+pub struct CollectSummary {
+    /// Flows output (delivered) by this process's workers.
+    pub output: u64,
+    /// Of those, attributed.
+    pub attributed: u64,
+    /// Input messages read (excluding re-reads for rebuilding).
+    pub messages: u64,
+    /// Messages re-read after a restart to rebuild ownership state.
+    pub reread: u64,
+    /// Messages sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Refused messages that could not be dead-lettered (counted, never silent).
+    pub dead_letter_failed: u64,
+    /// Consumer errors seen (a broker away shows here).
+    pub consumer_errors: u64,
+    /// Offset commits.
+    pub commits: u64,
+    /// Ingest counters (batches, duplicates, lost, late, rejected, idle exporters).
+    pub ingest: crate::decode::IngestStats,
+    /// Output producer counters.
+    pub output_producer: flowmap_kafka::ProducerStats,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Flows per second.
+    pub flows_per_s: f64,
+}
+
+/// `flowmap collect`.
+pub fn collect(args: CollectArgs) -> Result<()> {
+    let mut job = super::job_config(args.config.as_ref())?;
+    let timely = args.timely.config()?;
+    let client = ClientSettings::new(&args.brokers);
+    client.validate()?;
+    let dlq = args.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dlq", args.output_topic));
+    let mut inputs = vec![args.input_topic.clone()];
+    inputs.extend(args.events_topic.clone());
+    let mut topics = Vec::new();
+    for t in &inputs {
+        let n = admin::partition_count(&client, t, BROKER_TIMEOUT)
+            .with_context(|| format!("input topic '{t}' (the producers create it; see `flowmap simulate --brokers`)"))?;
+        topics.push((t.clone(), n));
+    }
+    admin::ensure_topics(&client, &[(&args.output_topic, args.partitions), (&dlq, args.partitions)], BROKER_TIMEOUT)?;
+    if job.rebuild_window < job.retention {
+        tracing::warn!("rebuild_window is shorter than retention: flows right after a restart may be left unattributed");
+    }
+    job.idle_timeout = job.idle_timeout.max(Duration::from_millis(1));
+    let feed = KafkaFeedConfig {
+        client: client.clone(),
+        group: Some(args.group.clone()),
+        lanes: number_lanes(&topics),
+        dead_letter_topic: Some(dlq),
+        until_idle: args.until_idle,
+        bounded: false,
+        live: true,
+        rebuild_window: job.rebuild_window,
+        timeout: BROKER_TIMEOUT,
+    };
+    eprintln!(
+        "collect: {} lanes from {}, output to '{}', group '{}'{}",
+        feed.lanes.len(),
+        inputs.join(", "),
+        args.output_topic,
+        args.group,
+        args.until_idle.map(|d| format!(", until idle for {d:?}")).unwrap_or_default()
+    );
+    let (report, counters, producer) = run_on_kafka(timely, job, feed, &client, &args.output_topic)?;
+    let summary = summarize(&report, &counters, &producer);
+    eprintln!(
+        "collect: output {} flows ({} attributed) from {} messages in {:.1}s ({:.0} flows/s); dead-lettered {}, \
+         lost batches {}, late {}, duplicates {}, idle exporters {}, commits {}",
+        summary.output,
+        summary.attributed,
+        summary.messages,
+        summary.seconds,
+        summary.flows_per_s,
+        summary.dead_lettered,
+        summary.ingest.lost_batches,
+        summary.ingest.late_batches,
+        summary.ingest.duplicate_batches,
+        summary.ingest.idle_exporters,
+        summary.commits
+    );
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    Ok(())
+}
+
+/// Runs the job from Kafka lanes to an output topic.
+pub fn run_on_kafka(
+    timely: timely::Config,
+    job: crate::config::JobConfig,
+    feed: KafkaFeedConfig,
+    client: &ClientSettings,
+    output_topic: &str,
+) -> Result<(RunReport, Arc<FeedCounters>, Producer)> {
+    let counters = Arc::new(FeedCounters::default());
+    // One output producer per process, shared by its workers (librdkafka is thread-safe).
+    let settings = ProducerSettings { when_full: FullPolicy::Block { max_wait: Duration::from_secs(300) }, ..Default::default() };
+    let producer = Producer::new(client, &settings)?;
+    let sink_producer = producer.clone();
+    let topic = output_topic.to_string();
+    let sink: crate::run::SinkFactory = Arc::new(move |_, _| {
+        Ok(Box::new(KafkaSink::from_producer(sink_producer.clone(), &topic)) as Box<dyn crate::sink::FlowSink>)
+    });
+    let feed_counters = Arc::clone(&counters);
+    let make_feed = move |index, peers| -> KafkaFeedOrError {
+        match KafkaFeed::new(feed.clone(), index, peers, Arc::clone(&feed_counters)) {
+            Ok(f) => KafkaFeedOrError::Feed(Box::new(f)),
+            Err(e) => KafkaFeedOrError::Error(Some(e)),
+        }
+    };
+    let report = run(timely, job, make_feed, OutputMode::Sink(sink), Duration::from_secs(1), false)?;
+    Ok((report, counters, producer))
+}
+
+/// A feed that failed to start reports its error through `finish` and ends at once.
+pub enum KafkaFeedOrError {
+    /// A working feed.
+    Feed(Box<KafkaFeed>),
+    /// Why it could not start.
+    Error(Option<String>),
+}
+
+impl crate::source::Feed for KafkaFeedOrError {
+    fn lanes(&self) -> Vec<crate::source::Lane> {
+        match self {
+            KafkaFeedOrError::Feed(f) => f.lanes(),
+            KafkaFeedOrError::Error(_) => Vec::new(),
+        }
+    }
+    fn poll(&mut self, max: usize, deliver: &mut dyn FnMut(&crate::source::Message<'_>) -> crate::source::Outcome) -> crate::source::FeedStatus {
+        match self {
+            KafkaFeedOrError::Feed(f) => f.poll(max, deliver),
+            KafkaFeedOrError::Error(_) => crate::source::FeedStatus::Done,
+        }
+    }
+    fn settling(&self) -> bool {
+        matches!(self, KafkaFeedOrError::Feed(f) if f.settling())
+    }
+    fn live(&self) -> bool {
+        matches!(self, KafkaFeedOrError::Feed(f) if f.live())
+    }
+    fn delivered(&mut self, frontier: &[flowmap_operators::Time]) -> Result<(), String> {
+        match self {
+            KafkaFeedOrError::Feed(f) => f.delivered(frontier),
+            KafkaFeedOrError::Error(e) => Err(e.take().unwrap_or_else(|| "kafka feed failed".into())),
+        }
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        match self {
+            KafkaFeedOrError::Feed(f) => f.finish(),
+            KafkaFeedOrError::Error(e) => Err(e.take().unwrap_or_else(|| "kafka feed failed".into())),
+        }
+    }
+}
+
+/// The summary of a Kafka run.
+pub fn summarize(report: &RunReport, counters: &FeedCounters, producer: &Producer) -> CollectSummary {
+    let seconds = report.elapsed.as_secs_f64();
+    CollectSummary {
+        output: report.output,
+        attributed: report.attributed,
+        messages: counters.messages.load(Ordering::Relaxed),
+        reread: counters.reread.load(Ordering::Relaxed),
+        dead_lettered: counters.dead_lettered.load(Ordering::Relaxed),
+        dead_letter_failed: counters.dead_letter_failed.load(Ordering::Relaxed),
+        consumer_errors: counters.consumer_errors.load(Ordering::Relaxed),
+        commits: counters.commits.load(Ordering::Relaxed),
+        ingest: report.ingest.clone(),
+        output_producer: producer.stats(),
+        seconds,
+        flows_per_s: if seconds > 0.0 { report.output as f64 / seconds } else { 0.0 },
+    }
+}
+
+/// Publishes a simulation's deliveries in arrival order: exporter batches to `topic`, the
+/// IPAM feed to `events_topic` when given. `rate` limits messages per second (0: no limit).
+pub fn publish(
+    client: &ClientSettings,
+    deliveries: &[Delivery],
+    topic: &str,
+    events_topic: Option<&str>,
+    partitions: i32,
+    rate: u64,
+) -> Result<flowmap_kafka::ProducerStats> {
+    let mut topics = vec![(topic, partitions)];
+    if let Some(e) = events_topic {
+        topics.push((e, 1));
+    }
+    admin::ensure_topics(client, &topics, BROKER_TIMEOUT)?;
+    let producer = Producer::new(client, &ProducerSettings::default())?;
+    let started = Instant::now();
+    for (i, d) in deliveries.iter().enumerate() {
+        if rate > 0 {
+            let due = Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let to = match events_topic {
+            Some(e) if d.key == IPAM_FEED => e,
+            _ => topic,
+        };
+        let record = Record {
+            topic: to,
+            key: d.key.as_bytes(),
+            payload: &d.payload,
+            timestamp_ms: Some((d.arrival / 1_000_000) as i64),
+            headers: &[],
+        };
+        producer.send(&record).with_context(|| format!("publishing delivery {i}"))?;
+    }
+    let stats = producer.flush(Duration::from_secs(300))?;
+    if stats.failed > 0 || stats.dropped > 0 {
+        bail!(
+            "{} of {} batches were not delivered ({} failed, {} dropped): {}",
+            stats.failed + stats.dropped,
+            deliveries.len(),
+            stats.failed,
+            stats.dropped,
+            producer.last_error().unwrap_or_default()
+        );
+    }
+    Ok(stats)
+}
+
+/// Reads an output topic: the records, and how many messages could not be read as records.
+pub fn read_output(client: &ClientSettings, topic: &str) -> Result<(Vec<OutputRecord>, u64)> {
+    let mut records = Vec::new();
+    let mut unreadable = 0u64;
+    crate::kafka::reader::read_topic(
+        client,
+        topic,
+        BROKER_TIMEOUT,
+        &mut |m| match flowmap_schema::decode_attributed(&m.payload) {
+            Ok(r) => records.push(OutputRecord::from(&r)),
+            Err(_) => unreadable += 1,
+        },
+        &mut |_, _| {},
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok((records, unreadable))
+}

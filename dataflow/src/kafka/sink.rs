@@ -1,0 +1,82 @@
+//! [`KafkaSink`]: attributed flows to the output topic, one Protobuf record per flow.
+//!
+//! Each record is keyed by its flow id (8 bytes, big-endian) and stamped with the flow's start.
+//! Records of one dataflow time share a delivery [`Ticket`]; a time is delivered when its
+//! ticket has nothing outstanding. A failed delivery (after librdkafka's retries for the
+//! producer's `message_timeout`) is an error: the job stops without committing past it, and a
+//! restart produces the record again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowmap_kafka::{ClientSettings, Producer, ProducerSettings, Record, Ticket};
+use flowmap_operators::{AttributedFlow, Time};
+
+use crate::output::to_wire;
+use crate::sink::FlowSink;
+
+/// The output side of the Kafka job.
+pub struct KafkaSink {
+    producer: Producer,
+    topic: String,
+    pending: BTreeMap<Time, Arc<Ticket>>,
+    buf: Vec<u8>,
+}
+
+impl KafkaSink {
+    /// A sink producing to `topic`.
+    pub fn new(client: &ClientSettings, settings: &ProducerSettings, topic: &str) -> Result<Self, String> {
+        let producer = Producer::new(client, settings).map_err(|e| e.to_string())?;
+        Ok(KafkaSink { producer, topic: topic.to_string(), pending: BTreeMap::new(), buf: Vec::new() })
+    }
+
+    /// A sink sharing an existing producer (one per process).
+    pub fn from_producer(producer: Producer, topic: &str) -> Self {
+        KafkaSink { producer, topic: topic.to_string(), pending: BTreeMap::new(), buf: Vec::new() }
+    }
+
+    /// The producer (for its counters).
+    pub fn producer(&self) -> &Producer {
+        &self.producer
+    }
+}
+
+impl FlowSink for KafkaSink {
+    fn write(&mut self, time: Time, flows: &[AttributedFlow]) -> Result<(), String> {
+        let ticket = Arc::clone(self.pending.entry(time).or_default());
+        for flow in flows {
+            self.buf.clear();
+            prost::Message::encode(&to_wire(flow), &mut self.buf).map_err(|e| e.to_string())?;
+            let key = flow.flow.id.to_be_bytes();
+            let record = Record {
+                topic: &self.topic,
+                key: &key,
+                payload: &self.buf,
+                timestamp_ms: Some((flow.flow.start / 1_000_000) as i64),
+                headers: &[],
+            };
+            self.producer.send_tracked(&record, &ticket).map_err(|e| format!("output: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn undelivered(&mut self) -> Result<Option<Time>, String> {
+        while let Some((_, ticket)) = self.pending.first_key_value() {
+            if ticket.failed() > 0 {
+                let why = self.producer.last_error().unwrap_or_default();
+                return Err(format!("{} output records to '{}' could not be delivered: {why}", ticket.failed(), self.topic));
+            }
+            if ticket.outstanding() > 0 {
+                break;
+            }
+            self.pending.pop_first();
+        }
+        Ok(self.pending.first_key_value().map(|(t, _)| *t))
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        self.producer.flush(Duration::from_secs(300)).map_err(|e| format!("output to '{}': {e}", self.topic))?;
+        self.undelivered().map(|_| ())
+    }
+}
