@@ -292,3 +292,72 @@ impl Producer {
         self.counters.last_error.lock().ok().and_then(|e| e.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bootstrap address where nothing listens: the broker is away.
+    fn away() -> ClientSettings {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        ClientSettings::new(&format!("127.0.0.1:{port}"))
+    }
+
+    fn record(payload: &[u8]) -> Record<'_> {
+        Record { topic: "t", key: b"k", payload, timestamp_ms: None, headers: &[] }
+    }
+
+    #[test]
+    fn full_queue_with_drop_policy_refuses_and_counts() {
+        let settings = ProducerSettings { queue_max_messages: 10, when_full: FullPolicy::Drop, ..Default::default() };
+        let p = Producer::new(&away(), &settings).unwrap();
+        let ticket = Ticket::new();
+        let results: Vec<_> = (0..25).map(|_| p.send_tracked(&record(b"x"), &ticket)).collect();
+        let refused = results.iter().filter(|r| matches!(r, Err(SendError::QueueFull { .. }))).count();
+        assert_eq!(refused, 15, "the queue holds 10");
+        let stats = p.stats();
+        assert_eq!((stats.sent, stats.dropped, stats.blocked), (10, 15, 0));
+        assert_eq!(ticket.outstanding(), 10, "refused records are not outstanding");
+        assert_eq!(p.in_flight(), 10);
+    }
+
+    #[test]
+    fn full_queue_with_block_policy_waits_then_counts() {
+        let settings = ProducerSettings {
+            queue_max_messages: 2,
+            when_full: FullPolicy::Block { max_wait: Duration::from_millis(50) },
+            ..Default::default()
+        };
+        let p = Producer::new(&away(), &settings).unwrap();
+        assert!(p.send(&record(b"a")).is_ok());
+        assert!(p.send(&record(b"b")).is_ok());
+        let started = Instant::now();
+        assert_eq!(p.send(&record(b"c")), Err(SendError::QueueFull { topic: "t".into() }));
+        assert!(started.elapsed() >= Duration::from_millis(50), "it waited");
+        let stats = p.stats();
+        assert_eq!((stats.sent, stats.blocked, stats.dropped), (2, 1, 1));
+    }
+
+    #[test]
+    fn undeliverable_records_fail_their_ticket_and_flush_reports_them() {
+        let settings = ProducerSettings { message_timeout: Duration::from_millis(300), ..Default::default() };
+        let p = Producer::new(&away(), &settings).unwrap();
+        let ticket = Ticket::new();
+        p.send_tracked(&record(b"a"), &ticket).unwrap();
+        // Not delivered within a short flush: a clear error, nothing silently dropped.
+        let err = p.flush(Duration::from_millis(50)).unwrap_err().to_string();
+        assert!(err.contains("undelivered"), "{err}");
+        // After the message timeout the delivery fails and is counted.
+        let stats = p.flush(Duration::from_secs(10)).unwrap();
+        assert_eq!((stats.delivered, stats.failed), (0, 1));
+        assert_eq!((ticket.outstanding(), ticket.failed()), (0, 1));
+        assert!(p.last_error().is_some());
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(matches!(Producer::new(&ClientSettings::new("nohost"), &ProducerSettings::default()), Err(ProducerError::Config(_))));
+        let zero = ProducerSettings { queue_max_kbytes: 0, ..Default::default() };
+        assert!(Producer::new(&away(), &zero).is_err());
+    }
+}

@@ -1,0 +1,212 @@
+//! End-to-end tests with a real broker (Tansu, started by `scripts/broker`, or the one named by
+//! `FLOWMAP_TEST_BROKERS`): simulate -> Kafka -> `flowmap collect` -> output topic -> score,
+//! capture and replay, multi-process runs, and a job killed mid-stream. Every test uses its
+//! own topics and consumer group.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use flowmap::cli::kafka::read_output;
+use flowmap::output::OutputRecord;
+use flowmap_kafka::ClientSettings;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The test broker: `FLOWMAP_TEST_BROKERS`, or the one `scripts/broker start` starts (idempotent).
+fn brokers() -> String {
+    if let Ok(b) = std::env::var("FLOWMAP_TEST_BROKERS") {
+        return b;
+    }
+    let out = Command::new(root().join("scripts/broker")).arg("start").stderr(Stdio::inherit()).output().unwrap();
+    assert!(out.status.success(), "scripts/broker start failed");
+    String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_string()
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+fn flowmap() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_flowmap"))
+}
+
+fn ok(mut cmd: Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// The last stdout line, as JSON.
+fn json(out: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
+/// Publishes the adversarial scenario (shortened) to a new topic; returns (topic, truth file).
+fn publish(b: &str, dir: &Path) -> (String, PathBuf) {
+    let topic = unique("flows");
+    let truth = dir.join("truth.jsonl");
+    let mut cmd = flowmap();
+    cmd.args(["simulate", "--scenario", "adversarial", "--brokers", b, "--topic", &topic, "--truth"]).arg(&truth);
+    ok(cmd);
+    (topic, truth)
+}
+
+fn collect(b: &str, input: &str, output: &str, group: &str, extra: &[&str]) -> Command {
+    let mut cmd = flowmap();
+    cmd.args(["collect", "--brokers", b, "--input-topic", input, "--output-topic", output, "--group", group]);
+    cmd.args(["--until-idle", "3s", "--json"]).args(extra);
+    cmd
+}
+
+/// Flow id -> (remote workload, reason), checking there is one verdict per id.
+fn verdicts(records: &[OutputRecord]) -> BTreeMap<u64, (Option<String>, Option<String>)> {
+    let mut map = BTreeMap::new();
+    for r in records {
+        let v = (r.remote_workload.clone(), r.reason.clone());
+        if let Some(old) = map.insert(r.flow_id, v.clone()) {
+            assert_eq!(old, v, "flow {} output twice with different verdicts", r.flow_id);
+        }
+    }
+    map
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique(name));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn simulate_kafka_collect_score_misattributes_nothing_and_loses_nothing() {
+    let b = brokers();
+    let dir = tmp("e2e");
+    let (input, truth) = publish(&b, &dir);
+    let output = unique("attributed");
+    let summary = json(&ok(collect(&b, &input, &output, &unique("g"), &["-w", "2"])));
+    assert!(summary["output"].as_u64().unwrap() > 100_000, "{summary}");
+    let mut cmd = flowmap();
+    cmd.args(["score", "--truth"]).arg(&truth).args(["--brokers", &b, "--topic", &output, "--json"]);
+    let score = json(&ok(cmd));
+    assert_eq!(score["misattributed"], 0, "{score}");
+    assert_eq!(score["missing"], 0, "{score}");
+    assert_eq!(score["unaccounted"], 0, "every flow received is output or dead-lettered: {score}");
+    assert_eq!(score["flows"], summary["output"], "{score}");
+    assert!(score["dead_lettered"].as_u64().unwrap() > 0, "the scenario corrupts records: {score}");
+    assert_eq!(score["dead_lettered"], score["corrupted"], "{score}");
+    assert!(score["dead_lettered_messages"].as_u64().unwrap() >= summary["dead_lettered"].as_u64().unwrap());
+    assert!(score["attributed_in_fleet_pct"].as_f64().unwrap() > 85.0, "{score}");
+}
+
+#[test]
+fn replay_of_a_capture_is_deterministic_and_matches_the_live_run() {
+    let b = brokers();
+    let dir = tmp("replay");
+    let (input, _) = publish(&b, &dir);
+    let output = unique("attributed");
+    ok(collect(&b, &input, &output, &unique("g"), &["-w", "2"]));
+    let capture = dir.join("capture");
+    let mut cmd = flowmap();
+    cmd.args(["capture", "--brokers", &b, "--topic", &input, "--out"]).arg(&capture);
+    ok(cmd);
+    let replay = |workers: &str, out: &Path| {
+        let mut cmd = flowmap();
+        cmd.args(["replay", "--from"]).arg(&capture).arg("--out").arg(out).args(["-w", workers, "--json"]);
+        json(&ok(cmd))
+    };
+    let (one, two) = (dir.join("r1.jsonl"), dir.join("r2.jsonl"));
+    let s1 = replay("2", &one);
+    replay("1", &two);
+    let bytes = std::fs::read(&one).unwrap();
+    assert!(!bytes.is_empty());
+    assert_eq!(bytes, std::fs::read(&two).unwrap(), "replays differ");
+    let replayed: Vec<OutputRecord> =
+        String::from_utf8(bytes).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (live, unreadable) = read_output(&ClientSettings::new(&b), &output).unwrap();
+    assert_eq!(unreadable, 0);
+    assert_eq!(s1["output"].as_u64().unwrap(), replayed.len() as u64);
+    assert_eq!(verdicts(&live), verdicts(&replayed), "replay disagrees with the live run");
+}
+
+/// A free TCP port on loopback (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn two_processes_give_the_same_output_as_one_process_with_two_workers() {
+    let b = brokers();
+    let dir = tmp("multiproc");
+    let (input, _) = publish(&b, &dir);
+    let (single, multi) = (unique("single"), unique("multi"));
+    ok(collect(&b, &input, &single, &unique("g"), &["-w", "2"]));
+    let hostfile = dir.join("hosts.txt");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    let group = unique("g");
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            let mut cmd = collect(&b, &input, &multi, &group, &["-w", "1", "-n", "2", "-p", &p.to_string(), "-h"]);
+            cmd.arg(&hostfile).stdout(Stdio::piped()).stderr(Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    let mut outputs = 0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        outputs += json(&out)["output"].as_u64().unwrap();
+    }
+    let client = ClientSettings::new(&b);
+    let (one, _) = read_output(&client, &single).unwrap();
+    let (two, _) = read_output(&client, &multi).unwrap();
+    assert_eq!(outputs, two.len() as u64);
+    assert_eq!(verdicts(&one), verdicts(&two));
+}
+
+/// Output records in a topic so far (from the partitions' ends).
+fn output_so_far(b: &str, topic: &str) -> i64 {
+    use flowmap_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientSettings::new(b).client_config().create().unwrap();
+    (0..4).filter_map(|p| consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).ok()).map(|(lo, hi)| hi - lo).sum()
+}
+
+#[test]
+fn job_killed_mid_stream_and_restarted_loses_nothing_and_agrees_after_dedup() {
+    let b = brokers();
+    let dir = tmp("restart");
+    let (input, _) = publish(&b, &dir);
+    let (output, group) = (unique("attributed"), unique("g"));
+    // The reference: an uninterrupted replay of the same input.
+    let reference = dir.join("reference.jsonl");
+    let mut cmd = flowmap();
+    cmd.args(["replay", "--brokers", &b, "--topic", &input, "--out"]).arg(&reference);
+    ok(cmd);
+    let expected: Vec<OutputRecord> =
+        std::fs::read_to_string(&reference).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+
+    let mut first = collect(&b, &input, &output, &group, &["-w", "2"]);
+    let mut first = first.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let started = Instant::now();
+    while output_so_far(&b, &output) < 20_000 {
+        assert!(started.elapsed() < Duration::from_secs(120), "no output from the first run");
+        assert!(first.try_wait().unwrap().is_none(), "the first run ended by itself before the kill");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().unwrap();
+    let status = first.wait().unwrap();
+    assert!(!status.success(), "killed mid-stream");
+
+    let second = json(&ok(collect(&b, &input, &output, &group, &["-w", "2"])));
+    assert!(second["messages"].as_u64().unwrap() > 0, "the restart resumed before the end: {second}");
+    let (records, unreadable) = read_output(&ClientSettings::new(&b), &output).unwrap();
+    assert_eq!(unreadable, 0);
+    assert_eq!(verdicts(&records), verdicts(&expected), "after dedup by flow id, the restarted job agrees");
+}
