@@ -45,6 +45,12 @@ pub struct SimulateArgs {
     /// Publish at most this many batches per second (0: as fast as possible).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// Publish only from this delivery on (in arrival order), to publish a scenario in parts.
+    #[arg(long, default_value_t = 0)]
+    pub skip: usize,
+    /// Publish at most this many deliveries.
+    #[arg(long)]
+    pub limit: Option<usize>,
 }
 
 /// Arguments of `flowmap attribute`.
@@ -111,11 +117,14 @@ pub fn simulate(args: SimulateArgs) -> Result<()> {
         flowmap_sim::io::write_truth(truth, &sim.truth)?;
         let client = flowmap_kafka::ClientSettings::new(brokers);
         let started = std::time::Instant::now();
-        let stats =
-            super::kafka::publish(&client, &sim.deliveries, topic, args.events_topic.as_deref(), args.partitions, args.rate)?;
+        let from = args.skip.min(sim.deliveries.len());
+        let to = args.limit.map_or(sim.deliveries.len(), |n| from.saturating_add(n).min(sim.deliveries.len()));
+        let part = &sim.deliveries[from..to];
+        let stats = super::kafka::publish(&client, part, topic, args.events_topic.as_deref(), args.partitions, args.rate)?;
         eprintln!(
-            "published {} batches ({} flow records) to '{}' at {brokers} in {:.1}s; truth in {}",
+            "published {} batches (deliveries {from}..{to} of {}; {} flow records in the scenario) to '{}' at {brokers} in {:.1}s; truth in {}",
             stats.delivered,
+            sim.deliveries.len(),
             sim.truth.len(),
             topic,
             started.elapsed().as_secs_f64(),

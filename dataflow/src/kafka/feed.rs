@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flowmap_kafka::rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use flowmap_kafka::rdkafka::error::KafkaError;
+use flowmap_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use flowmap_kafka::rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
 use flowmap_kafka::{ClientSettings, FullPolicy, Producer, ProducerSettings, Record, Ticket};
 use flowmap_operators::Time;
@@ -76,6 +76,10 @@ struct Context {
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
+        // librdkafka also reports the end of a partition here; that is not an error.
+        if matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
+            return;
+        }
         let n = self.errors.consumer_errors.fetch_add(1, Ordering::Relaxed) + 1;
         if n.is_power_of_two() {
             tracing::warn!(%error, reason, total = n, "kafka consumer error");
