@@ -55,6 +55,12 @@ pub struct ReplayArgs {
     /// With `--brokers`: the topics to replay, in the job's order.
     #[arg(long = "topic")]
     pub topics: Vec<String>,
+    /// With `--brokers`: only messages stamped at or after this time (RFC 3339, or ms).
+    #[arg(long, value_parser = parse_time_ms, requires = "brokers")]
+    pub since: Option<i64>,
+    /// With `--brokers`: only messages stamped before this time (RFC 3339, or ms).
+    #[arg(long, value_parser = parse_time_ms, requires = "brokers")]
+    pub until: Option<i64>,
     /// Write attributed flows here (JSON lines, sorted by flow id: byte-identical across replays).
     #[arg(long, required_unless_present = "output_topic")]
     pub out: Option<PathBuf>,
@@ -258,6 +264,8 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
                 live: false,
                 rebuild_window: job.rebuild_window,
                 timeout: BROKER_TIMEOUT,
+                time_range: (args.since.is_some() || args.until.is_some())
+                    .then(|| (args.since.unwrap_or(i64::MIN), args.until.unwrap_or(i64::MAX))),
             };
             let counters = Arc::new(crate::kafka::FeedCounters::default());
             let c = Arc::clone(&counters);

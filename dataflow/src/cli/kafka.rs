@@ -118,6 +118,7 @@ pub fn collect(args: CollectArgs) -> Result<()> {
         live: true,
         rebuild_window: job.rebuild_window,
         timeout: BROKER_TIMEOUT,
+        time_range: None,
     };
     eprintln!(
         "collect: {} lanes from {}, output to '{}', group '{}'{}",

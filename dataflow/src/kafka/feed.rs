@@ -50,6 +50,8 @@ pub struct KafkaFeedConfig {
     pub rebuild_window: Time,
     /// How long start-up requests to the broker may take.
     pub timeout: Duration,
+    /// Only messages stamped in `[from, to)` (ms since the epoch), for replaying a time range.
+    pub time_range: Option<(i64, i64)>,
 }
 
 /// Counters shared by the feeds of one process.
@@ -319,6 +321,12 @@ impl Feed for KafkaFeed {
                 }
                 let offset = message.offset();
                 lane.settled = true;
+                if let Some((from, to)) = self.config.time_range {
+                    let ts = message.timestamp().to_millis().unwrap_or(-1);
+                    if ts < from || ts >= to {
+                        continue;
+                    }
+                }
                 let rebuild = offset < lane.rebuild_until;
                 let key = message.key().map(|k| std::str::from_utf8(k).unwrap_or("<non-utf8 key>")).unwrap_or("");
                 let payload = message.payload().unwrap_or(&[]);
