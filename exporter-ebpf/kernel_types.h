@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * kernel_types.h: the few kernel structs flow.bpf.c reads, written by hand.
+ *
+ * Why not vmlinux.h: generating it needs bpftool, and the build must work on a
+ * machine that only has `clang libbpf-dev`. These are CO-RE definitions: every
+ * struct carries preserve_access_index, so clang records each field access as
+ * a relocation and the loader (aya) rewrites the offsets against the running
+ * kernel's BTF (/sys/kernel/btf/vmlinux). Only the fields used are declared;
+ * their order and the struct sizes here do not matter, their names and types do.
+ * Anonymous unions in the kernel (e.g. skc_daddr inside sock_common) are found
+ * by name through the anonymous members.
+ */
+#ifndef FLOWMAP_KERNEL_TYPES_H
+#define FLOWMAP_KERNEL_TYPES_H
+
+#define PAI __attribute__((preserve_access_index))
+
+typedef struct {
+	__s64 counter;
+} PAI atomic64_t;
+
+struct in6_addr {
+	__u8 s6_addr[16];
+} PAI;
+
+struct ns_common {
+	unsigned int inum;
+} PAI;
+
+struct net {
+	struct ns_common ns;
+} PAI;
+
+typedef struct {
+	struct net *net;
+} PAI possible_net_t;
+
+/* The anonymous unions mirror the kernel's layout (the CO-RE matcher would
+ * also find the fields through a flat definition; this is just closer to
+ * include/net/sock.h). */
+struct sock_common {
+	union {
+		__u64 skc_addrpair;
+		struct {
+			__be32 skc_daddr;
+			__be32 skc_rcv_saddr;
+		};
+	};
+	union {
+		__u32 skc_portpair;
+		struct {
+			__be16 skc_dport;
+			__u16 skc_num;
+		};
+	};
+	unsigned short skc_family;
+	volatile unsigned char skc_state;
+	possible_net_t skc_net;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+	atomic64_t skc_cookie;
+	unsigned long skc_flags;
+} PAI;
+
+struct kernfs_node {
+	__u64 id;
+} PAI;
+
+struct cgroup {
+	struct kernfs_node *kn;
+} PAI;
+
+struct sock_cgroup_data {
+	struct cgroup *cgroup;
+} PAI;
+
+struct sock {
+	struct sock_common __sk_common;
+	int sk_err;
+	__u16 sk_protocol;
+	struct sock_cgroup_data sk_cgrp_data;
+} PAI;
+
+struct inet_sock {
+	__be16 inet_sport;
+} PAI;
+
+struct tcp_sock {
+	__u32 segs_in;
+	__u32 segs_out;
+	__u64 bytes_sent;
+	__u64 bytes_received;
+	__u64 bytes_retrans;
+	__u32 srtt_us;
+	__u32 total_retrans;
+} PAI;
+
+/* Constants from the kernel headers (stable UAPI / enum values). */
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+
+/* include/net/tcp_states.h */
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
+#define TCP_CLOSE 7
+#define TCP_LISTEN 10
+
+/* enum sock_flags in include/net/sock.h: bit number in sk_flags */
+#define SOCK_DONE 1
+
+#undef PAI
+
+#endif /* FLOWMAP_KERNEL_TYPES_H */
