@@ -232,7 +232,8 @@ fn job_killed_mid_stream_and_restarted_loses_nothing_and_agrees_after_dedup() {
     assert_eq!(verdicts(&records), verdicts(&expected), "after dedup by flow id, the restarted job agrees");
 }
 
-/// A broker of the test's own, on its own port, stopped when dropped.
+/// A broker of the test's own, on its own port, with persistent (SQLite) storage, stopped and
+/// wiped when dropped.
 struct OwnBroker {
     port: String,
 }
@@ -245,7 +246,12 @@ impl OwnBroker {
     }
 
     fn command(&self, what: &str) -> String {
-        let out = Command::new(root().join("scripts/broker")).args([what, &self.port]).stderr(Stdio::inherit()).output().unwrap();
+        let out = Command::new(root().join("scripts/broker"))
+            .args([what, &self.port])
+            .env("FLOWMAP_BROKER_STORAGE", "sqlite")
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
         assert!(out.status.success(), "scripts/broker {what} {} failed", self.port);
         String::from_utf8(out.stdout).unwrap().lines().last().unwrap_or("").trim().to_string()
     }
@@ -253,7 +259,7 @@ impl OwnBroker {
 
 impl Drop for OwnBroker {
     fn drop(&mut self) {
-        let _ = Command::new(root().join("scripts/broker")).args(["stop", &self.port]).output();
+        let _ = Command::new(root().join("scripts/broker")).args(["stop", &self.port, "--wipe"]).output();
     }
 }
 
@@ -274,54 +280,50 @@ fn settled_output(b: &str, topic: &str, quiet: Duration) -> Vec<OutputRecord> {
     }
 }
 
-/// The broker goes away for 10 s and comes back empty (in-memory storage), as an operator
-/// would restart it: topics re-created, the rest of the input produced after. Producer and job
-/// recover by themselves; whatever is lost is counted (sequence gaps), and nothing is
-/// misattributed.
+/// The broker goes away for 10 s in the middle of the stream, while the job is running, then
+/// comes back (persistent storage), and the rest of the input is produced after it. The job
+/// recovers by itself (its consumer and its output producer reconnect): nothing is lost,
+/// nothing is misattributed, and the outage shows in the counters. (A producer with records
+/// in flight at the moment the broker stops does not recover against Tansu 0.6: see the
+/// README's known gaps; its failures are counted and reported.)
 #[test]
-fn broker_outage_producer_and_job_recover_and_losses_are_counted() {
+fn broker_outage_producer_and_job_recover_by_themselves() {
     let (broker, b) = OwnBroker::start(free_port());
     let dir = tmp("outage");
     let (input, output, group) = (unique("flows"), unique("attributed"), unique("g"));
     let truth = dir.join("truth.jsonl");
-    let simulate = |skip: &str, limit: &str| {
+    let simulate = |skip: &str, extra: &[&str]| {
         let mut cmd = flowmap();
         cmd.args(["simulate", "--scenario", "steady", "--brokers", &b, "--topic", &input, "--truth"]).arg(&truth);
-        cmd.args(["--skip", skip, "--limit", limit]);
-        ok(cmd);
+        cmd.args(["--skip", skip]).args(extra);
+        cmd
     };
-    simulate("0", "600");
+    ok(simulate("0", &["--limit", "600"]));
     // Idle exporters must not release the frontier during the outage (the simulated clock is
     // months behind the wall clock): a long idle timeout.
     let config = dir.join("job.toml");
     std::fs::write(&config, "idle_timeout = \"10m\"\n").unwrap();
-    let mut job = collect(&b, &input, &output, &group, &["-w", "2", "--until-idle", "25s", "--config", config.to_str().unwrap()]);
+    let mut job = collect(&b, &input, &output, &group, &["-w", "2", "--until-idle", "30s", "--config", config.to_str().unwrap()]);
     let job = job.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let before = settled_output(&b, &output, Duration::from_secs(3));
+    settled_output(&b, &output, Duration::from_secs(2));
 
     broker.command("stop");
     std::thread::sleep(Duration::from_secs(10));
     broker.command("start");
-    let client = ClientSettings::new(&b);
-    let topics = [(input.as_str(), 4), (output.as_str(), 4)];
-    flowmap_kafka::admin::ensure_topics(&client, &topics, Duration::from_secs(10)).unwrap();
-    simulate("600", "100000");
-
+    // The rest streams in after the restart, at 200 batches/s.
+    ok(simulate("600", &["--rate", "200"]));
     let done = job.wait_with_output().unwrap();
     assert!(done.status.success(), "the job recovered by itself: {}", String::from_utf8_lossy(&done.stderr));
     let summary = json(&done);
     assert!(summary["consumer_errors"].as_u64().unwrap() > 0, "the outage was seen: {summary}");
-    let after = settled_output(&b, &output, Duration::from_secs(1));
-    let mut all = before.clone();
-    all.extend(after.iter().cloned());
+    assert_eq!(summary["ingest"]["lost_batches"], 0, "{summary}");
+    assert_eq!(summary["output_producer"]["failed"], 0, "{summary}");
 
+    let records = settled_output(&b, &output, Duration::from_secs(1));
     let truth_flows = flowmap_sim::io::read_truth(&truth).unwrap();
-    let verdicts: Vec<_> = all.iter().map(OutputRecord::verdict).collect();
+    let verdicts: Vec<_> = records.iter().map(OutputRecord::verdict).collect();
     let score = flowmap_sim::score(&truth_flows, &verdicts, &[]);
     assert_eq!(score.misattributed, 0, "{score:?}");
-    assert!(!before.is_empty() && !after.is_empty());
-    // Every flow of the scenario was output, or its batch shows as a counted gap.
-    let lost = summary["ingest"]["lost_batches"].as_u64().unwrap();
-    assert!(score.missing == 0 || lost > 0, "flows missing without a counted loss: {score:?} {summary}");
-    eprintln!("outage: output {} + {} flows, missing {}, lost batches counted {lost}", before.len(), after.len(), score.missing);
+    assert_eq!(score.missing, 0, "every flow is in the output: {score:?}");
+    assert_eq!(score.flows, truth_flows.len() as u64, "{score:?}");
 }

@@ -177,7 +177,10 @@ impl KafkaFeed {
                         .set("enable.auto.commit", "false")
                         .set("enable.auto.offset.store", "false")
                         .set("auto.offset.reset", "earliest")
-                        .set("enable.partition.eof", "true");
+                        .set("enable.partition.eof", "true")
+                        // Notice a restarted broker within a second (librdkafka's default
+                        // backs off up to 10 s).
+                        .set("reconnect.backoff.max.ms", "1000");
                     let consumer: BaseConsumer<Context> = cc
                         .create_with_context(Context { errors: Arc::clone(&counters) })
                         .map_err(kafka_error("cannot create a Kafka consumer", &brokers))?;
