@@ -114,6 +114,14 @@ fn bad_arguments_and_files_are_clear_errors() {
         (&["attribute", "--input", "/nonexistent"], "/nonexistent"),
         (&["bench", "--flows", "0"], "must be positive"),
         (&["demo", "-n", "2", "-p", "1"], "runs in one process"),
+        (&["collect", "--brokers", "nohost", "--input-topic", "a", "--output-topic", "b"], "not HOST:PORT"),
+        (&["collect", "--brokers", "h:1", "--input-topic", "a", "--output-topic", "b", "-w", "0"], "at least 1"),
+        (&["simulate", "--brokers", "h:1"], "--topic"),
+        (&["score", "--truth", "/nonexistent", "--brokers", "h:1"], "--topic"),
+        (&["replay", "--from", "/nonexistent", "--out", "/tmp/x"], "/nonexistent/manifest.json"),
+        (&["replay", "--out", "/tmp/x"], "--from"),
+        (&["replay", "--from", "/nonexistent", "--out", "/tmp/x", "-n", "2"], "runs in one process"),
+        (&["capture", "--brokers", "h:1", "--out", "/tmp/x"], "--topic"),
     ];
     for (args, expect) in cases {
         let out = flowmap(args);
@@ -132,6 +140,19 @@ fn bad_arguments_and_files_are_clear_errors() {
     std::fs::write(dir.join("roster.txt"), "a\n").unwrap();
     let out = flowmap(&["attribute", "--input", dir.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("truncated"));
+    // A damaged capture: a bad manifest, then a partition file cut short.
+    let cap = dir.join("capture");
+    std::fs::create_dir_all(cap.join("flows")).unwrap();
+    std::fs::write(cap.join("manifest.json"), "{}").unwrap();
+    let out = flowmap(&["replay", "--from", cap.to_str().unwrap(), "--out", dir.join("o").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a capture manifest"));
+    let manifest = r#"{"format":"flowmap-capture/1","topics":[{"name":"flows","partitions":1,"messages":1}],"from_ms":null,"to_ms":null}"#;
+    std::fs::write(cap.join("manifest.json"), manifest).unwrap();
+    std::fs::write(cap.join("flows/0.fmc"), b"FMC1\x01\x00").unwrap();
+    let out = flowmap(&["replay", "--from", cap.to_str().unwrap(), "--out", dir.join("o").to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("damaged") && err.contains("truncated"), "{err}");
 }
 
 #[test]

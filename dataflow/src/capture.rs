@@ -12,7 +12,7 @@
 //! lane, the interleaving does not change any verdict.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,7 +33,7 @@ const MAX_FIELD: u32 = 64 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     /// The file system refused.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -186,12 +186,16 @@ impl PartitionReader {
 
     /// The next message, `None` at the end. A file cut inside a message is an error.
     pub fn next_message(&mut self) -> Result<Option<Captured>, CaptureError> {
-        let mut word = [0u8; 8];
-        match self.input.read_exact(&mut word) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(io(&self.path)(e)),
+        // The end of the file is only clean between messages: a file cut inside one (even
+        // inside its first field) is damaged, not shorter.
+        if self.input.fill_buf().map_err(io(&self.path))?.is_empty() {
+            return Ok(None);
         }
+        let mut word = [0u8; 8];
+        self.input.read_exact(&mut word).map_err(|e| match e.kind() {
+            ErrorKind::UnexpectedEof => CaptureError::Invalid { path: self.path.clone(), why: "truncated inside a message header".into() },
+            _ => io(&self.path)(e),
+        })?;
         let offset = i64::from_le_bytes(word);
         let truncated = |path: &Path| CaptureError::Invalid { path: path.to_path_buf(), why: format!("truncated in the message at offset {offset}") };
         self.input.read_exact(&mut word).map_err(|_| truncated(&self.path))?;
@@ -323,6 +327,10 @@ mod tests {
         r.next_message().unwrap();
         r.next_message().unwrap();
         let err = r.next_message().unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+        // Regression: a file cut inside the first field of a message read as a clean end.
+        std::fs::write(&path, &bytes[..4 + 3]).unwrap();
+        let err = PartitionReader::open(path.clone()).unwrap().next_message().unwrap_err().to_string();
         assert!(err.contains("truncated"), "{err}");
         std::fs::write(&path, b"nope").unwrap();
         assert!(PartitionReader::open(path).is_err());

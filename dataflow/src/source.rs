@@ -136,6 +136,63 @@ pub trait Feed: 'static {
     }
 }
 
+/// A feed that may have failed to start (a broker away, a damaged capture): a failed one has
+/// no lanes, ends at once, and hands its error to the runner, which stops the job with it.
+pub enum Startup<F> {
+    /// A working feed.
+    Ready(F),
+    /// Why it could not start (taken when reported).
+    Failed(Option<String>),
+}
+
+impl<F> From<Result<F, String>> for Startup<F> {
+    fn from(result: Result<F, String>) -> Self {
+        match result {
+            Ok(f) => Startup::Ready(f),
+            Err(e) => Startup::Failed(Some(e)),
+        }
+    }
+}
+
+impl<F: Feed> Startup<F> {
+    fn error(e: &mut Option<String>) -> String {
+        e.take().unwrap_or_else(|| "the input failed to start".to_string())
+    }
+}
+
+impl<F: Feed> Feed for Startup<F> {
+    fn lanes(&self) -> Vec<Lane> {
+        match self {
+            Startup::Ready(f) => f.lanes(),
+            Startup::Failed(_) => Vec::new(),
+        }
+    }
+    fn poll(&mut self, max: usize, deliver: &mut dyn FnMut(&Message<'_>) -> Outcome) -> FeedStatus {
+        match self {
+            Startup::Ready(f) => f.poll(max, deliver),
+            Startup::Failed(_) => FeedStatus::Done,
+        }
+    }
+    fn settling(&self) -> bool {
+        matches!(self, Startup::Ready(f) if f.settling())
+    }
+    fn live(&self) -> bool {
+        matches!(self, Startup::Ready(f) if f.live())
+    }
+    fn delivered(&mut self, frontier: &[Time]) -> Result<(), String> {
+        match self {
+            Startup::Ready(f) => f.delivered(frontier),
+            Startup::Failed(e) => Err(Self::error(e)),
+        }
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        match self {
+            Startup::Ready(f) => f.finish(),
+            Startup::Failed(e) => Err(Self::error(e)),
+        }
+    }
+}
+
 /// A feed shared between the source operator and the runner (which reports delivery).
 pub type SharedFeed = Rc<RefCell<dyn Feed>>;
 

@@ -20,6 +20,7 @@ use crate::kafka::reader::read_topic;
 use crate::kafka::{number_lanes, KafkaFeedConfig};
 use crate::output::OutputRecord;
 use crate::run::{run, OutputMode};
+use crate::source::Startup;
 
 /// Arguments of `flowmap capture`.
 #[derive(Debug, Args)]
@@ -234,11 +235,9 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
             let report = run(
                 timely,
                 job,
-                move |index, peers| match ReplayFeed::open(&dir, &manifest, index, peers, Arc::clone(&counter)) {
-                    Ok(f) => Ok(f),
-                    Err(e) => Err(e.to_string()),
-                }
-                .map_or_else(FeedOrError::Error, FeedOrError::Feed),
+                move |index, peers| {
+                    Startup::from(ReplayFeed::open(&dir, &manifest, index, peers, Arc::clone(&counter)).map_err(|e| e.to_string()))
+                },
                 mode,
                 Duration::from_secs(1),
                 false,
@@ -272,10 +271,7 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
             let report = run(
                 timely,
                 job,
-                move |index, peers| match crate::kafka::KafkaFeed::new(feed.clone(), index, peers, Arc::clone(&c)) {
-                    Ok(f) => super::kafka::KafkaFeedOrError::Feed(Box::new(f)),
-                    Err(e) => super::kafka::KafkaFeedOrError::Error(Some(e)),
-                },
+                move |index, peers| Startup::from(crate::kafka::KafkaFeed::new(feed.clone(), index, peers, Arc::clone(&c))),
                 mode,
                 Duration::from_secs(1),
                 false,
@@ -318,40 +314,4 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&summary)?);
     }
     Ok(())
-}
-
-/// A replay feed that could not open reports it at the end of the run.
-enum FeedOrError {
-    Feed(ReplayFeed),
-    Error(String),
-}
-
-impl crate::source::Feed for FeedOrError {
-    fn lanes(&self) -> Vec<crate::source::Lane> {
-        match self {
-            FeedOrError::Feed(f) => f.lanes(),
-            FeedOrError::Error(_) => Vec::new(),
-        }
-    }
-    fn poll(&mut self, max: usize, deliver: &mut dyn FnMut(&crate::source::Message<'_>) -> crate::source::Outcome) -> crate::source::FeedStatus {
-        match self {
-            FeedOrError::Feed(f) => f.poll(max, deliver),
-            FeedOrError::Error(_) => crate::source::FeedStatus::Done,
-        }
-    }
-    fn settling(&self) -> bool {
-        matches!(self, FeedOrError::Feed(f) if f.settling())
-    }
-    fn delivered(&mut self, _frontier: &[flowmap_operators::Time]) -> Result<(), String> {
-        match self {
-            FeedOrError::Feed(_) => Ok(()),
-            FeedOrError::Error(e) => Err(e.clone()),
-        }
-    }
-    fn finish(&mut self) -> Result<(), String> {
-        match self {
-            FeedOrError::Feed(f) => f.finish(),
-            FeedOrError::Error(e) => Err(e.clone()),
-        }
-    }
 }

@@ -16,6 +16,7 @@ use super::TimelyArgs;
 use crate::kafka::{number_lanes, FeedCounters, KafkaFeed, KafkaFeedConfig, KafkaSink};
 use crate::output::OutputRecord;
 use crate::run::{run, OutputMode, RunReport};
+use crate::source::Startup;
 
 /// How long start-up requests to the broker may take.
 pub const BROKER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -169,55 +170,10 @@ pub fn run_on_kafka(
         Ok(Box::new(KafkaSink::from_producer(sink_producer.clone(), &topic)) as Box<dyn crate::sink::FlowSink>)
     });
     let feed_counters = Arc::clone(&counters);
-    let make_feed = move |index, peers| -> KafkaFeedOrError {
-        match KafkaFeed::new(feed.clone(), index, peers, Arc::clone(&feed_counters)) {
-            Ok(f) => KafkaFeedOrError::Feed(Box::new(f)),
-            Err(e) => KafkaFeedOrError::Error(Some(e)),
-        }
-    };
+    let make_feed =
+        move |index, peers| Startup::from(KafkaFeed::new(feed.clone(), index, peers, Arc::clone(&feed_counters)));
     let report = run(timely, job, make_feed, OutputMode::Sink(sink), Duration::from_secs(1), false)?;
     Ok((report, counters, producer))
-}
-
-/// A feed that failed to start reports its error through `finish` and ends at once.
-pub enum KafkaFeedOrError {
-    /// A working feed.
-    Feed(Box<KafkaFeed>),
-    /// Why it could not start.
-    Error(Option<String>),
-}
-
-impl crate::source::Feed for KafkaFeedOrError {
-    fn lanes(&self) -> Vec<crate::source::Lane> {
-        match self {
-            KafkaFeedOrError::Feed(f) => f.lanes(),
-            KafkaFeedOrError::Error(_) => Vec::new(),
-        }
-    }
-    fn poll(&mut self, max: usize, deliver: &mut dyn FnMut(&crate::source::Message<'_>) -> crate::source::Outcome) -> crate::source::FeedStatus {
-        match self {
-            KafkaFeedOrError::Feed(f) => f.poll(max, deliver),
-            KafkaFeedOrError::Error(_) => crate::source::FeedStatus::Done,
-        }
-    }
-    fn settling(&self) -> bool {
-        matches!(self, KafkaFeedOrError::Feed(f) if f.settling())
-    }
-    fn live(&self) -> bool {
-        matches!(self, KafkaFeedOrError::Feed(f) if f.live())
-    }
-    fn delivered(&mut self, frontier: &[flowmap_operators::Time]) -> Result<(), String> {
-        match self {
-            KafkaFeedOrError::Feed(f) => f.delivered(frontier),
-            KafkaFeedOrError::Error(e) => Err(e.take().unwrap_or_else(|| "kafka feed failed".into())),
-        }
-    }
-    fn finish(&mut self) -> Result<(), String> {
-        match self {
-            KafkaFeedOrError::Feed(f) => f.finish(),
-            KafkaFeedOrError::Error(e) => Err(e.take().unwrap_or_else(|| "kafka feed failed".into())),
-        }
-    }
 }
 
 /// The summary of a Kafka run.
