@@ -37,12 +37,16 @@
 //! - [`counters`]: kernel-side loss counters.
 //! - [`clock`]: kernel CLOCK_TAI timestamps to UNIX time.
 //! - `sys`: the few raw system calls aya does not wrap (the unsafe code).
+//! - [`daemon`]: the host daemon behind the `flowmap-exporter` binary (batches, local
+//!   workloads, heartbeats, sinks, control socket, metrics).
 #![deny(missing_docs)]
 
 pub mod abi;
 pub mod assign;
+pub mod bpf_stats;
 pub mod clock;
 pub mod counters;
+pub mod daemon;
 pub mod events;
 pub mod loader;
 pub mod open;

@@ -1,0 +1,248 @@
+//! The `flowmap-exporter` binary on the real kernel: JSON lines on stdout with no config file,
+//! assignments through the control socket, a cgroup rule, SIGHUP reload, heartbeats and the
+//! window promise, graceful shutdown.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_flowmap-exporter")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fe-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A running exporter writing JSON lines to a file (so the test can read while it runs).
+struct Exporter {
+    child: Child,
+    out: PathBuf,
+    socket: PathBuf,
+}
+
+impl Exporter {
+    fn start(dir: &Path, extra: &[&str]) -> Self {
+        let out = dir.join("out.jsonl");
+        let socket = dir.join("control.sock");
+        let _ = std::fs::remove_file(&out);
+        let child = Command::new(bin())
+            .args(["--sink", &format!("file:{}", out.display()), "--batch-interval", "300ms", "--metrics", "off"])
+            .arg("--control-socket")
+            .arg(&socket)
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while !socket.exists() {
+            assert!(started.elapsed() < Duration::from_secs(20), "the exporter did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Exporter { child, out, socket }
+    }
+
+    fn control(&self, args: &[&str]) -> String {
+        let out = Command::new(bin()).args(args).arg("--control-socket").arg(&self.socket).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Stops with SIGTERM (one last batch) and returns every line written.
+    fn stop(mut self) -> Vec<Value> {
+        self.signal(libc::SIGTERM);
+        let status = self.child.wait().unwrap();
+        let mut err = String::new();
+        self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert!(status.success(), "exit {status}: {err}");
+        lines(&self.out)
+    }
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// One connection: sends `up` bytes, receives `down`; returns (client, server) addresses.
+fn connect(server_ip: &str, up: usize, down: usize) -> (SocketAddr, SocketAddr) {
+    let listener = TcpListener::bind((server_ip, 0)).unwrap();
+    let server = listener.local_addr().unwrap();
+    let mut c = TcpStream::connect(server).unwrap();
+    let (mut s, client) = listener.accept().unwrap();
+    c.write_all(&vec![7u8; up]).unwrap();
+    let mut buf = vec![0u8; up];
+    s.read_exact(&mut buf).unwrap();
+    s.write_all(&vec![9u8; down]).unwrap();
+    let mut buf = vec![0u8; down];
+    c.read_exact(&mut buf).unwrap();
+    drop(c);
+    drop(s);
+    (client, server)
+}
+
+fn flow(all: &[Value], local: SocketAddr, remote: SocketAddr) -> &Value {
+    let found: Vec<&Value> = all
+        .iter()
+        .filter(|v| {
+            v["kind"] == "flow"
+                && v["open"] == false
+                && v["local_ip"] == local.ip().to_string()
+                && v["local_port"] == local.port()
+                && v["remote_ip"] == remote.ip().to_string()
+                && v["remote_port"] == remote.port()
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{local} -> {remote}: {found:?}");
+    found[0]
+}
+
+#[test]
+fn stdout_sink_works_with_no_config_file() {
+    let mut child = Command::new(bin())
+        .args(["--sink", "stdout", "--batch-interval", "1s", "--metrics", "off", "--control-socket"])
+        .arg(scratch("stdout").join("c.sock"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let (client, server) = connect("127.0.0.1", 4321, 1234);
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut text = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut text).unwrap();
+    assert!(child.wait().unwrap().success());
+    let all: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let c = flow(&all, client, server);
+    assert_eq!((c["direction"].as_str(), c["bytes_sent"].as_u64(), c["bytes_received"].as_u64()), (Some("client"), Some(4321), Some(1234)));
+    let s = flow(&all, server, client);
+    assert_eq!((s["direction"].as_str(), s["bytes_sent"].as_u64(), s["bytes_received"].as_u64()), (Some("server"), Some(1234), Some(4321)));
+}
+
+#[test]
+fn assignments_cgroup_rules_reload_heartbeats_and_windows() {
+    let dir = scratch("assign");
+    // A cgroup of the test's own, and a rule for it.
+    let cg_name = format!("flowmap-test-{}", std::process::id());
+    let root = flowmap_exporter::daemon::local::cgroup2_mount().unwrap_or_else(|| "/sys/fs/cgroup".into());
+    let cg = root.join(&cg_name);
+    let have_cgroup = std::fs::create_dir_all(&cg).is_ok();
+    let config = dir.join("exporter.toml");
+    let write_config = |host: &str| {
+        let text = format!(
+            "exporter_id = \"test-host\"\nhost_workload = \"{host}\"\n[[cgroup_rules]]\npattern = \"/flowmap-test-*\"\nworkload = \"cg-workload\"\n"
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write_config("host-a");
+    let exporter = Exporter::start(&dir, &["--config", config.to_str().unwrap()]);
+
+    // Per-(IP, port) and per-IP assignments, set through the control socket.
+    let shared = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = shared.local_addr().unwrap().port();
+    assert_eq!(exporter.control(&["assign", "--ip", "127.0.0.1", "--port", &port.to_string(), "--workload", "svc-port"]), "ok");
+    assert_eq!(exporter.control(&["assign", "--ip", "127.0.0.2", "--workload", "pod-ip"]), "ok");
+    let mut c = TcpStream::connect(shared.local_addr().unwrap()).unwrap();
+    let (s, by_port_client) = shared.accept().unwrap();
+    c.write_all(b"hi").unwrap();
+    drop((c, s));
+    let (ip_client, ip_server) = connect("127.0.0.2", 10, 10);
+    let (host_client, host_server) = connect("127.0.0.1", 10, 10);
+
+    // A client in the rule's cgroup.
+    let mut cg_flow = None;
+    if have_cgroup {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let script = format!(
+            "echo $$ > {}/cgroup.procs && exec python3 -c \"import socket; s=socket.create_connection(('127.0.0.1',{})); s.sendall(b'x'); s.close()\"",
+            cg.display(),
+            addr.port()
+        );
+        let status = Command::new("sh").args(["-c", &script]).status().unwrap();
+        assert!(status.success());
+        let (_s, peer) = listener.accept().unwrap();
+        cg_flow = Some((peer, addr));
+    }
+
+    // SIGHUP: a new host identity applies from then on.
+    std::thread::sleep(Duration::from_millis(700));
+    write_config("host-b");
+    exporter.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(700));
+    let (after_client, after_server) = connect("127.0.0.1", 5, 5);
+    std::thread::sleep(Duration::from_millis(700));
+    let all = exporter.stop();
+    if have_cgroup {
+        let _ = std::fs::remove_dir(&cg);
+    }
+
+    let workload = |v: &Value| (v["local_workload"].as_str().map(str::to_string), v["attributed_by"].as_str().map(str::to_string));
+    let w = |a: &str, b: &str| (Some(a.to_string()), Some(b.to_string()));
+    assert_eq!(workload(flow(&all, SocketAddr::new("127.0.0.1".parse().unwrap(), port), by_port_client)), w("svc-port", "port"));
+    assert_eq!(workload(flow(&all, ip_server, ip_client)), w("pod-ip", "ip"));
+    assert_eq!(workload(flow(&all, host_client, host_server)), w("host-a", "host"));
+    assert_eq!(workload(flow(&all, after_client, after_server)), w("host-b", "host"), "reloaded on SIGHUP");
+    if let Some((client, server)) = cg_flow {
+        let f = flow(&all, client, server);
+        eprintln!("cg flow: {f} ino {:?}", std::fs::metadata(&cg).map(|m| std::os::unix::fs::MetadataExt::ino(&m)));
+        assert_eq!(workload(f), w("cg-workload", "cgroup"));
+    }
+
+    // Heartbeats: the per-IP assignment in every window after it was set; none for the
+    // address shared by port; windows contiguous, and every flow inside its batch's window.
+    let mut windows: std::collections::BTreeMap<u64, (u64, u64)> = Default::default();
+    let mut pod_ip_windows = 0;
+    for hb in all.iter().filter(|v| v["kind"] == "heartbeat") {
+        let seq = hb["seq"].as_u64().unwrap();
+        let window = (hb["from_ns"].as_u64().unwrap(), hb["to_ns"].as_u64().unwrap());
+        assert_eq!(*windows.entry(seq).or_insert(window), window, "one window per batch");
+        assert_ne!(hb["ip"], "127.0.0.1", "no heartbeat for an address shared by port");
+        if hb["ip"] == "127.0.0.2" {
+            assert_eq!(hb["workload"], "pod-ip");
+            pod_ip_windows += 1;
+        }
+    }
+    assert!(pod_ip_windows >= 3, "{pod_ip_windows}");
+    let seqs: Vec<u64> = windows.keys().copied().collect();
+    assert_eq!(seqs, (seqs[0]..seqs[0] + seqs.len() as u64).collect::<Vec<_>>(), "a heartbeat in every batch");
+    for pair in windows.values().collect::<Vec<_>>().windows(2) {
+        assert_eq!(pair[0].1, pair[1].0, "contiguous windows");
+    }
+    for f in all.iter().filter(|v| v["kind"] == "flow") {
+        let (from, to) = windows[&f["seq"].as_u64().unwrap()];
+        let end = f["end_ns"].as_u64().unwrap();
+        assert!(end < to, "the promise: a flow is in the batch whose window it ended in");
+        if f["open"] == false {
+            assert!(end >= from || f["seq"].as_u64() == seqs.first().copied(), "not reported late");
+        }
+    }
+    let _ = IpAddr::from([127, 0, 0, 1]);
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let dir = scratch("bad");
+    let config = dir.join("bad.toml");
+    std::fs::write(&config, "batch_interval = \"1ms\"\n").unwrap();
+    let out = Command::new(bin()).args(["--config", config.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("batch_interval"), "{err}");
+    let out = Command::new(bin()).args(["assign", "--ip", "10.0.0.1", "--workload", "w", "--control-socket", "/nonexistent.sock"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is it running"));
+}
