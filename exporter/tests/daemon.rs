@@ -246,3 +246,72 @@ fn bad_configuration_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is it running"));
 }
+
+/// The test broker: `FLOWMAP_TEST_BROKERS`, or the one `scripts/broker start` starts.
+fn brokers() -> String {
+    if let Ok(b) = std::env::var("FLOWMAP_TEST_BROKERS") {
+        return b;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/broker");
+    let out = Command::new(script).arg("start").stderr(Stdio::inherit()).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_string()
+}
+
+#[test]
+fn kafka_sink_publishes_contiguous_batches_keyed_by_exporter() {
+    use flowmap_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+    use flowmap_kafka::rdkafka::Message;
+    let b = brokers();
+    let topic = format!("exporter-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos());
+    let client = flowmap_kafka::ClientSettings::new(&b);
+    flowmap_kafka::admin::ensure_topics(&client, &[(&topic, 1)], Duration::from_secs(10)).unwrap();
+    let dir = scratch("kafka");
+    let mut child = Command::new(bin())
+        .args(["--sink", &format!("kafka://{b}/{topic}"), "--batch-interval", "300ms", "--metrics", "off"])
+        .args(["--exporter-id", "kafka-test", "--host-workload", "h"])
+        .arg("--control-socket")
+        .arg(dir.join("c.sock"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let (client_addr, server_addr) = connect("127.0.0.1", 100, 200);
+    std::thread::sleep(Duration::from_millis(1000));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+
+    let consumer: BaseConsumer = {
+        let mut c = client.client_config();
+        c.set("group.id", "exporter-test").set("enable.partition.eof", "true");
+        c.create().unwrap()
+    };
+    let mut tpl = flowmap_kafka::rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, flowmap_kafka::rdkafka::Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut batches = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                assert_eq!(m.key(), Some(&b"kafka-test"[..]), "keyed by exporter id");
+                batches.push(flowmap_schema::decode_batch(m.payload().unwrap()).unwrap());
+            }
+            Some(Err(flowmap_kafka::rdkafka::error::KafkaError::PartitionEOF(_))) if !batches.is_empty() => break,
+            _ => {}
+        }
+    }
+    assert!(batches.len() >= 3, "{}", batches.len());
+    for (i, pair) in batches.windows(2).enumerate() {
+        assert_eq!(pair[1].seq, pair[0].seq + 1, "batch {i}: no gaps");
+        assert_eq!(pair[1].window_from_ns, pair[0].window_to_ns, "batch {i}: contiguous windows");
+    }
+    let found = batches.iter().flat_map(|b| b.flows.iter().map(move |f| (b, f))).find(|(_, f)| {
+        f.local_port == u32::from(client_addr.port()) && f.remote_port == u32::from(server_addr.port()) && !f.open
+    });
+    let (batch, f) = found.expect("the connection's client side was published");
+    assert_eq!((f.bytes_sent, f.bytes_received), (100, 200));
+    assert!(f.end_ns < batch.window_to_ns && f.start_ns <= f.end_ns);
+    assert_eq!(f.local_workload, "h");
+}

@@ -272,6 +272,16 @@ mod tests {
         assert!(toml::from_str::<RawExporterConfig>("sinkk = \"stdout\"").is_err());
     }
 
+    /// The shipped file (also the .deb's /etc/flowmap/exporter.toml) loads and validates.
+    #[test]
+    fn shipped_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/exporter.toml");
+        let c = RawExporterConfig::load(&path).unwrap().validate().unwrap();
+        assert_eq!(c.batch_interval, Duration::from_secs(10));
+        assert_eq!(c.producer.when_full, flowmap_kafka::FullPolicy::Drop);
+        assert_eq!(c.metrics, Some(SocketAddr::from(([127, 0, 0, 1], 9464))));
+    }
+
     #[test]
     fn globs() {
         assert!(glob_match("/system.slice/nginx*", "/system.slice/nginx.service"));
