@@ -33,16 +33,15 @@ impl Exporter {
         let out = dir.join("out.jsonl");
         let socket = dir.join("control.sock");
         let _ = std::fs::remove_file(&out);
-        let child = Command::new(bin())
-            .args(["--sink", &format!("file:{}", out.display()), "--batch-interval", "300ms", "--metrics", "off"])
-            .arg("--control-socket")
-            .arg(&socket)
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.args(["--sink", &format!("file:{}", out.display()), "--batch-interval", "300ms"]);
+        if !extra.contains(&"--metrics") {
+            cmd.args(["--metrics", "off"]);
+        }
+        let mut child = cmd.arg("--control-socket").arg(&socket).args(extra).stderr(Stdio::piped()).spawn().unwrap();
         let started = Instant::now();
         while !socket.exists() {
+            assert!(child.try_wait().unwrap().is_none(), "the exporter exited at start");
             assert!(started.elapsed() < Duration::from_secs(20), "the exporter did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -314,4 +313,29 @@ fn kafka_sink_publishes_contiguous_batches_keyed_by_exporter() {
     assert_eq!((f.bytes_sent, f.bytes_received), (100, 200));
     assert!(f.end_ns < batch.window_to_ns && f.start_ns <= f.end_ns);
     assert_eq!(f.local_workload, "h");
+}
+
+#[test]
+fn metrics_endpoint_serves_counters_on_loopback() {
+    let dir = scratch("metrics");
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let exporter = Exporter::start(&dir, &["--metrics", &format!("127.0.0.1:{port}")]);
+    connect("127.0.0.1", 10, 10);
+    std::thread::sleep(Duration::from_millis(800));
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    let value = |name: &str| -> f64 {
+        let line = body.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} missing:\n{body}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    assert!(body.starts_with("HTTP/1.1 200 OK"));
+    assert!(value("flowmap_exporter_batches_total") >= 1.0);
+    assert!(value("flowmap_exporter_flows_total") >= 2.0, "the connection's two sides");
+    assert_eq!(value("flowmap_exporter_ringbuf_drops_total"), 0.0);
+    assert!(value("flowmap_exporter_resident_memory_bytes") > 0.0);
+    value("flowmap_exporter_cpu_seconds_total");
+    value("flowmap_exporter_sink_errors_total");
+    exporter.stop();
 }

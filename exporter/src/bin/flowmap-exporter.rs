@@ -51,7 +51,7 @@ struct RunArgs {
     /// Metrics address on loopback, or `off`.
     #[arg(long)]
     metrics: Option<String>,
-    /// Control socket path (default /run/flowmap-exporter.sock).
+    /// Control socket path (default /run/flowmap/exporter.sock).
     #[arg(long, global = true)]
     control_socket: Option<PathBuf>,
 }
@@ -82,7 +82,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     let socket = |raw: &RawExporterConfig| {
-        cli.run.control_socket.clone().or(raw.control_socket.clone()).unwrap_or_else(|| "/run/flowmap-exporter.sock".into())
+        cli.run.control_socket.clone().or(raw.control_socket.clone()).unwrap_or_else(|| "/run/flowmap/exporter.sock".into())
     };
     let config_path = cli.run.config.clone().or_else(|| {
         let default = PathBuf::from(DEFAULT_CONFIG);

@@ -202,7 +202,7 @@ impl RawExporterConfig {
             sink,
             host_workload,
             cgroup_rules: self.cgroup_rules,
-            control_socket: self.control_socket.unwrap_or_else(|| PathBuf::from("/run/flowmap-exporter.sock")),
+            control_socket: self.control_socket.unwrap_or_else(|| PathBuf::from("/run/flowmap/exporter.sock")),
             metrics,
             ringbuf_bytes: self.ringbuf_bytes.unwrap_or(1 << 22),
             producer,

@@ -78,6 +78,9 @@ pub fn serve(path: &Path) -> std::io::Result<Receiver<Pending>> {
         }
         std::fs::remove_file(path)?;
     }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
     let listener = UnixListener::bind(path)?;
     let (tx, rx) = channel::<Pending>();
     std::thread::Builder::new().name("control".into()).spawn(move || {
