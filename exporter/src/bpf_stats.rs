@@ -59,7 +59,10 @@ pub enum BpfStatsError {
     #[error("reading BPF program information (bpf(BPF_OBJ_GET_INFO_BY_FD))")]
     Info(#[source] ProgramError),
     /// The process holds no flow program.
-    #[error("process {pid} holds no `{}` program: is the flow probe loaded there?", abi::FLOW_STATE_PROG)]
+    #[error(
+        "process {pid} holds no `{}` program: is the flow probe loaded there?",
+        abi::FLOW_STATE_PROG
+    )]
     NotFound {
         /// The process searched.
         pid: u32,

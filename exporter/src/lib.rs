@@ -35,6 +35,7 @@
 //! - [`open`]: open-connection snapshots with live counters.
 //! - [`assign`]: per-address and per-(address, port) workload assignments.
 //! - [`counters`]: kernel-side loss counters.
+//! - [`bpf_stats`]: the kernel's run-time statistics for the flow programs (benchmarks).
 //! - [`clock`]: kernel CLOCK_TAI timestamps to UNIX time.
 //! - `sys`: the few raw system calls aya does not wrap (the unsafe code).
 //! - [`daemon`]: the host daemon behind the `flowmap-exporter` binary (batches, local
