@@ -80,12 +80,14 @@ pub struct Batcher {
     seq: u64,
     from: u64,
     carry: Vec<FlowEvent>,
+    lines: bool,
 }
 
 impl Batcher {
-    /// Batches of `exporter_id`, the first window starting at `from` (ns since the epoch).
-    pub fn new(exporter_id: String, from: u64) -> Self {
-        Batcher { exporter_id, seq: 0, from, carry: Vec::new() }
+    /// Batches of `exporter_id`, the first window starting at `from` (ns since the epoch);
+    /// `lines`: also produce the JSON-line form (only the stdout and file sinks need it).
+    pub fn new(exporter_id: String, from: u64, lines: bool) -> Self {
+        Batcher { exporter_id, seq: 0, from, carry: Vec::new(), lines }
     }
 
     /// The next batch's window start.
@@ -167,6 +169,9 @@ impl Batcher {
             local_workload: local.as_ref().map(|(w, _)| w.clone()).unwrap_or_default(),
             open,
         });
+        if !self.lines {
+            return;
+        }
         lines.push(FlowLine {
             kind: "flow",
             exporter: self.exporter_id.clone(),

@@ -103,7 +103,8 @@ pub fn run(
     }
     let mut attributor =
         Attributor::new(config.cgroup_rules.clone(), config.host_workload.clone(), host_netns(), CgroupIndex::new(local::cgroup2_mount().unwrap_or_else(|| "/sys/fs/cgroup".into())));
-    let mut batcher = Batcher::new(config.exporter_id.clone(), now_ns());
+    let json_lines = !matches!(config.sink, config::SinkSpec::Kafka { .. });
+    let mut batcher = Batcher::new(config.exporter_id.clone(), now_ns(), json_lines);
     let mut closed = Vec::new();
     let mut next = Instant::now() + config.batch_interval;
     tracing::info!(exporter = %config.exporter_id, interval = ?config.batch_interval, sink = ?config.sink, "exporting");
