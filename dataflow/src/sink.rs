@@ -81,25 +81,3 @@ pub fn deliver<'scope>(
         }
     })
 }
-
-/// A sink that keeps nothing and acknowledges at once (for tests of the operator).
-#[derive(Debug, Default)]
-pub struct NullSink {
-    /// Flows written.
-    pub written: u64,
-}
-
-impl FlowSink for NullSink {
-    fn write(&mut self, _time: Time, flows: &[AttributedFlow]) -> Result<(), String> {
-        self.written += flows.len() as u64;
-        Ok(())
-    }
-
-    fn undelivered(&mut self) -> Result<Option<Time>, String> {
-        Ok(None)
-    }
-
-    fn finish(&mut self) -> Result<(), String> {
-        Ok(())
-    }
-}

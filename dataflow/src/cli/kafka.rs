@@ -91,7 +91,7 @@ pub struct CollectSummary {
 
 /// `flowmap collect`.
 pub fn collect(args: CollectArgs) -> Result<()> {
-    let mut job = super::job_config(args.config.as_ref())?;
+    let job = super::job_config(args.config.as_ref())?;
     let timely = args.timely.config()?;
     let client = ClientSettings::new(&args.brokers);
     client.validate()?;
@@ -108,7 +108,6 @@ pub fn collect(args: CollectArgs) -> Result<()> {
     if job.rebuild_window < job.retention {
         tracing::warn!("rebuild_window is shorter than retention: flows right after a restart may be left unattributed");
     }
-    job.idle_timeout = job.idle_timeout.max(Duration::from_millis(1));
     let feed = KafkaFeedConfig {
         client: client.clone(),
         group: Some(args.group.clone()),

@@ -94,11 +94,6 @@ impl OffsetTracker {
             .map_or(commit, |&(offset, _)| offset.min(commit));
         Some((commit, rebuild))
     }
-
-    /// Messages read and not yet committable.
-    pub fn in_flight(&self) -> usize {
-        self.pending.len()
-    }
 }
 
 #[cfg(test)]
@@ -117,7 +112,6 @@ mod tests {
         t.advance(Some(51));
         assert_eq!(t.take_commit(), Some((13, 10)));
         assert_eq!(t.take_commit(), None, "no change, no commit");
-        assert_eq!(t.in_flight(), 0);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowmap_kafka::{ClientSettings, Producer, ProducerSettings, Record, Ticket};
+use flowmap_kafka::{Producer, Record, Ticket};
 use flowmap_operators::{AttributedFlow, Time};
 
 use crate::output::to_wire;
@@ -25,20 +25,9 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
-    /// A sink producing to `topic`.
-    pub fn new(client: &ClientSettings, settings: &ProducerSettings, topic: &str) -> Result<Self, String> {
-        let producer = Producer::new(client, settings).map_err(|e| e.to_string())?;
-        Ok(KafkaSink { producer, topic: topic.to_string(), pending: BTreeMap::new(), buf: Vec::new() })
-    }
-
     /// A sink sharing an existing producer (one per process).
     pub fn from_producer(producer: Producer, topic: &str) -> Self {
         KafkaSink { producer, topic: topic.to_string(), pending: BTreeMap::new(), buf: Vec::new() }
-    }
-
-    /// The producer (for its counters).
-    pub fn producer(&self) -> &Producer {
-        &self.producer
     }
 }
 

@@ -90,11 +90,6 @@ impl Batcher {
         Batcher { exporter_id, seq: 0, from, carry: Vec::new(), lines }
     }
 
-    /// The next batch's window start.
-    pub fn from(&self) -> u64 {
-        self.from
-    }
-
     /// Builds the batch for `[from, to)` from the flows closed since the last batch and the
     /// connections open now; flows closed at or after `to` wait for the next batch.
     pub fn build(
@@ -169,9 +164,7 @@ impl Batcher {
             local_workload: local.as_ref().map(|(w, _)| w.clone()).unwrap_or_default(),
             open,
         });
-        if !self.lines {
-            return;
-        }
+        let Some(f) = flows.last().filter(|_| self.lines) else { return };
         lines.push(FlowLine {
             kind: "flow",
             exporter: self.exporter_id.clone(),
@@ -185,14 +178,14 @@ impl Batcher {
                 Direction::Server => "server",
                 Direction::Unknown => "unknown",
             },
-            start_ns: start,
-            end_ns: end,
-            bytes_sent: ev.bytes_sent,
-            bytes_received: ev.bytes_received,
-            segments_sent: u64::from(ev.segs_out),
-            segments_received: u64::from(ev.segs_in),
-            retransmits: ev.total_retrans,
-            srtt_us: ev.srtt_us,
+            start_ns: f.start_ns,
+            end_ns: f.end_ns,
+            bytes_sent: f.bytes_sent,
+            bytes_received: f.bytes_received,
+            segments_sent: f.segments_sent,
+            segments_received: f.segments_received,
+            retransmits: f.retransmits,
+            srtt_us: f.srtt_us,
             attributed_by: local.as_ref().map(|(_, s)| match s {
                 Source::Port => "port",
                 Source::Ip => "ip",
