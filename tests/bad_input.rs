@@ -20,6 +20,7 @@ fn batch(exporter: &str, seq: u64, from: u64, flows: Vec<Flow>, heartbeats: Vec<
         flows,
         heartbeats,
         assignments: vec![],
+        incarnation: 0,
     }
 }
 
@@ -38,7 +39,7 @@ fn flow(local: [u8; 4], remote: Vec<u8>, start: u64) -> Flow {
 }
 
 fn hb(ip: [u8; 4], workload: &str, from: u64, to: u64) -> Ownership {
-    Ownership { ip: ip.to_vec(), workload: workload.into(), from_ns: from, to_ns: to }
+    Ownership { ip: ip.to_vec(), workload: workload.into(), from_ns: from, to_ns: to, port: 0 }
 }
 
 fn deliver(key: &str, arrival: u64, payload: Vec<u8>) -> Delivery {

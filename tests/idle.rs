@@ -21,7 +21,7 @@ fn batch(exporter: &str, seq: u64, ips: &[([u8; 4], &str)], flows: bool) -> Vec<
     let to = from + WINDOW;
     let heartbeats = ips
         .iter()
-        .map(|(ip, w)| Ownership { ip: ip.to_vec(), workload: w.to_string(), from_ns: from, to_ns: to })
+        .map(|(ip, w)| Ownership { ip: ip.to_vec(), workload: w.to_string(), from_ns: from, to_ns: to, port: 0 })
         .collect();
     let flows = if flows {
         vec![Flow {
@@ -47,6 +47,7 @@ fn batch(exporter: &str, seq: u64, ips: &[([u8; 4], &str)], flows: bool) -> Vec<
         flows,
         heartbeats,
         assignments: Vec::new(),
+        incarnation: 0,
     })
 }
 

@@ -146,6 +146,7 @@ pub fn to_wire(a: &AttributedFlow) -> wire::AttributedFlow {
         remote_workload,
         evidence: evidence as i32,
         reason: reason as i32,
+        ..Default::default()
     }
 }
 
@@ -157,6 +158,8 @@ fn name_of_reason(reason: i32) -> Option<String> {
         wire::Reason::NearBoundary => Reason::NearBoundary.name(),
         wire::Reason::External => Reason::External.name(),
         wire::Reason::EvidenceExpired => Reason::EvidenceExpired.name(),
+        wire::Reason::SharedIp => "shared_ip",
+        wire::Reason::SourceGap => "source_gap",
     };
     Some(name.to_string())
 }
@@ -170,6 +173,7 @@ impl From<&wire::AttributedFlow> for OutputRecord {
             Ok(wire::Evidence::Heartbeat) => Some(EvidenceKind::Heartbeat.name().to_string()),
             Ok(wire::Evidence::Flow) => Some(EvidenceKind::Flow.name().to_string()),
             Ok(wire::Evidence::Assignment) => Some(EvidenceKind::Assignment.name().to_string()),
+            Ok(wire::Evidence::Peer) => Some("peer".to_string()),
             Ok(wire::Evidence::Unspecified) => None,
             Err(_) => Some("unknown".to_string()),
         };

@@ -4,7 +4,7 @@
 
 use prost::Message;
 
-use crate::{DecodeError, Direction, SCHEMA_VERSION};
+use crate::{DecodeError, Direction, Scope, WorkloadSource, SCHEMA_VERSION};
 
 /// The Protobuf source of the output schema.
 pub const ATTRIBUTED_PROTO: &str = include_str!("../proto/flowmap/v1/attributed.proto");
@@ -21,6 +21,8 @@ pub enum Evidence {
     Flow = 2,
     /// IP assignment events.
     Assignment = 3,
+    /// The other end's own record of the same connection.
+    Peer = 4,
 }
 
 /// Why the remote end is unattributed.
@@ -39,6 +41,10 @@ pub enum Reason {
     External = 4,
     /// Evidence no longer kept.
     EvidenceExpired = 5,
+    /// A shared address, and nothing vouches for this port.
+    SharedIp = 6,
+    /// The last assignment lies before a gap in its source's promise.
+    SourceGap = 7,
 }
 
 /// One attributed flow; see `attributed.proto`.
@@ -104,6 +110,24 @@ pub struct AttributedFlow {
     /// Why unattributed.
     #[prost(enumeration = "Reason", tag = "20")]
     pub reason: i32,
+    /// A slice of a connection still open (counters so far); false for the final record.
+    #[prost(bool, tag = "21")]
+    pub open: bool,
+    /// The exporter's incarnation.
+    #[prost(fixed64, tag = "22")]
+    pub incarnation: u64,
+    /// What the local workload vouches for.
+    #[prost(enumeration = "Scope", tag = "23")]
+    pub local_scope: i32,
+    /// How the exporter knew the local workload.
+    #[prost(enumeration = "WorkloadSource", tag = "24")]
+    pub local_source: i32,
+    /// The exporter did not see the connection established.
+    #[prost(bool, tag = "25")]
+    pub start_unobserved: bool,
+    /// Socket error of a connection that never established (0: it did).
+    #[prost(uint32, tag = "26")]
+    pub connect_error: u32,
 }
 
 /// Serializes an attributed flow (the caller sets `schema_version`).

@@ -8,7 +8,8 @@
 //! every Kafka ecosystem already speaks, and it needs no Rust on the other side.
 //!
 //! # Layout
-//! - [`ExporterBatch`], [`Flow`], [`Ownership`], [`Assignment`], [`Direction`]: the messages.
+//! - [`ExporterBatch`], [`Flow`], [`Ownership`], [`Assignment`], [`Direction`], [`Scope`],
+//!   [`WorkloadSource`]: the messages.
 //! - [`encode_batch`] / [`decode_batch`]: bytes in and out, with version checking.
 //! - [`view`]: the zero-copy reader the job uses on its hot path.
 //! - [`ip_from_bytes`] / [`ip_to_bytes`]: the raw 4- or 16-byte address form used on the wire.
@@ -61,6 +62,37 @@ pub struct ExporterBatch {
     /// IP assignment events (from an IP address manager).
     #[prost(message, repeated, tag = "8")]
     pub assignments: Vec<Assignment>,
+    /// This run of the exporter (random, non-zero; 0 when not stated).
+    #[prost(fixed64, tag = "9")]
+    pub incarnation: u64,
+}
+
+/// What a piece of local ownership evidence vouches for (see `batch.proto`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum Scope {
+    /// Not stated: for a flow's local workload, read as [`Scope::Port`].
+    Unspecified = 0,
+    /// The whole IP.
+    Ip = 1,
+    /// Only this port of the IP (the IP is shared).
+    Port = 2,
+}
+
+/// How the exporter knew a flow's local workload (see `batch.proto`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum WorkloadSource {
+    /// Not stated.
+    Unspecified = 0,
+    /// The host's identity.
+    HostIdentity = 1,
+    /// A per-IP assignment.
+    IpAssignment = 2,
+    /// A per-(IP, port) assignment.
+    PortAssignment = 3,
+    /// A cgroup rule.
+    CgroupRule = 4,
 }
 
 /// Which side opened the connection.
@@ -123,6 +155,21 @@ pub struct Flow {
     /// True for the slice of a flow still open at the window end.
     #[prost(bool, tag = "15")]
     pub open: bool,
+    /// What `local_workload` vouches for ([`Scope`]; unspecified reads as a port).
+    #[prost(enumeration = "Scope", tag = "16")]
+    pub local_scope: i32,
+    /// How the exporter knew `local_workload` ([`WorkloadSource`]).
+    #[prost(enumeration = "WorkloadSource", tag = "17")]
+    pub local_source: i32,
+    /// The exporter did not see the connection established: `start_ns` is when it first saw it.
+    #[prost(bool, tag = "18")]
+    pub start_unobserved: bool,
+    /// The exporter's stable id of the connection (0: not stated).
+    #[prost(fixed64, tag = "19")]
+    pub connection_id: u64,
+    /// Socket error of a connection that never established (111 refused, 110 timed out).
+    #[prost(uint32, tag = "20")]
+    pub connect_error: u32,
 }
 
 /// "IP `ip` was `workload` during [from_ns, to_ns)".
@@ -140,6 +187,9 @@ pub struct Ownership {
     /// End (exclusive) of the range, ns since the epoch.
     #[prost(uint64, tag = "4")]
     pub to_ns: u64,
+    /// 0: the whole IP; otherwise only this port of it.
+    #[prost(uint32, tag = "5")]
+    pub port: u32,
 }
 
 /// An IP assignment event; an empty workload releases the IP.
@@ -211,9 +261,14 @@ pub fn ip_to_bytes(ip: IpAddr) -> Vec<u8> {
 }
 
 
-/// The stable id of a flow: a 64-bit hash of the exporter id, the 5-tuple, the direction and
-/// the start time. The same flow reported twice (a duplicated batch, a replay) gets the same id
-/// in every process, so consumers can deduplicate on it.
+/// The stable id of a flow. When the exporter states a `connection_id`, a 64-bit hash of the
+/// exporter id and that id (so one connection keeps its id in every slice and across exporter
+/// restarts); otherwise a 64-bit hash of the exporter id, the 5-tuple, the direction and the
+/// start time. The same flow reported twice (a duplicated batch, a replay) gets the same id in
+/// every process, so consumers can deduplicate on it.
+///
+/// With a connection id: start from the exporter id's hash (below), then feed the word
+/// `0xc0ff_ee00_0000_0001` and the connection id, as described below.
 ///
 /// The hash, so that other languages can compute it: start from the FNV-1a 64 offset basis;
 /// feed the exporter id's bytes one at a time, FNV-1a style (xor, then multiply by the FNV
@@ -222,7 +277,11 @@ pub fn ip_to_bytes(ip: IpAddr) -> Vec<u8> {
 /// words, high first), the local port, the remote address (two words), the remote port, the
 /// direction, and the start time.
 pub fn flow_id(exporter_id: &str, flow: &Flow) -> u64 {
-    FlowIdHasher::new(exporter_id).id(
+    let ids = FlowIdHasher::new(exporter_id);
+    if flow.connection_id != 0 {
+        return ids.connection(flow.connection_id);
+    }
+    ids.id(
         &flow.local_ip,
         flow.local_port,
         &flow.remote_ip,
@@ -240,6 +299,9 @@ pub struct FlowIdHasher {
 
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
+/// Marks the connection-id form of a flow id (so it never equals a 5-tuple form by design).
+const CONNECTION_MARK: u64 = 0xc0ff_ee00_0000_0001;
+
 impl FlowIdHasher {
     /// Hashes the exporter id.
     pub fn new(exporter_id: &str) -> Self {
@@ -251,7 +313,18 @@ impl FlowIdHasher {
         FlowIdHasher { prefix: hash }
     }
 
-    /// The id of one flow of this exporter.
+    /// The id of a connection this exporter named with its own `connection_id` (non-zero).
+    pub fn connection(&self, connection_id: u64) -> u64 {
+        let mut hash = self.prefix;
+        for w in [CONNECTION_MARK, connection_id] {
+            hash ^= w;
+            hash = hash.wrapping_mul(FNV_PRIME);
+            hash ^= hash >> 29;
+        }
+        hash
+    }
+
+    /// The id of one flow of this exporter that states no connection id.
     pub fn id(&self, local_ip: &[u8], local_port: u32, remote_ip: &[u8], remote_port: u32, direction: i32, start_ns: u64) -> u64 {
         let mut hash = self.prefix;
         let mut word = |w: u64| {

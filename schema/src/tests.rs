@@ -19,8 +19,9 @@ fn sample() -> ExporterBatch {
             local_workload: "api".into(),
             ..Default::default()
         }],
-        heartbeats: vec![Ownership { ip: vec![10, 0, 0, 1], workload: "api".into(), from_ns: 10, to_ns: 20 }],
+        heartbeats: vec![Ownership { ip: vec![10, 0, 0, 1], workload: "api".into(), from_ns: 10, to_ns: 20, port: 0 }],
         assignments: vec![Assignment { ip: vec![10, 0, 0, 9], workload: String::new(), at_ns: 15 }],
+        incarnation: 0x1234_5678_9abc_def0,
     }
 }
 
@@ -117,11 +118,13 @@ fn proto_file_matches_rust_mirror() {
     let all_flow = Flow {
         local_port: 1, remote_port: 1, direction: 1, start_ns: 1, end_ns: 1, bytes_sent: 1,
         bytes_received: 1, segments_sent: 1, segments_received: 1, retransmits: 1, srtt_us: 1,
-        local_workload: "w".into(), open: true, ..full.flows[0].clone()
+        local_workload: "w".into(), open: true, local_scope: 1, local_source: 1, start_unobserved: true,
+        connection_id: 1, connect_error: 111, ..full.flows[0].clone()
     };
     assert_eq!(tags_of(&full.encode_to_vec()), expect(&declared, "ExporterBatch"));
     assert_eq!(tags_of(&all_flow.encode_to_vec()), expect(&declared, "Flow"));
-    assert_eq!(tags_of(&full.heartbeats[0].encode_to_vec()), expect(&declared, "Ownership"));
+    let heartbeat = Ownership { port: 8080, ..full.heartbeats[0].clone() };
+    assert_eq!(tags_of(&heartbeat.encode_to_vec()), expect(&declared, "Ownership"));
     let assignment = Assignment { workload: "w".into(), ..full.assignments[0].clone() };
     assert_eq!(tags_of(&assignment.encode_to_vec()), expect(&declared, "Assignment"));
 }
@@ -131,7 +134,8 @@ fn full_attributed() -> AttributedFlow {
         schema_version: SCHEMA_VERSION, flow_id: 7, exporter_id: "e".into(), local_ip: vec![10, 0, 0, 1],
         local_port: 1, remote_ip: vec![10, 0, 0, 2], remote_port: 2, direction: 1, start_ns: 1, end_ns: 2,
         bytes_sent: 1, bytes_received: 1, segments_sent: 1, segments_received: 1, retransmits: 1, srtt_us: 1,
-        local_workload: "a".into(), remote_workload: "b".into(), evidence: 1, reason: 1,
+        local_workload: "a".into(), remote_workload: "b".into(), evidence: 1, reason: 1, open: true,
+        incarnation: 9, local_scope: 2, local_source: 3, start_unobserved: true, connect_error: 110,
     }
 }
 
@@ -142,7 +146,9 @@ fn attributed_proto_matches_rust_mirror() {
     assert_eq!(tags_of(&full_attributed().encode_to_vec()), expect(&declared, "AttributedFlow"));
     // Enum values agree with the file.
     for (name, value) in [("EVIDENCE_HEARTBEAT", Evidence::Heartbeat as i32), ("EVIDENCE_ASSIGNMENT", 3),
-        ("REASON_NO_OWNER", Reason::NoOwner as i32), ("REASON_EVIDENCE_EXPIRED", Reason::EvidenceExpired as i32)] {
+        ("REASON_NO_OWNER", Reason::NoOwner as i32), ("REASON_EVIDENCE_EXPIRED", Reason::EvidenceExpired as i32),
+        ("EVIDENCE_PEER", Evidence::Peer as i32), ("REASON_SHARED_IP", Reason::SharedIp as i32),
+        ("REASON_SOURCE_GAP", Reason::SourceGap as i32)] {
         assert!(ATTRIBUTED_PROTO.contains(&format!("{name} = {value};")), "{name}");
     }
 }
@@ -169,4 +175,39 @@ fn flow_id_is_stable_and_discriminating() {
     counters_only.bytes_sent += 1;
     counters_only.end_ns += 5;
     assert_eq!(flow_id("host-1", flow), flow_id("host-1", &counters_only));
+}
+
+#[test]
+fn batch_enums_agree_with_the_proto_file() {
+    for (name, value) in [
+        ("SCOPE_UNSPECIFIED", Scope::Unspecified as i32),
+        ("SCOPE_IP", Scope::Ip as i32),
+        ("SCOPE_PORT", Scope::Port as i32),
+        ("WORKLOAD_SOURCE_HOST_IDENTITY", WorkloadSource::HostIdentity as i32),
+        ("WORKLOAD_SOURCE_IP_ASSIGNMENT", WorkloadSource::IpAssignment as i32),
+        ("WORKLOAD_SOURCE_PORT_ASSIGNMENT", WorkloadSource::PortAssignment as i32),
+        ("WORKLOAD_SOURCE_CGROUP_RULE", WorkloadSource::CgroupRule as i32),
+    ] {
+        assert!(BATCH_PROTO.contains(&format!("{name} = {value};")), "{name}");
+    }
+}
+
+/// A stated connection id gives one flow id to every record of the connection, whatever its
+/// start and direction say (a restarted exporter may not know them), and still tells
+/// exporters apart.
+#[test]
+fn connection_id_keeps_one_flow_id() {
+    let batch = sample();
+    let mut a = batch.flows[0].clone();
+    a.connection_id = 0xfeed;
+    let mut b = a.clone();
+    b.start_ns += 1_000;
+    b.direction = 0;
+    b.start_unobserved = true;
+    assert_eq!(flow_id("host-1", &a), flow_id("host-1", &b));
+    assert_ne!(flow_id("host-1", &a), flow_id("host-2", &a));
+    let mut c = a.clone();
+    c.connection_id = 0xbeef;
+    assert_ne!(flow_id("host-1", &a), flow_id("host-1", &c));
+    assert_ne!(flow_id("host-1", &a), flow_id("host-1", &batch.flows[0]), "differs from the 5-tuple form");
 }

@@ -127,6 +127,7 @@ pub fn generate(spec: &LookupSpec) -> LookupData {
                             workload: format!("w{}", r.workload),
                             from_ns: lo,
                             to_ns: hi,
+                            port: 0,
                         });
                     }
                 }
@@ -140,6 +141,7 @@ pub fn generate(spec: &LookupSpec) -> LookupData {
                 flows: std::mem::take(&mut buckets[e * windows + w]),
                 heartbeats,
                 assignments: Vec::new(),
+                incarnation: 0,
             };
             deliveries.push(Delivery { key: id.clone(), arrival: to, payload: wire::encode_batch(&batch) });
         }

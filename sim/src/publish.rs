@@ -127,6 +127,7 @@ pub fn publish(s: &Scenario, world: &World) -> Simulation {
                 srtt_us: srtt,
                 local_workload: pod.name.to_string(),
                 open: false,
+                ..Default::default()
             };
             let id = wire::flow_id(&world.hosts[pod.host].id, &flow);
             let truth = TruthFlow { id, remote, local: pod.name.to_string(), external, fate: Fate::Delivered };
@@ -176,7 +177,7 @@ pub fn publish(s: &Scenario, world: &World) -> Simulation {
                 .map(|&p| &world.pods[p])
                 .filter_map(|p| {
                     let (lo, hi) = (skewed(p.start, host.skew).max(from), skewed(p.end, host.skew).min(to));
-                    (lo < hi).then(|| Ownership { ip: bytes(p.ip), workload: p.name.to_string(), from_ns: lo, to_ns: hi })
+                    (lo < hi).then(|| Ownership { ip: bytes(p.ip), workload: p.name.to_string(), from_ns: lo, to_ns: hi, port: 0 })
                 })
                 .collect();
             let lost = rng.chance(s.loss);
@@ -201,6 +202,7 @@ pub fn publish(s: &Scenario, world: &World) -> Simulation {
                 flows,
                 heartbeats,
                 assignments: Vec::new(),
+                incarnation: 0,
             };
             let published = to.saturating_add_signed(-host.skew);
             arrival = arrival.max(published + delay + rng.range(0, s.jitter_ms * MS + 1));
@@ -276,6 +278,7 @@ fn ipam_feed(s: &Scenario, world: &World, rng: &mut Rng, out: &mut Vec<Delivery>
             flows: Vec::new(),
             heartbeats: Vec::new(),
             assignments: grouped.remove(&k).unwrap_or_default(),
+            incarnation: 0,
         };
         arrival = (from + window + s.ipam_delay_ms * MS).max(arrival);
         out.push(Delivery { key: IPAM_FEED.to_string(), arrival, payload: wire::encode_batch(&batch) });

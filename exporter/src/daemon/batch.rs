@@ -120,7 +120,7 @@ impl Batcher {
         let heartbeats = attributor
             .heartbeats(host_addresses)
             .into_iter()
-            .map(|(ip, workload)| Ownership { ip: wire::ip_to_bytes(ip), workload, from_ns: self.from, to_ns: to })
+            .map(|(ip, workload)| Ownership { ip: wire::ip_to_bytes(ip), workload, from_ns: self.from, to_ns: to, port: 0 })
             .collect();
         let batch = ExporterBatch {
             schema_version: SCHEMA_VERSION,
@@ -131,6 +131,7 @@ impl Batcher {
             flows,
             heartbeats,
             assignments: Vec::new(),
+            incarnation: 0,
         };
         self.seq += 1;
         self.from = to;
@@ -163,6 +164,7 @@ impl Batcher {
             srtt_us: ev.srtt_us,
             local_workload: local.as_ref().map(|(w, _)| w.clone()).unwrap_or_default(),
             open,
+            ..Default::default()
         });
         let Some(f) = flows.last().filter(|_| self.lines) else { return };
         lines.push(FlowLine {

@@ -22,6 +22,8 @@ pub struct BatchView<'a> {
     pub window_from_ns: u64,
     /// Window end.
     pub window_to_ns: u64,
+    /// The exporter's incarnation (0: not stated).
+    pub incarnation: u64,
     flows: Vec<&'a [u8]>,
     heartbeats: Vec<&'a [u8]>,
     assignments: Vec<&'a [u8]>,
@@ -60,6 +62,16 @@ pub struct FlowView<'a> {
     pub local_workload: &'a str,
     /// Open slice.
     pub open: bool,
+    /// Scope of the local workload (the enum's number).
+    pub local_scope: i32,
+    /// How the local workload was known (the enum's number).
+    pub local_source: i32,
+    /// The exporter did not see the connection established.
+    pub start_unobserved: bool,
+    /// The exporter's connection id (0: not stated).
+    pub connection_id: u64,
+    /// Socket error of a connection that never established.
+    pub connect_error: u32,
 }
 
 /// A borrowed heartbeat.
@@ -73,6 +85,8 @@ pub struct OwnershipView<'a> {
     pub from_ns: u64,
     /// End.
     pub to_ns: u64,
+    /// 0: the whole IP; otherwise this port only.
+    pub port: u32,
 }
 
 /// A borrowed assignment event.
@@ -88,6 +102,7 @@ pub struct AssignmentView<'a> {
 
 enum Value<'a> {
     Varint(u64),
+    Fixed64(u64),
     Bytes(&'a [u8]),
     Other,
 }
@@ -134,8 +149,10 @@ impl<'a> Reader<'a> {
         let value = match wire {
             0 => Value::Varint(self.varint()?),
             1 => {
-                self.take(8)?;
-                Value::Other
+                let b = self.take(8)?;
+                let mut le = [0u8; 8];
+                le.copy_from_slice(b);
+                Value::Fixed64(u64::from_le_bytes(le))
             }
             2 => {
                 let len = usize::try_from(self.varint()?).map_err(|_| DecodeError::Invalid("length overflow"))?;
@@ -179,7 +196,8 @@ pub fn view_batch(bytes: &[u8]) -> Result<BatchView<'_>, DecodeError> {
             (6, Value::Bytes(b)) => view.flows.push(b),
             (7, Value::Bytes(b)) => view.heartbeats.push(b),
             (8, Value::Bytes(b)) => view.assignments.push(b),
-            (1..=8, _) => return Err(mismatch()),
+            (9, Value::Fixed64(v)) => view.incarnation = v,
+            (1..=9, _) => return Err(mismatch()),
             _ => {}
         }
     });
@@ -200,6 +218,12 @@ impl<'a> BatchView<'a> {
         self.flows.iter().map(|b| parse_flow(b))
     }
 
+    /// The encoded flow messages, in order (for readers that keep a flow's bytes and parse it
+    /// again later with [`parse_flow`]).
+    pub fn flow_bytes(&self) -> &[&'a [u8]] {
+        &self.flows
+    }
+
     /// The heartbeats.
     pub fn heartbeats(&self) -> impl Iterator<Item = Result<OwnershipView<'a>, DecodeError>> + '_ {
         self.heartbeats.iter().map(|b| parse_ownership(b))
@@ -211,7 +235,8 @@ impl<'a> BatchView<'a> {
     }
 }
 
-fn parse_flow(bytes: &[u8]) -> Result<FlowView<'_>, DecodeError> {
+/// Reads one encoded `Flow` message in place.
+pub fn parse_flow(bytes: &[u8]) -> Result<FlowView<'_>, DecodeError> {
     let mut f = FlowView::default();
     read_fields!(bytes, |field, value| {
         match (field, value) {
@@ -230,7 +255,12 @@ fn parse_flow(bytes: &[u8]) -> Result<FlowView<'_>, DecodeError> {
             (13, Value::Varint(v)) => f.srtt_us = v as u32,
             (14, Value::Bytes(b)) => f.local_workload = string(b)?,
             (15, Value::Varint(v)) => f.open = v != 0,
-            (1..=15, _) => return Err(mismatch()),
+            (16, Value::Varint(v)) => f.local_scope = v as i32,
+            (17, Value::Varint(v)) => f.local_source = v as i32,
+            (18, Value::Varint(v)) => f.start_unobserved = v != 0,
+            (19, Value::Fixed64(v)) => f.connection_id = v,
+            (20, Value::Varint(v)) => f.connect_error = v as u32,
+            (1..=20, _) => return Err(mismatch()),
             _ => {}
         }
     });
@@ -245,7 +275,8 @@ fn parse_ownership(bytes: &[u8]) -> Result<OwnershipView<'_>, DecodeError> {
             (2, Value::Bytes(b)) => o.workload = string(b)?,
             (3, Value::Varint(v)) => o.from_ns = v,
             (4, Value::Varint(v)) => o.to_ns = v,
-            (1..=4, _) => return Err(mismatch()),
+            (5, Value::Varint(v)) => o.port = v as u32,
+            (1..=5, _) => return Err(mismatch()),
             _ => {}
         }
     });

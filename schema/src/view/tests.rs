@@ -30,6 +30,11 @@ fn owned(view: &BatchView<'_>) -> ExporterBatch {
                     srtt_us: f.srtt_us,
                     local_workload: f.local_workload.to_string(),
                     open: f.open,
+                    local_scope: f.local_scope,
+                    local_source: f.local_source,
+                    start_unobserved: f.start_unobserved,
+                    connection_id: f.connection_id,
+                    connect_error: f.connect_error,
                 }
             })
             .collect(),
@@ -37,7 +42,7 @@ fn owned(view: &BatchView<'_>) -> ExporterBatch {
             .heartbeats()
             .map(|o| {
                 let o = o.unwrap();
-                Ownership { ip: o.ip.to_vec(), workload: o.workload.to_string(), from_ns: o.from_ns, to_ns: o.to_ns }
+                Ownership { ip: o.ip.to_vec(), workload: o.workload.to_string(), from_ns: o.from_ns, to_ns: o.to_ns, port: o.port }
             })
             .collect(),
         assignments: view
@@ -47,6 +52,7 @@ fn owned(view: &BatchView<'_>) -> ExporterBatch {
                 Assignment { ip: a.ip.to_vec(), workload: a.workload.to_string(), at_ns: a.at_ns }
             })
             .collect(),
+        incarnation: view.incarnation,
     }
 }
 
@@ -59,8 +65,9 @@ fn arb_flow() -> impl Strategy<Value = Flow> {
         (any::<u64>(), any::<u64>(), any::<u32>(), any::<u32>()),
         "[a-z/0-9-]{0,12}",
         any::<bool>(),
+        (0..3i32, 0..5i32, any::<bool>(), any::<u64>(), any::<u32>()),
     )
-        .prop_map(|(local_ip, local_port, remote_ip, (remote_port, direction, start_ns, end_ns), (bytes_sent, segments_sent, retransmits, srtt_us), local_workload, open)| Flow {
+        .prop_map(|(local_ip, local_port, remote_ip, (remote_port, direction, start_ns, end_ns), (bytes_sent, segments_sent, retransmits, srtt_us), local_workload, open, (local_scope, local_source, start_unobserved, connection_id, connect_error))| Flow {
             local_ip,
             local_port,
             remote_ip,
@@ -76,6 +83,11 @@ fn arb_flow() -> impl Strategy<Value = Flow> {
             srtt_us,
             local_workload,
             open,
+            local_scope,
+            local_source,
+            start_unobserved,
+            connection_id,
+            connect_error,
         })
 }
 
@@ -87,8 +99,8 @@ fn arb_batch() -> impl Strategy<Value = ExporterBatch> {
         any::<u64>(),
         proptest::collection::vec(arb_flow(), 0..6),
         proptest::collection::vec(
-            (proptest::collection::vec(any::<u8>(), 0..17), "[a-z]{0,6}", any::<u64>(), any::<u64>())
-                .prop_map(|(ip, workload, from_ns, to_ns)| Ownership { ip, workload, from_ns, to_ns }),
+            (proptest::collection::vec(any::<u8>(), 0..17), "[a-z]{0,6}", any::<u64>(), any::<u64>(), any::<u16>())
+                .prop_map(|(ip, workload, from_ns, to_ns, port)| Ownership { ip, workload, from_ns, to_ns, port: u32::from(port) }),
             0..4,
         ),
         proptest::collection::vec(
@@ -96,8 +108,9 @@ fn arb_batch() -> impl Strategy<Value = ExporterBatch> {
                 .prop_map(|(ip, workload, at_ns)| Assignment { ip, workload, at_ns }),
             0..4,
         ),
+        any::<u64>(),
     )
-        .prop_map(|(exporter_id, seq, window_from_ns, window_to_ns, flows, heartbeats, assignments)| ExporterBatch {
+        .prop_map(|(exporter_id, seq, window_from_ns, window_to_ns, flows, heartbeats, assignments, incarnation)| ExporterBatch {
             schema_version: SCHEMA_VERSION,
             exporter_id,
             seq,
@@ -106,6 +119,7 @@ fn arb_batch() -> impl Strategy<Value = ExporterBatch> {
             flows,
             heartbeats,
             assignments,
+            incarnation,
         })
 }
 
