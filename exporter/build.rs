@@ -27,10 +27,9 @@ fn fail(msg: &str) -> ! {
 fn run(cmd: &mut Command, what: &str) -> Output {
     match cmd.output() {
         Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fail(&format!(
-            "{what}: `{}` not found: {INSTALL_HINT}",
-            cmd.get_program().to_string_lossy()
-        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fail(&format!("{what}: `{}` not found: {INSTALL_HINT}", cmd.get_program().to_string_lossy()))
+        }
         Err(e) => fail(&format!("{what}: cannot run {cmd:?}: {e}")),
     }
 }
@@ -40,10 +39,8 @@ fn check(out: Output, what: &str) -> Output {
         return out;
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let missing_header = stderr.contains("file not found")
-        && ["'bpf/", "'linux/", "'asm/"]
-            .iter()
-            .any(|h| stderr.contains(h));
+    let missing_header =
+        stderr.contains("file not found") && ["'bpf/", "'linux/", "'asm/"].iter().any(|h| stderr.contains(h));
     let hint = if missing_header {
         format!("\nkernel/BPF headers are missing: {INSTALL_HINT} (linux-libc-dev provides linux/ and asm/)")
     } else if stderr.contains("No available targets") || stderr.contains("unknown target") {
@@ -61,14 +58,9 @@ fn multiarch_include(clang: &str) -> Option<PathBuf> {
     let triple = String::from_utf8(out.stdout).ok()?.trim().to_string();
     let candidates = [
         (!triple.is_empty()).then(|| PathBuf::from(format!("/usr/include/{triple}"))),
-        env::var("TARGET")
-            .ok()
-            .map(|t| PathBuf::from(format!("/usr/include/{}", t.replace("-unknown", "")))),
+        env::var("TARGET").ok().map(|t| PathBuf::from(format!("/usr/include/{}", t.replace("-unknown", "")))),
     ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("asm/types.h").exists())
+    candidates.into_iter().flatten().find(|p| p.join("asm/types.h").exists())
 }
 
 fn bpf_target_arch() -> &'static str {
@@ -91,38 +83,26 @@ fn main() {
     let ebpf_dir = manifest.join("../exporter-ebpf");
     let src = ebpf_dir.join("flow.bpf.c");
     let layout_src = manifest.join("abi_layout.c");
-    for p in [
-        &src,
-        &ebpf_dir.join("flow.h"),
-        &ebpf_dir.join("kernel_types.h"),
-        &layout_src,
-    ] {
+    for p in [&src, &ebpf_dir.join("flow.h"), &ebpf_dir.join("kernel_types.h"), &layout_src] {
         println!("cargo::rerun-if-changed={}", p.display());
     }
     println!("cargo::rerun-if-env-changed=CLANG");
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
 
     // Fails early with the install hint when clang is missing.
-    check(
-        run(Command::new(&clang).arg("--version"), "clang --version"),
-        "clang --version",
-    );
+    check(run(Command::new(&clang).arg("--version"), "clang --version"), "clang --version");
     let mut includes: Vec<PathBuf> = vec![ebpf_dir.clone()];
     includes.extend(multiarch_include(&clang));
 
     // 1. The eBPF object.
     let obj = out_dir.join("flow.bpf.o");
     let mut cmd = Command::new(&clang);
-    cmd.args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror"])
-        .arg(format!("-D__TARGET_ARCH_{}", bpf_target_arch()));
+    cmd.args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror"]).arg(format!("-D__TARGET_ARCH_{}", bpf_target_arch()));
     for inc in &includes {
         cmd.arg("-I").arg(inc);
     }
     cmd.arg("-c").arg(&src).arg("-o").arg(&obj);
-    check(
-        run(&mut cmd, "compiling flow.bpf.c"),
-        "compiling flow.bpf.c",
-    );
+    check(run(&mut cmd, "compiling flow.bpf.c"), "compiling flow.bpf.c");
 
     // 2. The layout of flow.h as the host C compiler sees it.
     let layout_bin = out_dir.join("abi_layout");
@@ -132,14 +112,8 @@ fn main() {
         cmd.arg("-I").arg(inc);
     }
     cmd.arg(&layout_src).arg("-o").arg(&layout_bin);
-    check(
-        run(&mut cmd, "compiling abi_layout.c"),
-        "compiling abi_layout.c",
-    );
-    let out = check(
-        run(&mut Command::new(&layout_bin), "running abi_layout"),
-        "running abi_layout",
-    );
+    check(run(&mut cmd, "compiling abi_layout.c"), "compiling abi_layout.c");
+    let out = check(run(&mut Command::new(&layout_bin), "running abi_layout"), "running abi_layout");
     let rust = String::from_utf8_lossy(&out.stdout).into_owned();
     write(&out_dir.join("abi_layout.rs"), &rust);
 
@@ -153,10 +127,7 @@ fn main() {
         cmd.arg("-I").arg(inc);
     }
     cmd.arg(&assert_src);
-    check(
-        run(&mut cmd, "checking flow.h layout for the BPF target"),
-        "checking flow.h layout for the BPF target",
-    );
+    check(run(&mut cmd, "checking flow.h layout for the BPF target"), "checking flow.h layout for the BPF target");
 }
 
 fn write(path: &Path, text: &str) {
@@ -168,17 +139,13 @@ fn write(path: &Path, text: &str) {
 /// Turn the `("struct", "field", offset, size)` and `("struct", size)` lines
 /// printed by abi_layout.c into `_Static_assert`s.
 fn static_asserts(rust: &str) -> String {
-    let mut c =
-        String::from("#include <linux/types.h>\n#include <stddef.h>\n#include \"flow.h\"\n");
+    let mut c = String::from("#include <linux/types.h>\n#include <stddef.h>\n#include \"flow.h\"\n");
     for line in rust.lines() {
         let line = line.trim().trim_end_matches(',');
         let Some(inner) = line.strip_prefix('(').and_then(|l| l.strip_suffix(')')) else {
             continue;
         };
-        let parts: Vec<&str> = inner
-            .split(',')
-            .map(|p| p.trim().trim_matches('"'))
-            .collect();
+        let parts: Vec<&str> = inner.split(',').map(|p| p.trim().trim_matches('"')).collect();
         match parts.as_slice() {
             [s, f, off, size] => c.push_str(&format!(
                 "_Static_assert(offsetof(struct {s}, {f}) == {off} && sizeof(((struct {s} *)0)->{f}) == {size}, \"{s}.{f}\");\n"

@@ -58,8 +58,7 @@ fn adversarial_output_is_independent_of_arrival_order_and_workers() {
 #[test]
 fn evidence_kinds_are_all_used() {
     let (_, report, _) = simulate_and_score(&small_adversarial(5), 1);
-    let kinds: std::collections::BTreeSet<String> =
-        records(&report).into_iter().filter_map(|r| r.evidence).collect();
+    let kinds: std::collections::BTreeSet<String> = records(&report).into_iter().filter_map(|r| r.evidence).collect();
     assert!(kinds.contains("heartbeat") && kinds.contains("assignment"), "{kinds:?}");
 }
 

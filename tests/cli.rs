@@ -39,9 +39,12 @@ fn demo_json_summary_has_the_promised_fields() {
     let text = std::fs::read_to_string(&scenario).unwrap().replace("duration_s = 10800", "duration_s = 300");
     let file = dir.join("short.toml");
     std::fs::write(&file, text).unwrap();
-    let out = ok(&["demo", "--scenario", file.to_str().unwrap(), "--config", &repo("configs/job.toml"), "--json", "-w", "2"]);
+    let out =
+        ok(&["demo", "--scenario", file.to_str().unwrap(), "--config", &repo("configs/job.toml"), "--json", "-w", "2"]);
     let summary = last_json(&out);
-    for key in ["flows", "attributed", "unattributed", "misattributed", "baseline_misattributed", "flows_per_sec", "workers"] {
+    for key in
+        ["flows", "attributed", "unattributed", "misattributed", "baseline_misattributed", "flows_per_sec", "workers"]
+    {
         assert!(summary.get(key).is_some(), "missing {key}: {summary}");
     }
     assert_eq!(summary["misattributed"], 0);
@@ -79,7 +82,8 @@ fn simulate_attribute_score_round_trip_is_deterministic() {
     assert_eq!(score["misattributed"], 0);
     assert_eq!(score["missing"], 0);
     // Records carry plain integers and string addresses.
-    let first: serde_json::Value = serde_json::from_str(std::str::from_utf8(&a).unwrap().lines().next().unwrap()).unwrap();
+    let first: serde_json::Value =
+        serde_json::from_str(std::str::from_utf8(&a).unwrap().lines().next().unwrap()).unwrap();
     assert!(first["bytes_sent"].is_u64() && first["remote_ip"].is_string() && first["flow_id"].is_u64());
 }
 
@@ -87,7 +91,8 @@ fn simulate_attribute_score_round_trip_is_deterministic() {
 fn bench_reports_throughput_and_state() {
     let out = ok(&["bench", "--flows", "20000", "--ips", "500", "--exporters", "10", "-w", "2", "--json"]);
     let summary = last_json(&out);
-    for key in ["workers", "flows", "flows_per_sec", "flows_per_sec_per_worker", "peak_rss_bytes", "state_bytes_per_ip"] {
+    for key in ["workers", "flows", "flows_per_sec", "flows_per_sec_per_worker", "peak_rss_bytes", "state_bytes_per_ip"]
+    {
         assert!(summary.get(key).is_some(), "missing {key}: {summary}");
     }
     assert_eq!(summary["flows"], 20_000);

@@ -110,7 +110,8 @@ fn run_with_idle(idle: Duration) -> (usize, usize, flowmap::run::RunReport) {
     let job = JobConfig::try_from(raw).unwrap();
     let writes: Arc<Mutex<Vec<(Instant, usize)>>> = Arc::default();
     let sink_writes = Arc::clone(&writes);
-    let factory: SinkFactory = Arc::new(move |_, _| Ok(Box::new(TimedSink(Arc::clone(&sink_writes))) as Box<dyn FlowSink>));
+    let factory: SinkFactory =
+        Arc::new(move |_, _| Ok(Box::new(TimedSink(Arc::clone(&sink_writes))) as Box<dyn FlowSink>));
     let started = Instant::now();
     let report = run(
         timely::Config::thread(),
@@ -122,7 +123,8 @@ fn run_with_idle(idle: Duration) -> (usize, usize, flowmap::run::RunReport) {
     )
     .unwrap();
     let writes = writes.lock().unwrap();
-    let early = writes.iter().filter(|(t, _)| t.duration_since(started) < Duration::from_millis(1100)).map(|(_, n)| n).sum();
+    let early =
+        writes.iter().filter(|(t, _)| t.duration_since(started) < Duration::from_millis(1100)).map(|(_, n)| n).sum();
     let total = writes.iter().map(|(_, n)| n).sum();
     (early, total, report)
 }

@@ -303,7 +303,8 @@ fn broker_outage_producer_and_job_recover_by_themselves() {
     // months behind the wall clock): a long idle timeout.
     let config = dir.join("job.toml");
     std::fs::write(&config, "idle_timeout = \"10m\"\n").unwrap();
-    let mut job = collect(&b, &input, &output, &group, &["-w", "2", "--until-idle", "30s", "--config", config.to_str().unwrap()]);
+    let mut job =
+        collect(&b, &input, &output, &group, &["-w", "2", "--until-idle", "30s", "--config", config.to_str().unwrap()]);
     let job = job.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     settled_output(&b, &output, Duration::from_secs(2));
 

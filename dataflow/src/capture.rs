@@ -87,7 +87,10 @@ impl Manifest {
         let m: Manifest = serde_json::from_str(&text)
             .map_err(|e| CaptureError::Invalid { path: path.clone(), why: format!("not a capture manifest: {e}") })?;
         if m.format != FORMAT {
-            return Err(CaptureError::Invalid { path, why: format!("format {:?}, this reader knows {FORMAT:?}", m.format) });
+            return Err(CaptureError::Invalid {
+                path,
+                why: format!("format {:?}, this reader knows {FORMAT:?}", m.format),
+            });
         }
         Ok(m)
     }
@@ -95,7 +98,8 @@ impl Manifest {
     /// Writes `dir/manifest.json`.
     pub fn save(&self, dir: &Path) -> Result<(), CaptureError> {
         let path = dir.join("manifest.json");
-        let text = serde_json::to_string_pretty(self).map_err(|e| CaptureError::Invalid { path: path.clone(), why: e.to_string() })?;
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| CaptureError::Invalid { path: path.clone(), why: e.to_string() })?;
         std::fs::write(&path, text + "\n").map_err(io(&path))
     }
 
@@ -193,11 +197,16 @@ impl PartitionReader {
         }
         let mut word = [0u8; 8];
         self.input.read_exact(&mut word).map_err(|e| match e.kind() {
-            ErrorKind::UnexpectedEof => CaptureError::Invalid { path: self.path.clone(), why: "truncated inside a message header".into() },
+            ErrorKind::UnexpectedEof => {
+                CaptureError::Invalid { path: self.path.clone(), why: "truncated inside a message header".into() }
+            }
             _ => io(&self.path)(e),
         })?;
         let offset = i64::from_le_bytes(word);
-        let truncated = |path: &Path| CaptureError::Invalid { path: path.to_path_buf(), why: format!("truncated in the message at offset {offset}") };
+        let truncated = |path: &Path| CaptureError::Invalid {
+            path: path.to_path_buf(),
+            why: format!("truncated in the message at offset {offset}"),
+        };
         self.input.read_exact(&mut word).map_err(|_| truncated(&self.path))?;
         let timestamp_ms = i64::from_le_bytes(word);
         let mut field = || -> Result<Vec<u8>, CaptureError> {
@@ -205,7 +214,10 @@ impl PartitionReader {
             self.input.read_exact(&mut len).map_err(|_| truncated(&self.path))?;
             let len = u32::from_le_bytes(len);
             if len > MAX_FIELD {
-                return Err(CaptureError::Invalid { path: self.path.clone(), why: format!("field of {len} bytes at offset {offset}") });
+                return Err(CaptureError::Invalid {
+                    path: self.path.clone(),
+                    why: format!("field of {len} bytes at offset {offset}"),
+                });
             }
             let mut buf = vec![0u8; len as usize];
             self.input.read_exact(&mut buf).map_err(|_| truncated(&self.path))?;
@@ -233,7 +245,13 @@ pub struct ReplayFeed {
 
 impl ReplayFeed {
     /// Opens the lanes of worker `index` of `peers`; `progress` counts messages read.
-    pub fn open(dir: &Path, manifest: &Manifest, index: usize, peers: usize, progress: Arc<AtomicU64>) -> Result<Self, CaptureError> {
+    pub fn open(
+        dir: &Path,
+        manifest: &Manifest,
+        index: usize,
+        peers: usize,
+        progress: Arc<AtomicU64>,
+    ) -> Result<Self, CaptureError> {
         let mut lanes = Vec::new();
         for l in lanes_of(&manifest.lanes(), index, peers) {
             let path = partition_path(dir, &l.topic, l.partition);
@@ -308,7 +326,12 @@ mod tests {
         let path = partition_path(&dir, "flows", 3);
         let mut w = PartitionWriter::create(path.clone()).unwrap();
         let msgs: Vec<Captured> = (0..3)
-            .map(|i| Captured { offset: 10 + i, timestamp_ms: 1000 * i, key: b"host".to_vec(), payload: vec![i as u8; i as usize] })
+            .map(|i| Captured {
+                offset: 10 + i,
+                timestamp_ms: 1000 * i,
+                key: b"host".to_vec(),
+                payload: vec![i as u8; i as usize],
+            })
             .collect();
         for m in &msgs {
             w.write(m).unwrap();

@@ -136,7 +136,9 @@ mod tests {
     fn run(c: &mut Coalescer, e: &str, seq: u64, claims: Vec<(Ip, Claim)>) -> Vec<(Time, Time, Time, String)> {
         let mut out = Vec::new();
         let at = claims.first().map(|(_, c)| c.from).unwrap_or(seq * 10);
-        c.batch(&Workload::new(e), seq, at, claims, &mut |t, _, cl| out.push((t, cl.from, cl.to, cl.workload.to_string())));
+        c.batch(&Workload::new(e), seq, at, claims, &mut |t, _, cl| {
+            out.push((t, cl.from, cl.to, cl.workload.to_string()))
+        });
         out
     }
 

@@ -57,18 +57,36 @@ pub struct RawJobConfig {
 
 mod defaults {
     use super::*;
-    pub fn guard() -> Duration { Duration::from_secs(2) }
-    pub fn retention() -> Duration { Duration::from_secs(15 * 60) }
-    pub fn tick() -> Duration { Duration::from_millis(500) }
-    pub fn max_window() -> Duration { Duration::from_secs(60) }
-    pub fn max_future() -> Duration { Duration::from_secs(5 * 60) }
+    pub fn guard() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn retention() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+    pub fn tick() -> Duration {
+        Duration::from_millis(500)
+    }
+    pub fn max_window() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn max_future() -> Duration {
+        Duration::from_secs(5 * 60)
+    }
     pub fn fleet_cidrs() -> Vec<Cidr> {
         ["10.0.0.0/8", "fd00::/8"].iter().filter_map(|c| c.parse().ok()).collect()
     }
-    pub const fn fuel() -> usize { 1 << 20 }
-    pub const fn coalesce_windows() -> u32 { 4 }
-    pub fn idle_timeout() -> Duration { Duration::from_secs(60) }
-    pub fn rebuild_window() -> Duration { Duration::from_secs(15 * 60) }
+    pub const fn fuel() -> usize {
+        1 << 20
+    }
+    pub const fn coalesce_windows() -> u32 {
+        4
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn rebuild_window() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
 }
 
 impl Default for RawJobConfig {
@@ -160,7 +178,10 @@ impl TryFrom<RawJobConfig> for JobConfig {
             return Err(invalid("max_window", "must be positive"));
         }
         if raw.retention <= raw.guard * 2 + raw.max_window {
-            return Err(invalid("retention", "must exceed 2 x guard + max_window, or no flow could be looked up in time"));
+            return Err(invalid(
+                "retention",
+                "must exceed 2 x guard + max_window, or no flow could be looked up in time",
+            ));
         }
         if raw.fleet_cidrs.is_empty() {
             return Err(invalid("fleet_cidrs", "must name at least one block (every remote would be external)"));

@@ -25,8 +25,8 @@
 
 pub mod capture;
 pub mod cidr;
-pub mod coalesce;
 pub mod cli;
+pub mod coalesce;
 pub mod config;
 pub mod decode;
 pub mod kafka;

@@ -15,7 +15,8 @@ fn main() {
     if let Err(err) = run(cli) {
         // A closed pipe (`flowmap attribute ... | head`) is the reader's choice, not an error.
         let broken_pipe = err.chain().any(|e| {
-            e.downcast_ref::<std::io::Error>().map(std::io::Error::kind)
+            e.downcast_ref::<std::io::Error>()
+                .map(std::io::Error::kind)
                 .or_else(|| e.downcast_ref::<serde_json::Error>().and_then(serde_json::Error::io_error_kind))
                 == Some(std::io::ErrorKind::BrokenPipe)
         });

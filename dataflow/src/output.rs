@@ -222,7 +222,14 @@ mod tests {
             direction: Direction::Client,
             start: 5,
             end: 9,
-            counters: Counters { bytes_sent: 1, bytes_received: 2, segments_sent: 3, segments_received: 4, retransmits: 5, srtt_us: 6 },
+            counters: Counters {
+                bytes_sent: 1,
+                bytes_received: 2,
+                segments_sent: 3,
+                segments_received: 4,
+                retransmits: 5,
+                srtt_us: 6,
+            },
             local_workload: Some(Workload::new("a")),
             open: false,
         };

@@ -159,7 +159,8 @@ where
                 if let Ok((_, flows)) = event {
                     let mut c = sink_counts.borrow_mut();
                     c.output += flows.len() as u64;
-                    c.attributed += flows.iter().filter(|f| matches!(f.remote, Attribution::Workload { .. })).count() as u64;
+                    c.attributed +=
+                        flows.iter().filter(|f| matches!(f.remote, Attribution::Workload { .. })).count() as u64;
                     if collect {
                         c.flows.extend(flows.iter().cloned());
                     }

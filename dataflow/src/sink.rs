@@ -42,42 +42,46 @@ pub fn deliver<'scope>(
     error: Rc<RefCell<Option<String>>>,
 ) -> Stream<'scope, Time, Vec<()>> {
     let scope = flows.scope();
-    flows.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Deliver", move |_cap, info| {
-        let activator = scope.activator_for(info.address);
-        let mut held: BTreeMap<Time, Capability<Time>> = BTreeMap::new();
-        move |(input, frontier), output| {
-            let port = output.output_index();
-            let mut sink = sink.borrow_mut();
-            input.for_each_stamp(|cap, data| {
-                let Some(cap) = cap.retain_least(port) else { return };
-                let time = *cap.time();
-                for batch in data {
-                    if let Err(e) = sink.write(time, batch) {
-                        error.borrow_mut().get_or_insert(e);
+    flows.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        Pipeline,
+        "Deliver",
+        move |_cap, info| {
+            let activator = scope.activator_for(info.address);
+            let mut held: BTreeMap<Time, Capability<Time>> = BTreeMap::new();
+            move |(input, frontier), output| {
+                let port = output.output_index();
+                let mut sink = sink.borrow_mut();
+                input.for_each_stamp(|cap, data| {
+                    let Some(cap) = cap.retain_least(port) else { return };
+                    let time = *cap.time();
+                    for batch in data {
+                        if let Err(e) = sink.write(time, batch) {
+                            error.borrow_mut().get_or_insert(e);
+                        }
                     }
+                    held.entry(time).or_insert(cap);
+                });
+                let undelivered = match sink.undelivered() {
+                    Ok(u) => u,
+                    Err(e) => {
+                        error.borrow_mut().get_or_insert(e);
+                        return;
+                    }
+                };
+                // Release every held time that is complete (the input has moved past it) and
+                // fully acknowledged (no undelivered record at or before it).
+                while let Some((&time, _)) = held.first_key_value() {
+                    let complete = !frontier.less_equal(&time);
+                    let acked = undelivered.is_none_or(|u| u > time);
+                    if !(complete && acked) {
+                        break;
+                    }
+                    held.pop_first();
                 }
-                held.entry(time).or_insert(cap);
-            });
-            let undelivered = match sink.undelivered() {
-                Ok(u) => u,
-                Err(e) => {
-                    error.borrow_mut().get_or_insert(e);
-                    return;
+                if !held.is_empty() {
+                    activator.activate_after(Duration::from_millis(5));
                 }
-            };
-            // Release every held time that is complete (the input has moved past it) and
-            // fully acknowledged (no undelivered record at or before it).
-            while let Some((&time, _)) = held.first_key_value() {
-                let complete = !frontier.less_equal(&time);
-                let acked = undelivered.is_none_or(|u| u > time);
-                if !(complete && acked) {
-                    break;
-                }
-                held.pop_first();
             }
-            if !held.is_empty() {
-                activator.activate_after(Duration::from_millis(5));
-            }
-        }
-    })
+        },
+    )
 }

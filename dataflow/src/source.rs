@@ -230,10 +230,8 @@ pub fn batch_source<'scope>(
         let activator = scope.activator_for(info.address);
         let lanes = feed.borrow().lanes();
         let live = feed.borrow().live();
-        let mut trackers: BTreeMap<u32, Tracker> = lanes
-            .iter()
-            .map(|lane| (lane.id, Tracker::new(lane.roster.iter().map(|id| Workload::new(id)))))
-            .collect();
+        let mut trackers: BTreeMap<u32, Tracker> =
+            lanes.iter().map(|lane| (lane.id, Tracker::new(lane.roster.iter().map(|id| Workload::new(id))))).collect();
         // One capability per output, all at the same time; `None` once done.
         let mut caps: Option<Vec<Capability<Time>>> = (!lanes.is_empty()).then_some(capabilities);
         let mut interned = Interner::default();

@@ -138,7 +138,11 @@ impl Tracker {
             if !state.idle && now.saturating_duration_since(state.last_seen) > timeout {
                 state.idle = true;
                 stats.idle_exporters += 1;
-                tracing::info!(exporter = id.as_str(), promise = state.frontier, "exporter idle: no longer holding the frontier");
+                tracing::info!(
+                    exporter = id.as_str(),
+                    promise = state.frontier,
+                    "exporter idle: no longer holding the frontier"
+                );
             }
         }
     }

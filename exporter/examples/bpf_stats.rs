@@ -42,10 +42,7 @@ fn parse_args() -> anyhow::Result<(u32, Option<Duration>)> {
     let mut seconds = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .with_context(|| format!("{name} needs a value ({USAGE})"))
-        };
+        let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value ({USAGE})"));
         match a.as_str() {
             "--pid" => pid = Some(value("--pid")?.parse::<u32>().context("--pid")?),
             "--seconds" => {
@@ -55,10 +52,7 @@ fn parse_args() -> anyhow::Result<(u32, Option<Duration>)> {
             other => bail!("unknown argument {other:?} ({USAGE})"),
         }
     }
-    Ok((
-        pid.with_context(|| format!("--pid is required ({USAGE})"))?,
-        seconds,
-    ))
+    Ok((pid.with_context(|| format!("--pid is required ({USAGE})"))?, seconds))
 }
 
 /// The programs of `pid`, waiting for the process to finish loading them.
@@ -69,9 +63,7 @@ fn first_read(pid: u32) -> anyhow::Result<Vec<ProgramStats>> {
             Err(BpfStatsError::NotFound { .. }) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            other => {
-                return other.with_context(|| format!("reading the flow programs of process {pid}"))
-            }
+            other => return other.with_context(|| format!("reading the flow programs of process {pid}")),
         }
     }
 }
@@ -81,32 +73,20 @@ fn run(pid: u32, limit: Option<Duration>, stop: &AtomicBool) -> anyhow::Result<(
     let before = first_read(pid)?;
     let start = Instant::now();
     let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        r#"{{"kind":"ready","pid":{pid},"programs":{}}}"#,
-        before.len()
-    )?;
+    writeln!(out, r#"{{"kind":"ready","pid":{pid},"programs":{}}}"#, before.len())?;
     out.flush()?;
     while !stop.load(Ordering::Relaxed) && limit.is_none_or(|l| start.elapsed() < l) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let after = process_program_stats(pid)
-        .with_context(|| format!("reading the flow programs of process {pid} at the end"))?;
+    let after =
+        process_program_stats(pid).with_context(|| format!("reading the flow programs of process {pid} at the end"))?;
     let seconds = start.elapsed().as_secs_f64();
     let programs = after
         .iter()
         .filter_map(|a| before.iter().find(|b| b.id == a.id).map(|b| a.since(b)))
-        .map(|stats| Program {
-            ns_per_run: stats.ns_per_run(),
-            stats,
-        })
+        .map(|stats| Program { ns_per_run: stats.ns_per_run(), stats })
         .collect();
-    let line = serde_json::to_string(&Window {
-        kind: "window",
-        pid,
-        seconds,
-        programs,
-    })?;
+    let line = serde_json::to_string(&Window { kind: "window", pid, seconds, programs })?;
     writeln!(out, "{line}")?;
     Ok(())
 }

@@ -27,11 +27,7 @@ fn parse_interval() -> anyhow::Result<Duration> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--interval-ms" => {
-                ms = args
-                    .next()
-                    .context("--interval-ms needs a value")?
-                    .parse()
-                    .context("--interval-ms")?;
+                ms = args.next().context("--interval-ms needs a value")?.parse().context("--interval-ms")?;
             }
             other => anyhow::bail!("unknown argument {other:?} (usage: dump [--interval-ms N])"),
         }
@@ -52,8 +48,7 @@ fn emit<T: serde::Serialize>(out: &mut impl Write, kind: &str, body: &T) -> anyh
 }
 
 fn run(interval: Duration, stop: &AtomicBool) -> anyhow::Result<()> {
-    let mut probe =
-        flowmap_exporter::load(&LoaderConfig::default()).context("loading the flow probe")?;
+    let mut probe = flowmap_exporter::load(&LoaderConfig::default()).context("loading the flow probe")?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut batch: Vec<FlowEvent> = Vec::new();

@@ -36,8 +36,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-const USAGE: &str =
-    "usage: storm --rate CONN_PER_SEC --seconds S [--threads N] [--bytes B] [--close rst|fin]";
+const USAGE: &str = "usage: storm --rate CONN_PER_SEC --seconds S [--threads N] [--bytes B] [--close rst|fin]";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,9 +61,7 @@ fn parse_args() -> anyhow::Result<Args> {
     where
         T::Err: std::error::Error + Send + Sync + 'static,
     {
-        v.with_context(|| format!("{name} needs a value ({USAGE})"))?
-            .parse()
-            .with_context(|| name.to_string())
+        v.with_context(|| format!("{name} needs a value ({USAGE})"))?.parse().with_context(|| name.to_string())
     }
     let mut rate = None;
     let mut seconds = None;
@@ -98,13 +95,7 @@ fn parse_args() -> anyhow::Result<Args> {
     if rate == 0 || seconds == 0 || threads == 0 {
         bail!("--rate, --seconds and --threads must be at least 1");
     }
-    Ok(Args {
-        rate,
-        seconds,
-        threads,
-        bytes,
-        close,
-    })
+    Ok(Args { rate, seconds, threads, bytes, close })
 }
 
 /// What the accepting thread saw.
@@ -116,11 +107,9 @@ struct Server {
 }
 
 fn listen() -> anyhow::Result<TcpListener> {
-    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
-        .context("creating the listening socket")?;
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).context("creating the listening socket")?;
     let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
-    sock.bind(&SockAddr::from(addr))
-        .context("binding 127.0.0.1:0")?;
+    sock.bind(&SockAddr::from(addr)).context("binding 127.0.0.1:0")?;
     // The kernel caps this at net.core.somaxconn; a deep queue absorbs the
     // moments the accepting thread is descheduled.
     sock.listen(4096).context("listen")?;
@@ -200,10 +189,7 @@ fn client(to: SocketAddr, args: Args, start: Instant, index: u32) -> ClientRepor
     // This thread's share of the rate; the remainder goes to the first ones.
     let share = args.rate / args.threads + u32::from(index < args.rate % args.threads);
     let total = u64::from(share) * u64::from(args.seconds);
-    let mut report = ClientReport {
-        per_second: vec![0; args.seconds as usize + 1],
-        ..ClientReport::default()
-    };
+    let mut report = ClientReport { per_second: vec![0; args.seconds as usize + 1], ..ClientReport::default() };
     if share == 0 {
         return report;
     }
@@ -292,9 +278,7 @@ fn run(args: Args) -> anyhow::Result<Summary> {
     let mut per_second = vec![0u64; args.seconds as usize + 1];
     let mut max_lag = Duration::ZERO;
     for c in clients {
-        let r = c
-            .join()
-            .map_err(|_| anyhow::anyhow!("a client thread panicked"))?;
+        let r = c.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))?;
         made += r.made;
         for (k, v) in r.failures {
             *failure_kinds.entry(k).or_insert(0) += v;
@@ -315,9 +299,7 @@ fn run(args: Args) -> anyhow::Result<Summary> {
     stop.store(true, Ordering::Relaxed);
     let woke = TcpStream::connect(addr).is_ok();
     if woke {
-        acceptor
-            .join()
-            .map_err(|_| anyhow::anyhow!("the accepting thread panicked"))?;
+        acceptor.join().map_err(|_| anyhow::anyhow!("the accepting thread panicked"))?;
     }
 
     let scheduled = &per_second[..args.seconds as usize];

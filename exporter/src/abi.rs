@@ -272,16 +272,8 @@ mod tests {
         checked += check_fields!(RawFlowOpen, "flow_open", ev, sk);
         checked += check_fields!(RawWorkloadAddrKey, "workload_addr_key", addr);
         checked += check_fields!(RawWorkloadPortKey, "workload_port_key", addr, port, _pad);
-        assert_eq!(
-            checked,
-            c::C_FIELDS.len(),
-            "every field printed by abi_layout.c is checked"
-        );
-        assert_eq!(
-            c::C_SIZES.len(),
-            4,
-            "every struct printed by abi_layout.c is checked"
-        );
+        assert_eq!(checked, c::C_FIELDS.len(), "every field printed by abi_layout.c is checked");
+        assert_eq!(c::C_SIZES.len(), 4, "every struct printed by abi_layout.c is checked");
     }
 
     #[test]
@@ -290,10 +282,7 @@ mod tests {
             ("FLOW_ABI_VERSION", FLOW_ABI_VERSION.into()),
             ("FLOW_RINGBUF_BYTES", FLOW_RINGBUF_BYTES.into()),
             ("FLOW_OPEN_MAX_ENTRIES", FLOW_OPEN_MAX_ENTRIES.into()),
-            (
-                "FLOW_WORKLOAD_MAX_ENTRIES",
-                FLOW_WORKLOAD_MAX_ENTRIES.into(),
-            ),
+            ("FLOW_WORKLOAD_MAX_ENTRIES", FLOW_WORKLOAD_MAX_ENTRIES.into()),
             ("FLOW_DIR_UNKNOWN", FLOW_DIR_UNKNOWN.into()),
             ("FLOW_DIR_CLIENT", FLOW_DIR_CLIENT.into()),
             ("FLOW_DIR_SERVER", FLOW_DIR_SERVER.into()),

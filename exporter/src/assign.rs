@@ -51,17 +51,11 @@ impl std::fmt::Debug for Assignments {
 }
 
 fn addr_key(addr: IpAddr) -> RawWorkloadAddrKey {
-    RawWorkloadAddrKey {
-        addr: encode_addr(addr),
-    }
+    RawWorkloadAddrKey { addr: encode_addr(addr) }
 }
 
 fn port_key(addr: IpAddr, port: u16) -> RawWorkloadPortKey {
-    RawWorkloadPortKey {
-        addr: encode_addr(addr),
-        port,
-        _pad: 0,
-    }
+    RawWorkloadPortKey { addr: encode_addr(addr), port, _pad: 0 }
 }
 
 /// `Ok(false)` for "was not there", errors otherwise.
@@ -69,9 +63,7 @@ fn removed(result: Result<(), MapError>) -> Result<bool, MapError> {
     match result {
         Ok(()) => Ok(true),
         Err(MapError::KeyNotFound) => Ok(false),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-            Ok(false)
-        }
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -90,13 +82,11 @@ impl Assignments {
         if workload_id == 0 {
             return Err(AssignError::ZeroId);
         }
-        self.by_addr
-            .insert(addr_key(addr), workload_id, 0)
-            .map_err(|source| AssignError::Map {
-                op: "assign",
-                target: addr.to_string(),
-                source,
-            })
+        self.by_addr.insert(addr_key(addr), workload_id, 0).map_err(|source| AssignError::Map {
+            op: "assign",
+            target: addr.to_string(),
+            source,
+        })
     }
 
     /// Remove the assignment of `addr`; `Ok(false)` if there was none.
@@ -110,22 +100,15 @@ impl Assignments {
 
     /// Attribute flows whose local address and port are `addr`, `port` to
     /// `workload_id`; takes precedence over [`Self::assign_addr`].
-    pub fn assign_port(
-        &mut self,
-        addr: IpAddr,
-        port: u16,
-        workload_id: u32,
-    ) -> Result<(), AssignError> {
+    pub fn assign_port(&mut self, addr: IpAddr, port: u16, workload_id: u32) -> Result<(), AssignError> {
         if workload_id == 0 {
             return Err(AssignError::ZeroId);
         }
-        self.by_port
-            .insert(port_key(addr, port), workload_id, 0)
-            .map_err(|source| AssignError::Map {
-                op: "assign",
-                target: std::net::SocketAddr::new(addr, port).to_string(),
-                source,
-            })
+        self.by_port.insert(port_key(addr, port), workload_id, 0).map_err(|source| AssignError::Map {
+            op: "assign",
+            target: std::net::SocketAddr::new(addr, port).to_string(),
+            source,
+        })
     }
 
     /// Remove the assignment of (`addr`, `port`); `Ok(false)` if there was none.

@@ -59,10 +59,7 @@ pub enum BpfStatsError {
     #[error("reading BPF program information (bpf(BPF_OBJ_GET_INFO_BY_FD))")]
     Info(#[source] ProgramError),
     /// The process holds no flow program.
-    #[error(
-        "process {pid} holds no `{}` program: is the flow probe loaded there?",
-        abi::FLOW_STATE_PROG
-    )]
+    #[error("process {pid} holds no `{}` program: is the flow probe loaded there?", abi::FLOW_STATE_PROG)]
     NotFound {
         /// The process searched.
         pid: u32,
@@ -89,9 +86,7 @@ impl BpfStats {
     /// Switch statistics on for as long as the guard lives (and as long as any
     /// other holder keeps them on; the sysctl is independent of this).
     pub fn enable() -> Result<BpfStatsGuard, BpfStatsError> {
-        enable_stats(Stats::RunTime)
-            .map(|fd| BpfStatsGuard { _fd: fd })
-            .map_err(BpfStatsError::Enable)
+        enable_stats(Stats::RunTime).map(|fd| BpfStatsGuard { _fd: fd }).map_err(BpfStatsError::Enable)
     }
 }
 
@@ -166,11 +161,7 @@ pub fn process_program_stats(pid: u32) -> Result<Vec<ProgramStats>, BpfStatsErro
         }
     }
     found.sort_by_key(|p| p.id);
-    match found
-        .iter()
-        .filter(|p| p.name == abi::FLOW_STATE_PROG)
-        .count()
-    {
+    match found.iter().filter(|p| p.name == abi::FLOW_STATE_PROG).count() {
         0 => Err(BpfStatsError::NotFound { pid }),
         1 => Ok(found),
         count => Err(BpfStatsError::Ambiguous { pid, count }),
@@ -182,16 +173,10 @@ pub fn process_program_stats(pid: u32) -> Result<Vec<ProgramStats>, BpfStatsErro
 /// line of the matching `/proc/<pid>/fdinfo/<fd>`.
 fn held_program_ids(proc_dir: &Path) -> Result<BTreeSet<u32>, BpfStatsError> {
     let fd_dir = proc_dir.join("fd");
-    let entries = std::fs::read_dir(&fd_dir).map_err(|source| BpfStatsError::Proc {
-        path: fd_dir.clone(),
-        source,
-    })?;
+    let entries = std::fs::read_dir(&fd_dir).map_err(|source| BpfStatsError::Proc { path: fd_dir.clone(), source })?;
     let mut ids = BTreeSet::new();
     for entry in entries {
-        let entry = entry.map_err(|source| BpfStatsError::Proc {
-            path: fd_dir.clone(),
-            source,
-        })?;
+        let entry = entry.map_err(|source| BpfStatsError::Proc { path: fd_dir.clone(), source })?;
         // A descriptor closed since the listing is not an error: skip it.
         let Ok(target) = std::fs::read_link(entry.path()) else {
             continue;
@@ -199,8 +184,7 @@ fn held_program_ids(proc_dir: &Path) -> Result<BTreeSet<u32>, BpfStatsError> {
         if target.as_os_str() != "anon_inode:bpf-prog" {
             continue;
         }
-        let Ok(info) = std::fs::read_to_string(proc_dir.join("fdinfo").join(entry.file_name()))
-        else {
+        let Ok(info) = std::fs::read_to_string(proc_dir.join("fdinfo").join(entry.file_name())) else {
             continue;
         };
         if let Some(id) = fdinfo_prog_id(&info) {
@@ -212,10 +196,7 @@ fn held_program_ids(proc_dir: &Path) -> Result<BTreeSet<u32>, BpfStatsError> {
 
 /// The `prog_id:` field of a `bpf-prog` fdinfo text.
 fn fdinfo_prog_id(fdinfo: &str) -> Option<u32> {
-    fdinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("prog_id:"))
-        .and_then(|v| v.trim().parse().ok())
+    fdinfo.lines().find_map(|l| l.strip_prefix("prog_id:")).and_then(|v| v.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -235,17 +216,8 @@ mod tests {
 
     #[test]
     fn since_and_mean() {
-        let a = ProgramStats {
-            id: 7,
-            name: "flow_state".into(),
-            run_count: 10,
-            run_time_ns: 1_000,
-        };
-        let b = ProgramStats {
-            run_count: 30,
-            run_time_ns: 5_000,
-            ..a.clone()
-        };
+        let a = ProgramStats { id: 7, name: "flow_state".into(), run_count: 10, run_time_ns: 1_000 };
+        let b = ProgramStats { run_count: 30, run_time_ns: 5_000, ..a.clone() };
         let d = b.since(&a);
         assert_eq!((d.run_count, d.run_time_ns), (20, 4_000));
         assert_eq!(d.ns_per_run(), Some(200.0));
@@ -261,10 +233,7 @@ mod tests {
         let ids = held_program_ids(&dir);
         assert!(matches!(&ids, Ok(s) if s.is_empty()), "{ids:?}");
         let missing = held_program_ids(&dir.join("nope"));
-        assert!(
-            matches!(missing, Err(BpfStatsError::Proc { .. })),
-            "{missing:?}"
-        );
+        assert!(matches!(missing, Err(BpfStatsError::Proc { .. })), "{missing:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -35,9 +35,7 @@ pub struct TaiClock {
 impl TaiClock {
     /// Read the current TAI-UTC offset.
     pub fn new() -> io::Result<Self> {
-        Ok(Self {
-            tai_minus_utc_ns: crate::sys::tai_minus_realtime_ns()?,
-        })
+        Ok(Self { tai_minus_utc_ns: crate::sys::tai_minus_realtime_ns()? })
     }
 
     /// A clock with a fixed offset (tests, replays).
@@ -82,28 +80,20 @@ mod tests {
         let c = TaiClock::with_offset_ns(37_000_000_000);
         assert_eq!(c.to_unix(38_000_000_001), Some(UnixNanos(1_000_000_001)));
         assert_eq!(c.to_unix(1), None, "before the epoch");
-        assert_eq!(
-            TaiClock::with_offset_ns(0).to_unix(u64::MAX),
-            Some(UnixNanos(u64::MAX))
-        );
+        assert_eq!(TaiClock::with_offset_ns(0).to_unix(u64::MAX), Some(UnixNanos(u64::MAX)));
     }
 
     #[test]
     fn offset_is_whole_seconds_and_now_converts_to_now() {
         let c = TaiClock::new().expect("clock_gettime works");
         assert_eq!(c.tai_minus_utc_ns() % 1_000_000_000, 0);
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: valid out-pointer for the call (test only).
         assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_TAI, &mut ts) }, 0);
-        let tai = u64::try_from(ts.tv_sec).expect("positive") * 1_000_000_000
-            + u64::try_from(ts.tv_nsec).expect("positive");
+        let tai =
+            u64::try_from(ts.tv_sec).expect("positive") * 1_000_000_000 + u64::try_from(ts.tv_nsec).expect("positive");
         let unix = c.to_unix(tai).expect("after epoch").to_system_time();
-        let skew = SystemTime::now()
-            .duration_since(unix)
-            .unwrap_or_else(|e| e.duration());
+        let skew = SystemTime::now().duration_since(unix).unwrap_or_else(|e| e.duration());
         assert!(skew < Duration::from_secs(1), "skew {skew:?}");
     }
 }

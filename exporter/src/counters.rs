@@ -38,11 +38,7 @@ impl Counters {
     }
 
     fn total(&self, index: u32) -> Result<u64, MapError> {
-        Ok(self
-            .map
-            .get(&index, 0)?
-            .iter()
-            .fold(0u64, |acc, v| acc.wrapping_add(*v)))
+        Ok(self.map.get(&index, 0)?.iter().fold(0u64, |acc, v| acc.wrapping_add(*v)))
     }
 
     /// Read and sum every counter.

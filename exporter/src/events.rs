@@ -78,10 +78,7 @@ impl FlowFlags {
     }
     /// Names of the bits that are set, in bit order; unknown bits are ignored.
     pub fn names(self) -> impl Iterator<Item = &'static str> {
-        Self::NAMES
-            .into_iter()
-            .filter(move |(bit, _)| self.0 & bit != 0)
-            .map(|(_, n)| n)
+        Self::NAMES.into_iter().filter(move |(bit, _)| self.0 & bit != 0).map(|(_, n)| n)
     }
 }
 
@@ -167,10 +164,7 @@ impl FlowEvent {
                 decode_v4(raw.local_addr).ok_or(DecodeError::NotV4Mapped)?,
                 decode_v4(raw.remote_addr).ok_or(DecodeError::NotV4Mapped)?,
             ),
-            abi::AF_INET6 => (
-                IpAddr::V6(Ipv6Addr::from(raw.local_addr)),
-                IpAddr::V6(Ipv6Addr::from(raw.remote_addr)),
-            ),
+            abi::AF_INET6 => (IpAddr::V6(Ipv6Addr::from(raw.local_addr)), IpAddr::V6(Ipv6Addr::from(raw.remote_addr))),
             other => return Err(DecodeError::Family(other)),
         };
         let direction = match raw.direction {
@@ -270,12 +264,7 @@ impl std::fmt::Debug for FlowEvents {
 
 impl FlowEvents {
     pub(crate) fn new(ring: RingBuf<MapData>, clock: TaiClock) -> Self {
-        Self {
-            ring,
-            clock,
-            decode_errors: 0,
-            last_decode_error: None,
-        }
+        Self { ring, clock, decode_errors: 0, last_decode_error: None }
     }
 
     /// Block until a record is available or `timeout` passes (a signal also
@@ -353,8 +342,7 @@ mod tests {
 
     #[test]
     fn decodes_v4_mapped_as_v4() {
-        let ev = FlowEvent::from_raw(&raw_v4(), &TaiClock::with_offset_ns(1_000_000_000))
-            .expect("valid record");
+        let ev = FlowEvent::from_raw(&raw_v4(), &TaiClock::with_offset_ns(1_000_000_000)).expect("valid record");
         assert_eq!(ev.local, "10.0.0.1:5000".parse().expect("addr"));
         assert_eq!(ev.remote, "10.0.0.2:80".parse().expect("addr"));
         assert_eq!(ev.direction, Direction::Client);
@@ -390,22 +378,13 @@ mod tests {
         let clock = TaiClock::with_offset_ns(0);
         let mut raw = raw_v4();
         raw.family = 1;
-        assert_eq!(
-            FlowEvent::from_raw(&raw, &clock),
-            Err(DecodeError::Family(1))
-        );
+        assert_eq!(FlowEvent::from_raw(&raw, &clock), Err(DecodeError::Family(1)));
         let mut raw = raw_v4();
         raw.local_addr = encode_addr("fd00::1".parse().expect("addr"));
-        assert_eq!(
-            FlowEvent::from_raw(&raw, &clock),
-            Err(DecodeError::NotV4Mapped)
-        );
+        assert_eq!(FlowEvent::from_raw(&raw, &clock), Err(DecodeError::NotV4Mapped));
         let mut raw = raw_v4();
         raw.direction = 3;
-        assert_eq!(
-            FlowEvent::from_raw(&raw, &clock),
-            Err(DecodeError::Direction(3))
-        );
+        assert_eq!(FlowEvent::from_raw(&raw, &clock), Err(DecodeError::Direction(3)));
     }
 
     #[test]
@@ -416,10 +395,7 @@ mod tests {
         assert_eq!(canonical_addr(mapped), v4);
         let v6: IpAddr = "2001:db8::1".parse().expect("addr");
         assert_eq!(canonical_addr(v6), v6);
-        assert_eq!(
-            Ipv6Addr::from(encode_addr(v6)),
-            "2001:db8::1".parse::<Ipv6Addr>().expect("addr")
-        );
+        assert_eq!(Ipv6Addr::from(encode_addr(v6)), "2001:db8::1".parse::<Ipv6Addr>().expect("addr"));
     }
 
     #[test]

@@ -26,8 +26,7 @@ use crate::events::FlowEvents;
 use crate::open::OpenFlows;
 
 /// The compiled kernel side, embedded at build time by `build.rs`.
-static FLOW_BPF_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flow.bpf.o"));
+static FLOW_BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flow.bpf.o"));
 
 /// The kernel tracepoint the state program attaches to.
 const TRACEPOINT: &str = "inet_sock_set_state";
@@ -67,9 +66,7 @@ pub enum LoadError {
     #[error("invalid loader configuration: {0}")]
     Config(String),
     /// The kernel exposes no BTF.
-    #[error(
-        "kernel BTF not found at {path}: the kernel must be built with CONFIG_DEBUG_INFO_BTF=y"
-    )]
+    #[error("kernel BTF not found at {path}: the kernel must be built with CONFIG_DEBUG_INFO_BTF=y")]
     BtfMissing {
         /// The path that was tried.
         path: PathBuf,
@@ -96,10 +93,7 @@ pub enum LoadError {
         source: Box<dyn StdError + Send + Sync>,
     },
     /// The running kernel lacks something the programs need.
-    #[error(
-        "the kernel lacks {feature} (needed while {step}){}",
-        log_suffix(verifier_log)
-    )]
+    #[error("the kernel lacks {feature} (needed while {step}){}", log_suffix(verifier_log))]
     KernelFeature {
         /// What is missing, with the kernel version that introduced it.
         feature: &'static str,
@@ -161,24 +155,15 @@ where
 {
     let err_ref: &(dyn StdError + 'static) = &err;
     // The verifier log, wherever aya put the ProgramError.
-    let prog_err = err_ref.downcast_ref::<ProgramError>().or_else(|| {
-        match err_ref.downcast_ref::<EbpfError>() {
-            Some(EbpfError::ProgramError(p)) => Some(p),
-            _ => None,
-        }
+    let prog_err = err_ref.downcast_ref::<ProgramError>().or_else(|| match err_ref.downcast_ref::<EbpfError>() {
+        Some(EbpfError::ProgramError(p)) => Some(p),
+        _ => None,
     });
-    if let Some(ProgramError::LoadError {
-        io_error,
-        verifier_log,
-    }) = prog_err
-    {
+    if let Some(ProgramError::LoadError { io_error, verifier_log }) = prog_err {
         let log = verifier_log.to_string();
         let code = io_error.raw_os_error();
         if matches!(code, Some(libc::EPERM) | Some(libc::EACCES)) && log.trim().is_empty() {
-            return LoadError::Privilege {
-                step,
-                source: Box::new(err),
-            };
+            return LoadError::Privilege { step, source: Box::new(err) };
         }
         let feature = if log.contains("bpf_ktime_get_tai_ns") || log.contains("unknown#208") {
             Some("the bpf_ktime_get_tai_ns helper (Linux 6.1)")
@@ -190,12 +175,7 @@ where
             None
         };
         if let Some(feature) = feature {
-            return LoadError::KernelFeature {
-                feature,
-                step,
-                verifier_log: Some(log),
-                source: Box::new(err),
-            };
+            return LoadError::KernelFeature { feature, step, verifier_log: Some(log), source: Box::new(err) };
         }
         return LoadError::Verifier {
             program: program.unwrap_or("?"),
@@ -204,15 +184,10 @@ where
         };
     }
     if matches!(errno_in(err_ref), Some(libc::EPERM) | Some(libc::EACCES)) {
-        return LoadError::Privilege {
-            step,
-            source: Box::new(err),
-        };
+        return LoadError::Privilege { step, source: Box::new(err) };
     }
     match err_ref.downcast_ref::<EbpfError>() {
-        Some(EbpfError::MapError(MapError::CreateError { name, .. }))
-            if name == abi::FLOW_EVENTS_MAP =>
-        {
+        Some(EbpfError::MapError(MapError::CreateError { name, .. })) if name == abi::FLOW_EVENTS_MAP => {
             return LoadError::KernelFeature {
                 feature: "the BPF ring buffer map (Linux 5.8)",
                 step,
@@ -239,10 +214,7 @@ where
             source: Box::new(err),
         };
     }
-    LoadError::Other {
-        step,
-        source: Box::new(err),
-    }
+    LoadError::Other { step, source: Box::new(err) }
 }
 
 /// Keeps the programs loaded and attached; dropping it detaches them (the map
@@ -283,9 +255,7 @@ fn check_config(config: &LoaderConfig) -> Result<(), LoadError> {
         )));
     }
     if config.open_max_entries == 0 || config.workload_max_entries == 0 {
-        return Err(LoadError::Config(
-            "map capacities must be at least 1".into(),
-        ));
+        return Err(LoadError::Config("map capacities must be at least 1".into()));
     }
     Ok(())
 }
@@ -324,75 +294,37 @@ pub fn load(config: &LoaderConfig) -> Result<FlowProbe, LoadError> {
         .map_err(|e| classify("loading flow.bpf.o (maps and relocations)", None, e))?;
 
     let state: &mut BtfTracePoint = program(&mut ebpf, abi::FLOW_STATE_PROG)?;
-    state.load(TRACEPOINT, &btf).map_err(|e| {
-        classify(
-            "loading the flow_state program",
-            Some(abi::FLOW_STATE_PROG),
-            e,
-        )
-    })?;
+    state
+        .load(TRACEPOINT, &btf)
+        .map_err(|e| classify("loading the flow_state program", Some(abi::FLOW_STATE_PROG), e))?;
 
     let refresh: &mut RawTracePoint = program(&mut ebpf, abi::FLOW_REFRESH_PROG)?;
-    refresh.load().map_err(|e| {
-        classify(
-            "loading the flow_refresh program",
-            Some(abi::FLOW_REFRESH_PROG),
-            e,
-        )
-    })?;
+    refresh.load().map_err(|e| classify("loading the flow_refresh program", Some(abi::FLOW_REFRESH_PROG), e))?;
     let refresh_fd = refresh
         .fd()
         .and_then(|fd| {
-            fd.try_clone().map_err(|e| {
-                ProgramError::SyscallError(aya::sys::SyscallError {
-                    call: "dup",
-                    io_error: e,
-                })
-            })
+            fd.try_clone().map_err(|e| ProgramError::SyscallError(aya::sys::SyscallError { call: "dup", io_error: e }))
         })
-        .map_err(|e| {
-            classify(
-                "getting the flow_refresh program fd",
-                Some(abi::FLOW_REFRESH_PROG),
-                e,
-            )
-        })?;
+        .map_err(|e| classify("getting the flow_refresh program fd", Some(abi::FLOW_REFRESH_PROG), e))?;
 
-    let events = typed(
-        abi::FLOW_EVENTS_MAP,
-        RingBuf::try_from(take_map(&mut ebpf, abi::FLOW_EVENTS_MAP)?),
-    )?;
-    let open: HashMap<MapData, u64, RawFlowOpen> = typed(
-        abi::FLOW_OPEN_MAP,
-        HashMap::try_from(take_map(&mut ebpf, abi::FLOW_OPEN_MAP)?),
-    )?;
-    let by_addr: HashMap<MapData, RawWorkloadAddrKey, u32> = typed(
-        abi::FLOW_WL_ADDR_MAP,
-        HashMap::try_from(take_map(&mut ebpf, abi::FLOW_WL_ADDR_MAP)?),
-    )?;
-    let by_port: HashMap<MapData, RawWorkloadPortKey, u32> = typed(
-        abi::FLOW_WL_PORT_MAP,
-        HashMap::try_from(take_map(&mut ebpf, abi::FLOW_WL_PORT_MAP)?),
-    )?;
-    let counters: PerCpuArray<MapData, u64> = typed(
-        abi::FLOW_COUNTERS_MAP,
-        PerCpuArray::try_from(take_map(&mut ebpf, abi::FLOW_COUNTERS_MAP)?),
-    )?;
+    let events = typed(abi::FLOW_EVENTS_MAP, RingBuf::try_from(take_map(&mut ebpf, abi::FLOW_EVENTS_MAP)?))?;
+    let open: HashMap<MapData, u64, RawFlowOpen> =
+        typed(abi::FLOW_OPEN_MAP, HashMap::try_from(take_map(&mut ebpf, abi::FLOW_OPEN_MAP)?))?;
+    let by_addr: HashMap<MapData, RawWorkloadAddrKey, u32> =
+        typed(abi::FLOW_WL_ADDR_MAP, HashMap::try_from(take_map(&mut ebpf, abi::FLOW_WL_ADDR_MAP)?))?;
+    let by_port: HashMap<MapData, RawWorkloadPortKey, u32> =
+        typed(abi::FLOW_WL_PORT_MAP, HashMap::try_from(take_map(&mut ebpf, abi::FLOW_WL_PORT_MAP)?))?;
+    let counters: PerCpuArray<MapData, u64> =
+        typed(abi::FLOW_COUNTERS_MAP, PerCpuArray::try_from(take_map(&mut ebpf, abi::FLOW_COUNTERS_MAP)?))?;
 
-    let clock = TaiClock::new().map_err(|e| LoadError::Other {
-        step: "reading CLOCK_TAI and CLOCK_REALTIME",
-        source: Box::new(e),
-    })?;
+    let clock = TaiClock::new()
+        .map_err(|e| LoadError::Other { step: "reading CLOCK_TAI and CLOCK_REALTIME", source: Box::new(e) })?;
 
     // Attach last: from here on every TCP state change on the host is seen.
     let state: &mut BtfTracePoint = program(&mut ebpf, abi::FLOW_STATE_PROG)?;
-    state.attach().map_err(|e| {
-        classify(
-            "attaching flow_state to tp_btf/inet_sock_set_state",
-            Some(abi::FLOW_STATE_PROG),
-            e,
-        )
-    })?;
+    state
+        .attach()
+        .map_err(|e| classify("attaching flow_state to tp_btf/inet_sock_set_state", Some(abi::FLOW_STATE_PROG), e))?;
 
     Ok(FlowProbe {
         events: FlowEvents::new(events, clock),
@@ -411,20 +343,14 @@ where
         step: "finding the programs in the object",
         source: format!("program `{name}` is missing from flow.bpf.o").into(),
     })?;
-    prog.try_into()
-        .map_err(|e| classify("checking the program type", Some(name), e))
+    prog.try_into().map_err(|e| classify("checking the program type", Some(name), e))
 }
 
 fn read_btf(path: &Path) -> Result<Btf, LoadError> {
     if !path.exists() {
-        return Err(LoadError::BtfMissing {
-            path: path.to_path_buf(),
-        });
+        return Err(LoadError::BtfMissing { path: path.to_path_buf() });
     }
-    Btf::parse_file(path, Endianness::default()).map_err(|source| LoadError::Btf {
-        path: path.to_path_buf(),
-        source,
-    })
+    Btf::parse_file(path, Endianness::default()).map_err(|source| LoadError::Btf { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]
@@ -434,24 +360,15 @@ mod tests {
     #[test]
     fn rejects_bad_ringbuf_sizes() {
         for bytes in [0, 1000, 4096 + 1, 3 * 4096] {
-            let cfg = LoaderConfig {
-                ringbuf_bytes: bytes,
-                ..LoaderConfig::default()
-            };
-            assert!(
-                matches!(check_config(&cfg), Err(LoadError::Config(_))),
-                "{bytes}"
-            );
+            let cfg = LoaderConfig { ringbuf_bytes: bytes, ..LoaderConfig::default() };
+            assert!(matches!(check_config(&cfg), Err(LoadError::Config(_))), "{bytes}");
         }
         assert!(check_config(&LoaderConfig::default()).is_ok());
     }
 
     #[test]
     fn missing_btf_is_named() {
-        let cfg = LoaderConfig {
-            btf_path: "/nonexistent/vmlinux".into(),
-            ..LoaderConfig::default()
-        };
+        let cfg = LoaderConfig { btf_path: "/nonexistent/vmlinux".into(), ..LoaderConfig::default() };
         let err = load(&cfg).expect_err("no BTF there");
         assert!(matches!(err, LoadError::BtfMissing { .. }), "{err:?}");
         assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
@@ -469,10 +386,7 @@ mod tests {
         );
         assert!(matches!(err, LoadError::Verifier { .. }), "{err:?}");
         let msg = err.to_string();
-        assert!(
-            msg.contains("flow_state") && msg.contains("R1 invalid mem access"),
-            "{msg}"
-        );
+        assert!(msg.contains("flow_state") && msg.contains("R1 invalid mem access"), "{msg}");
     }
 
     #[test]

@@ -56,30 +56,18 @@ pub struct OpenFlows {
 
 impl std::fmt::Debug for OpenFlows {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenFlows")
-            .field("clock", &self.clock)
-            .finish_non_exhaustive()
+        f.debug_struct("OpenFlows").field("clock", &self.clock).finish_non_exhaustive()
     }
 }
 
 impl OpenFlows {
-    pub(crate) fn new(
-        map: HashMap<MapData, u64, RawFlowOpen>,
-        refresh: ProgramFd,
-        clock: TaiClock,
-    ) -> Self {
-        Self {
-            map,
-            refresh,
-            clock,
-        }
+    pub(crate) fn new(map: HashMap<MapData, u64, RawFlowOpen>, refresh: ProgramFd, clock: TaiClock) -> Self {
+        Self { map, refresh, clock }
     }
 
     /// Copy the live counters of every open socket into its record.
     pub fn refresh(&self) -> Result<(), OpenFlowsError> {
-        crate::sys::prog_test_run(&self.refresh)
-            .map(drop)
-            .map_err(OpenFlowsError::Refresh)
+        crate::sys::prog_test_run(&self.refresh).map(drop).map_err(OpenFlowsError::Refresh)
     }
 
     /// Refresh, then read every open record.

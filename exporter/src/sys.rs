@@ -63,10 +63,7 @@ pub(crate) fn prog_test_run(prog: impl AsFd) -> io::Result<u32> {
 
 /// `clock_gettime(clock)` in nanoseconds.
 fn clock_ns(clock: libc::clockid_t) -> io::Result<i128> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
     let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
     if rc != 0 {
@@ -91,15 +88,8 @@ pub(crate) fn tai_minus_realtime_ns() -> io::Result<i64> {
 /// Wait until `fd` is readable or `timeout` passes; `Ok(true)` if readable.
 /// EINTR counts as "not readable yet" so the caller's loop can check for
 /// shutdown.
-pub(crate) fn poll_readable(
-    fd: std::os::fd::RawFd,
-    timeout: std::time::Duration,
-) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
+pub(crate) fn poll_readable(fd: std::os::fd::RawFd, timeout: std::time::Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
     let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
     // SAFETY: `pfd` is one valid pollfd that lives across the call and the
     // count passed is 1; `fd` is owned by the caller for the duration.

@@ -12,9 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use flowmap_exporter::abi;
-use flowmap_exporter::bpf_stats::{
-    process_program_stats, program_stats, BpfStats, BpfStatsError, ProgramStats,
-};
+use flowmap_exporter::bpf_stats::{process_program_stats, program_stats, BpfStats, BpfStatsError, ProgramStats};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -33,9 +31,7 @@ const MIN_STATE_CHANGES_PER_CONNECTION: u64 = 6;
 
 #[test]
 fn flow_state_runs_are_counted_and_timed() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut probe = common::probe();
     let _on = match BpfStats::enable() {
         Ok(g) => g,
@@ -84,12 +80,8 @@ fn flow_state_runs_are_counted_and_timed() {
     // mean the statistics are not what we think they are.
     assert!(ns > 1.0 && ns < 1_000_000.0, "{ns} ns per run");
 
-    let refresh =
-        by_name(&after, abi::FLOW_REFRESH_PROG).since(by_name(&before, abi::FLOW_REFRESH_PROG));
-    assert_eq!(
-        refresh.run_count, REFRESHES,
-        "BPF_PROG_TEST_RUN runs are counted too"
-    );
+    let refresh = by_name(&after, abi::FLOW_REFRESH_PROG).since(by_name(&before, abi::FLOW_REFRESH_PROG));
+    assert_eq!(refresh.run_count, REFRESHES, "BPF_PROG_TEST_RUN runs are counted too");
     assert!(refresh.run_time_ns > 0, "{refresh:?}");
 
     // The same programs, read from "outside" by process id.
@@ -100,9 +92,7 @@ fn flow_state_runs_are_counted_and_timed() {
 
 #[test]
 fn a_process_without_the_probe_is_not_found() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut child = match std::process::Command::new("sleep").arg("10").spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -113,26 +103,18 @@ fn a_process_without_the_probe_is_not_found() {
     let res = process_program_stats(child.id());
     let _ = child.kill();
     let _ = child.wait();
-    assert!(
-        matches!(res, Err(BpfStatsError::NotFound { pid }) if pid == child.id()),
-        "{res:?}"
-    );
+    assert!(matches!(res, Err(BpfStatsError::NotFound { pid }) if pid == child.id()), "{res:?}");
     let gone = process_program_stats(u32::MAX);
     assert!(matches!(gone, Err(BpfStatsError::Proc { .. })), "{gone:?}");
 }
 
 #[test]
 fn two_probes_in_one_process_are_ambiguous() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let first = common::probe();
     let second = common::probe();
     let res = program_stats(&first);
-    assert!(
-        matches!(res, Err(BpfStatsError::Ambiguous { count: 2, .. })),
-        "{res:?}"
-    );
+    assert!(matches!(res, Err(BpfStatsError::Ambiguous { count: 2, .. })), "{res:?}");
     drop(second);
     let res = program_stats(&first);
     assert!(res.is_ok(), "{res:?}");

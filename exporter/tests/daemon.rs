@@ -126,9 +126,15 @@ fn stdout_sink_works_with_no_config_file() {
     assert!(child.wait().unwrap().success());
     let all: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let c = flow(&all, client, server);
-    assert_eq!((c["direction"].as_str(), c["bytes_sent"].as_u64(), c["bytes_received"].as_u64()), (Some("client"), Some(4321), Some(1234)));
+    assert_eq!(
+        (c["direction"].as_str(), c["bytes_sent"].as_u64(), c["bytes_received"].as_u64()),
+        (Some("client"), Some(4321), Some(1234))
+    );
     let s = flow(&all, server, client);
-    assert_eq!((s["direction"].as_str(), s["bytes_sent"].as_u64(), s["bytes_received"].as_u64()), (Some("server"), Some(1234), Some(4321)));
+    assert_eq!(
+        (s["direction"].as_str(), s["bytes_sent"].as_u64(), s["bytes_received"].as_u64()),
+        (Some("server"), Some(1234), Some(4321))
+    );
 }
 
 #[test]
@@ -152,7 +158,10 @@ fn assignments_cgroup_rules_reload_heartbeats_and_windows() {
     // Per-(IP, port) and per-IP assignments, set through the control socket.
     let shared = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = shared.local_addr().unwrap().port();
-    assert_eq!(exporter.control(&["assign", "--ip", "127.0.0.1", "--port", &port.to_string(), "--workload", "svc-port"]), "ok");
+    assert_eq!(
+        exporter.control(&["assign", "--ip", "127.0.0.1", "--port", &port.to_string(), "--workload", "svc-port"]),
+        "ok"
+    );
     assert_eq!(exporter.control(&["assign", "--ip", "127.0.0.2", "--workload", "pod-ip"]), "ok");
     let mut c = TcpStream::connect(shared.local_addr().unwrap()).unwrap();
     let (s, by_port_client) = shared.accept().unwrap();
@@ -189,9 +198,13 @@ fn assignments_cgroup_rules_reload_heartbeats_and_windows() {
         let _ = std::fs::remove_dir(&cg);
     }
 
-    let workload = |v: &Value| (v["local_workload"].as_str().map(str::to_string), v["attributed_by"].as_str().map(str::to_string));
+    let workload =
+        |v: &Value| (v["local_workload"].as_str().map(str::to_string), v["attributed_by"].as_str().map(str::to_string));
     let w = |a: &str, b: &str| (Some(a.to_string()), Some(b.to_string()));
-    assert_eq!(workload(flow(&all, SocketAddr::new("127.0.0.1".parse().unwrap(), port), by_port_client)), w("svc-port", "port"));
+    assert_eq!(
+        workload(flow(&all, SocketAddr::new("127.0.0.1".parse().unwrap(), port), by_port_client)),
+        w("svc-port", "port")
+    );
     assert_eq!(workload(flow(&all, ip_server, ip_client)), w("pod-ip", "ip"));
     assert_eq!(workload(flow(&all, host_client, host_server)), w("host-a", "host"));
     assert_eq!(workload(flow(&all, after_client, after_server)), w("host-b", "host"), "reloaded on SIGHUP");
@@ -241,7 +254,10 @@ fn bad_configuration_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("batch_interval"), "{err}");
-    let out = Command::new(bin()).args(["assign", "--ip", "10.0.0.1", "--workload", "w", "--control-socket", "/nonexistent.sock"]).output().unwrap();
+    let out = Command::new(bin())
+        .args(["assign", "--ip", "10.0.0.1", "--workload", "w", "--control-socket", "/nonexistent.sock"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is it running"));
 }
@@ -327,7 +343,10 @@ fn metrics_endpoint_serves_counters_on_loopback() {
     let mut body = String::new();
     stream.read_to_string(&mut body).unwrap();
     let value = |name: &str| -> f64 {
-        let line = body.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} missing:\n{body}"));
+        let line = body
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{body}"));
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     };
     assert!(body.starts_with("HTTP/1.1 200 OK"));

@@ -38,12 +38,7 @@ fn unprivileged_load_names_the_missing_privilege() {
             "--securebits=+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked",
         ])
         .arg(&exe)
-        .args([
-            "--exact",
-            "child_load_without_capabilities",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "child_load_without_capabilities", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, "1")
         .output()
         .expect("run setpriv");
@@ -51,12 +46,7 @@ fn unprivileged_load_names_the_missing_privilege() {
     let line = stdout
         .lines()
         .find_map(|l| l.find("RESULT: ").map(|i| &l[i..]))
-        .unwrap_or_else(|| {
-            panic!(
-                "child printed no result:\n{stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+        .unwrap_or_else(|| panic!("child printed no result:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
     assert!(line.starts_with("RESULT: privilege: "), "{line}");
     assert!(line.contains("CAP_BPF") && line.contains("root"), "{line}");
 }

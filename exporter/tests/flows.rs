@@ -19,33 +19,18 @@ fn check_pair(events: &[FlowEvent], x: &Exchange, up: u64, down: u64) {
     let server = one(events, x.server, x.client);
     let t_before = now_ns() - 60_000_000_000;
 
-    for (ev, dir, sent, received) in [
-        (client, Direction::Client, up, down),
-        (server, Direction::Server, down, up),
-    ] {
+    for (ev, dir, sent, received) in [(client, Direction::Client, up, down), (server, Direction::Server, down, up)] {
         assert_eq!(ev.direction, dir, "{ev:#?}");
         assert_eq!(ev.bytes_sent, sent, "bytes_sent {ev:#?}");
         assert_eq!(ev.bytes_received, received, "bytes_received {ev:#?}");
         assert_eq!(ev.bytes_retrans, 0, "{ev:#?}");
         assert!(ev.segs_out >= 1 && ev.segs_in >= 1, "{ev:#?}");
-        assert!(
-            !ev.never_established() && !ev.is_open() && !ev.flags.no_open_record(),
-            "{ev:#?}"
-        );
-        assert!(
-            ev.flags.fin_received(),
-            "clean close: the peer's FIN was seen {ev:#?}"
-        );
+        assert!(!ev.never_established() && !ev.is_open() && !ev.flags.no_open_record(), "{ev:#?}");
+        assert!(ev.flags.fin_received(), "clean close: the peer's FIN was seen {ev:#?}");
         assert_eq!(ev.error, None, "{ev:#?}");
-        let (o, e, c) = (
-            ev.opened.expect("opened").0,
-            ev.established.expect("established").0,
-            ev.closed.expect("closed").0,
-        );
-        assert!(
-            t_before < o && o <= e && e <= c && c <= now_ns(),
-            "times {ev:#?}"
-        );
+        let (o, e, c) =
+            (ev.opened.expect("opened").0, ev.established.expect("established").0, ev.closed.expect("closed").0);
+        assert!(t_before < o && o <= e && e <= c && c <= now_ns(), "times {ev:#?}");
         assert_eq!(ev.netns_ino, own_netns_ino());
         if let Some(id) = own_cgroup_id() {
             assert_eq!(ev.cgroup_id, id, "socket cgroup {ev:#?}");
@@ -53,10 +38,7 @@ fn check_pair(events: &[FlowEvent], x: &Exchange, up: u64, down: u64) {
         assert_eq!(ev.workload_id, None, "no assignment in this probe");
     }
     assert_ne!(client.cookie, server.cookie);
-    assert!(
-        client.srtt_us > 0 || server.srtt_us > 0,
-        "an RTT sample exists"
-    );
+    assert!(client.srtt_us > 0 || server.srtt_us > 0, "an RTT sample exists");
 }
 
 #[test]
@@ -65,9 +47,7 @@ fn loopback_ipv4_reports_both_sides_with_exact_bytes() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let (up, down) = (1_000_000, 12_345);
     let x = exchange(&listener, up, down);
-    let events = collect(&mut probe, TIMEOUT, between(x.client, x.server), |e| {
-        e.len() >= 2
-    });
+    let events = collect(&mut probe, TIMEOUT, between(x.client, x.server), |e| e.len() >= 2);
     check_pair(&events, &x, up as u64, down as u64);
 }
 
@@ -78,9 +58,7 @@ fn loopback_ipv6_reports_both_sides_with_exact_bytes() {
     let (up, down) = (70_000, 3);
     let x = exchange(&listener, up, down);
     assert!(x.client.is_ipv6() && x.server.is_ipv6());
-    let events = collect(&mut probe, TIMEOUT, between(x.client, x.server), |e| {
-        e.len() >= 2
-    });
+    let events = collect(&mut probe, TIMEOUT, between(x.client, x.server), |e| e.len() >= 2);
     check_pair(&events, &x, up as u64, down as u64);
 }
 
@@ -89,9 +67,7 @@ fn zero_byte_connection_counts_zero() {
     let mut probe = probe();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let x = exchange(&listener, 0, 0);
-    let events = collect(&mut probe, TIMEOUT, between(x.client, x.server), |e| {
-        e.len() >= 2
-    });
+    let events = collect(&mut probe, TIMEOUT, between(x.client, x.server), |e| e.len() >= 2);
     check_pair(&events, &x, 0, 0);
 }
 
@@ -107,10 +83,7 @@ fn dual_stack_socket_with_v4_mapped_addresses_is_reported_as_ipv4() {
     let v4_server: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let mut client = TcpStream::connect(v4_server).expect("connect over IPv4");
     let (accepted, peer) = listener.accept().expect("accept");
-    assert!(
-        peer.is_ipv6(),
-        "the kernel hands out a v4-mapped peer: {peer}"
-    );
+    assert!(peer.is_ipv6(), "the kernel hands out a v4-mapped peer: {peer}");
     let client_addr = client.local_addr().expect("addr");
     std::io::Write::write_all(&mut client, b"hello").expect("write");
     drop(client);
@@ -119,14 +92,9 @@ fn dual_stack_socket_with_v4_mapped_addresses_is_reported_as_ipv4() {
     assert_eq!(rest, b"hello");
     drop(accepted);
 
-    let events = collect(&mut probe, TIMEOUT, between(client_addr, v4_server), |e| {
-        e.len() >= 2
-    });
+    let events = collect(&mut probe, TIMEOUT, between(client_addr, v4_server), |e| e.len() >= 2);
     let server = one(&events, v4_server, client_addr);
-    assert!(
-        server.local.is_ipv4() && server.remote.is_ipv4(),
-        "{server:#?}"
-    );
+    assert!(server.local.is_ipv4() && server.remote.is_ipv4(), "{server:#?}");
     assert_eq!(server.direction, Direction::Server);
     assert_eq!(server.bytes_received, 5);
     assert_eq!(one(&events, client_addr, v4_server).bytes_sent, 5);
@@ -137,25 +105,13 @@ fn refused_connection_is_reported_as_never_established() {
     let mut probe = probe();
     // A bound socket that does not listen: SYNs to its port get a RST, and
     // holding the port keeps a parallel test from listening there.
-    let holder =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    holder
-        .bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into())
-        .expect("bind");
-    let closed = holder
-        .local_addr()
-        .expect("addr")
-        .as_socket()
-        .expect("inet");
+    let holder = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    holder.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into()).expect("bind");
+    let closed = holder.local_addr().expect("addr").as_socket().expect("inet");
     let err = TcpStream::connect(closed).expect_err("nothing listens");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
 
-    let events = collect(
-        &mut probe,
-        TIMEOUT,
-        move |e| e.remote == closed,
-        |e| !e.is_empty(),
-    );
+    let events = collect(&mut probe, TIMEOUT, move |e| e.remote == closed, |e| !e.is_empty());
     assert_eq!(events.len(), 1, "{events:#?}");
     let ev = &events[0];
     assert!(ev.never_established(), "{ev:#?}");
@@ -164,10 +120,7 @@ fn refused_connection_is_reported_as_never_established() {
     assert_eq!(ev.direction, Direction::Client);
     assert_eq!(ev.error, Some(libc::ECONNREFUSED));
     assert_eq!((ev.bytes_sent, ev.bytes_received), (0, 0));
-    assert!(
-        ev.local.ip().is_loopback() && ev.local.port() != 0,
-        "{ev:#?}"
-    );
+    assert!(ev.local.ip().is_loopback() && ev.local.port() != 0, "{ev:#?}");
 }
 
 #[test]
@@ -176,8 +129,7 @@ fn timed_out_connection_is_reported_as_never_established() {
     // A listener whose accept queue is full drops further SYNs silently.
     let (_listener, server, _filler) = full_listener();
 
-    let client =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     let one_retry: libc::c_int = 1;
     // SAFETY: valid socket fd, a c_int option value that lives across the call,
     // and its exact size.
@@ -191,26 +143,16 @@ fn timed_out_connection_is_reported_as_never_established() {
         )
     };
     assert_eq!(rc, 0, "TCP_SYNCNT");
-    let err = client
-        .connect(&server.into())
-        .expect_err("SYNs are dropped");
+    let err = client.connect(&server.into()).expect_err("SYNs are dropped");
     assert_eq!(err.raw_os_error(), Some(libc::ETIMEDOUT), "{err}");
     // (The failed socket's local address is no longer readable: the kernel
     // released the port; filter on the listener, whose queue this test owns.)
-    let events = collect(
-        &mut probe,
-        TIMEOUT,
-        move |e| e.remote == server && e.never_established(),
-        |e| !e.is_empty(),
-    );
+    let events = collect(&mut probe, TIMEOUT, move |e| e.remote == server && e.never_established(), |e| !e.is_empty());
     let ev = &events[0];
     assert!(ev.never_established(), "{ev:#?}");
     assert_eq!(ev.error, Some(libc::ETIMEDOUT));
     assert_eq!(ev.direction, Direction::Client);
-    assert!(
-        ev.segs_out >= 2 && ev.total_retrans >= 1,
-        "SYN and its retries: {ev:#?}"
-    );
+    assert!(ev.segs_out >= 2 && ev.total_retrans >= 1, "SYN and its retries: {ev:#?}");
 }
 
 #[test]
@@ -220,15 +162,9 @@ fn abandoned_connect_is_reported_as_never_established() {
     let (_listener, server, _filler) = full_listener();
 
     // The application gives up before the kernel does: SYN_SENT -> CLOSE, no error.
-    let err =
-        TcpStream::connect_timeout(&server, Duration::from_millis(200)).expect_err("SYN dropped");
+    let err = TcpStream::connect_timeout(&server, Duration::from_millis(200)).expect_err("SYN dropped");
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
-    let events = collect(
-        &mut probe,
-        TIMEOUT,
-        move |e| e.remote == server && e.never_established(),
-        |e| !e.is_empty(),
-    );
+    let events = collect(&mut probe, TIMEOUT, move |e| e.remote == server && e.never_established(), |e| !e.is_empty());
     assert_eq!(events[0].error, None, "{:#?}", events[0]);
 }
 
@@ -254,18 +190,10 @@ fn connection_older_than_the_probe_is_reported_at_close_without_open_record() {
     assert_eq!(got.len(), 300);
     drop(accepted);
 
-    let events = collect(&mut probe, TIMEOUT, between(client_addr, server), |e| {
-        e.len() >= 2
-    });
+    let events = collect(&mut probe, TIMEOUT, between(client_addr, server), |e| e.len() >= 2);
     for ev in &events {
-        assert!(
-            ev.flags.no_open_record() && !ev.never_established(),
-            "{ev:#?}"
-        );
-        assert_eq!(
-            (ev.direction, ev.opened, ev.established),
-            (Direction::Unknown, None, None)
-        );
+        assert!(ev.flags.no_open_record() && !ev.never_established(), "{ev:#?}");
+        assert_eq!((ev.direction, ev.opened, ev.established), (Direction::Unknown, None, None));
         assert!(ev.closed.is_some());
     }
     // Counters are the socket's lifetime totals, read at close.

@@ -21,16 +21,8 @@ use flowmap_exporter::{Direction, WorkloadSource};
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("run ip (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("ip").args(args).output().expect("run ip (iproute2)");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
 }
 
 /// Two namespaces joined by a veth pair; deleted on drop (which also
@@ -43,10 +35,7 @@ struct VethPair {
 impl VethPair {
     fn new() -> Self {
         let id = std::process::id() % 100_000;
-        let pair = Self {
-            a: format!("fm-a-{id}"),
-            b: format!("fm-b-{id}"),
-        };
+        let pair = Self { a: format!("fm-a-{id}"), b: format!("fm-b-{id}") };
         let (va, vb) = (format!("fma{id}"), format!("fmb{id}"));
         ip(&["netns", "add", &pair.a]);
         ip(&["netns", "add", &pair.b]);
@@ -63,9 +52,7 @@ impl VethPair {
     }
 
     fn ino(name: &str) -> u32 {
-        std::fs::metadata(format!("/run/netns/{name}"))
-            .expect("netns file")
-            .ino() as u32
+        std::fs::metadata(format!("/run/netns/{name}")).expect("netns file").ino() as u32
     }
 }
 
@@ -79,10 +66,7 @@ impl Drop for VethPair {
 
 /// Run `f` on a new thread that has entered the named network namespace
 /// (setns changes only the calling thread).
-fn spawn_in_netns<T: Send + 'static>(
-    name: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
+fn spawn_in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
     let ns = File::open(format!("/run/netns/{name}")).expect("open netns");
     std::thread::spawn(move || {
         // SAFETY: a valid namespace fd; setns only switches this thread's
@@ -102,19 +86,14 @@ fn flows_across_network_namespaces_over_veth() {
     let mut probe = probe();
     let pair = VethPair::new();
     let server_ip: IpAddr = "10.200.0.1".parse().expect("ip");
-    probe
-        .assignments
-        .assign_addr(server_ip, 4242)
-        .expect("assign");
+    probe.assignments.assign_addr(server_ip, 4242).expect("assign");
 
     let (port_tx, port_rx) = mpsc::channel();
     let (open_tx, open_rx) = mpsc::channel::<()>();
     let (up, down) = (200_000usize, 4096usize);
     let server = spawn_in_netns(&pair.a, move || {
         let l = TcpListener::bind("10.200.0.1:0").expect("bind in netns A");
-        port_tx
-            .send(l.local_addr().expect("addr"))
-            .expect("send port");
+        port_tx.send(l.local_addr().expect("addr")).expect("send port");
         let (mut s, peer) = l.accept().expect("accept");
         let mut got = vec![0u8; up];
         s.read_exact(&mut got).expect("read");
@@ -138,45 +117,23 @@ fn flows_across_network_namespaces_over_veth() {
     });
     open_rx.recv_timeout(TIMEOUT).expect("exchange done");
     let snap = probe.open_flows.snapshot().expect("snapshot");
-    let open: Vec<_> = snap
-        .flows
-        .iter()
-        .filter(|e| e.local == server_addr || e.remote == server_addr)
-        .collect();
-    assert_eq!(
-        open.len(),
-        2,
-        "both namespaces' sockets are in the one open map: {open:#?}"
-    );
+    let open: Vec<_> = snap.flows.iter().filter(|e| e.local == server_addr || e.remote == server_addr).collect();
+    assert_eq!(open.len(), 2, "both namespaces' sockets are in the one open map: {open:#?}");
 
     let client_addr = client.join().expect("client thread");
     let peer = server.join().expect("server thread");
     assert_eq!(peer, client_addr);
 
-    let events = collect(
-        &mut probe,
-        TIMEOUT,
-        between(client_addr, server_addr),
-        |e| e.len() >= 2,
-    );
+    let events = collect(&mut probe, TIMEOUT, between(client_addr, server_addr), |e| e.len() >= 2);
     let (a_ino, b_ino) = (VethPair::ino(&pair.a), VethPair::ino(&pair.b));
     assert_ne!(a_ino, b_ino);
     let srv = one(&events, server_addr, client_addr);
     assert_eq!((srv.direction, srv.netns_ino), (Direction::Server, a_ino));
-    assert_eq!(
-        (srv.bytes_received, srv.bytes_sent),
-        (up as u64, down as u64)
-    );
-    assert_eq!(
-        (srv.workload_id, srv.workload_source),
-        (Some(4242), Some(WorkloadSource::Addr))
-    );
+    assert_eq!((srv.bytes_received, srv.bytes_sent), (up as u64, down as u64));
+    assert_eq!((srv.workload_id, srv.workload_source), (Some(4242), Some(WorkloadSource::Addr)));
     let cli = one(&events, client_addr, server_addr);
     assert_eq!((cli.direction, cli.netns_ino), (Direction::Client, b_ino));
-    assert_eq!(
-        (cli.bytes_sent, cli.bytes_received),
-        (up as u64, down as u64)
-    );
+    assert_eq!((cli.bytes_sent, cli.bytes_received), (up as u64, down as u64));
     assert_eq!(cli.workload_id, None);
     assert!(cli.srtt_us > 0);
     drop(pair);
@@ -211,23 +168,11 @@ fn cgroup_id_is_the_sockets_cgroup() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let server = listener.local_addr().expect("addr");
     // A child process that connects once it has been moved into the new cgroup.
-    let script = format!(
-        "read -r _ ; exec 3<>/dev/tcp/127.0.0.1/{}; printf hi >&3; exec 3>&-",
-        server.port()
-    );
-    let mut child = Command::new("bash")
-        .args(["-c", &script])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn bash");
-    std::fs::write(dir.join("cgroup.procs"), child.id().to_string())
-        .expect("move child into cgroup");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"go\n")
-        .expect("release child");
+    let script = format!("read -r _ ; exec 3<>/dev/tcp/127.0.0.1/{}; printf hi >&3; exec 3>&-", server.port());
+    let mut child =
+        Command::new("bash").args(["-c", &script]).stdin(std::process::Stdio::piped()).spawn().expect("spawn bash");
+    std::fs::write(dir.join("cgroup.procs"), child.id().to_string()).expect("move child into cgroup");
+    child.stdin.take().expect("stdin").write_all(b"go\n").expect("release child");
     let (mut accepted, client_addr) = listener.accept().expect("accept");
     let mut got = Vec::new();
     accepted.read_to_end(&mut got).expect("read");
@@ -235,14 +180,9 @@ fn cgroup_id_is_the_sockets_cgroup() {
     drop(accepted);
     assert!(child.wait().expect("wait").success());
 
-    let events = collect(&mut probe, TIMEOUT, between(client_addr, server), |e| {
-        e.len() >= 2
-    });
+    let events = collect(&mut probe, TIMEOUT, between(client_addr, server), |e| e.len() >= 2);
     let cli = one(&events, client_addr, server);
-    assert_eq!(
-        cli.cgroup_id, child_cgroup,
-        "the connecting process's cgroup"
-    );
+    assert_eq!(cli.cgroup_id, child_cgroup, "the connecting process's cgroup");
     // The accepted socket belongs to the listener's cgroup (this process),
     // although the kernel created it in softirq context.
     let srv = one(&events, server, client_addr);

@@ -53,8 +53,8 @@ pub fn ensure_topics(client: &ClientSettings, topics: &[(&str, i32)], timeout: D
     let new: Vec<NewTopic<'_>> =
         topics.iter().map(|(name, n)| NewTopic::new(name, *n, TopicReplication::Fixed(1))).collect();
     let options = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
-    let results = futures_executor::block_on(admin.create_topics(&new, &options))
-        .map_err(kafka("creating topics", client))?;
+    let results =
+        futures_executor::block_on(admin.create_topics(&new, &options)).map_err(kafka("creating topics", client))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -74,8 +74,9 @@ pub fn ensure_topics(client: &ClientSettings, topics: &[(&str, i32)], timeout: D
 pub fn partition_count(client: &ClientSettings, topic: &str, timeout: Duration) -> Result<i32, AdminError> {
     client.validate()?;
     let consumer: BaseConsumer = client.client_config().create().map_err(kafka("creating a client", client))?;
-    let metadata =
-        consumer.fetch_metadata(Some(topic), timeout).map_err(kafka(format!("reading metadata of '{topic}'"), client))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(kafka(format!("reading metadata of '{topic}'"), client))?;
     let no_topic = || AdminError::NoTopic { topic: topic.to_string(), brokers: client.brokers.clone() };
     let t = metadata.topics().iter().find(|t| t.name() == topic).ok_or_else(no_topic)?;
     if t.error().is_some() || t.partitions().is_empty() {

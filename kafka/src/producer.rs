@@ -195,7 +195,13 @@ impl Producer {
         let context = Context { counters: Arc::clone(&counters) };
         let inner = ThreadedProducer::from_config_and_context(&config, context)
             .map_err(|source| ProducerError::Create { brokers: client.brokers.clone(), source })?;
-        Ok(Producer { inner, counters, policy: settings.when_full, brokers: client.brokers.clone(), untracked: Ticket::new() })
+        Ok(Producer {
+            inner,
+            counters,
+            policy: settings.when_full,
+            brokers: client.brokers.clone(),
+            untracked: Ticket::new(),
+        })
     }
 
     /// Queues a record; its delivery is counted in [`Producer::stats`].
@@ -213,7 +219,8 @@ impl Producer {
             }
             headers = Some(h);
         }
-        let mut base = BaseRecord::with_opaque_to(record.topic, Arc::clone(ticket)).key(record.key).payload(record.payload);
+        let mut base =
+            BaseRecord::with_opaque_to(record.topic, Arc::clone(ticket)).key(record.key).payload(record.payload);
         base.timestamp = record.timestamp_ms;
         base.headers = headers;
         ticket.outstanding.fetch_add(1, Ordering::AcqRel);
@@ -356,7 +363,10 @@ mod tests {
 
     #[test]
     fn bad_settings_are_refused() {
-        assert!(matches!(Producer::new(&ClientSettings::new("nohost"), &ProducerSettings::default()), Err(ProducerError::Config(_))));
+        assert!(matches!(
+            Producer::new(&ClientSettings::new("nohost"), &ProducerSettings::default()),
+            Err(ProducerError::Config(_))
+        ));
         let zero = ProducerSettings { queue_max_kbytes: 0, ..Default::default() };
         assert!(Producer::new(&away(), &zero).is_err());
     }

@@ -59,7 +59,7 @@ use timely::dataflow::Stream;
 use timely::progress::Antichain;
 
 use crate::ranges::decide;
-use crate::types::{Attribution, AttributedFlow, Claim, Diff, EvidenceKind, FlowRecord, Ip, Reason, Time, Workload};
+use crate::types::{AttributedFlow, Attribution, Claim, Diff, EvidenceKind, FlowRecord, Ip, Reason, Time, Workload};
 
 /// The ownership arrangement: claims keyed by IP.
 pub type OwnershipTrace = TraceAgent<ValSpine<Ip, Claim, Time, Diff>>;
@@ -211,13 +211,23 @@ struct Query {
 /// and values forward, which the memory system rewards, and collects the claims each query
 /// can see (with their multiplicity at its time); then the claims of every query are summed
 /// over batches and decided.
-fn lookup_sorted<B>(batches: &[B], queries: &[Query], params: &AttributeParams, probe_workload: &Workload) -> Vec<Attribution>
+fn lookup_sorted<B>(
+    batches: &[B],
+    queries: &[Query],
+    params: &AttributeParams,
+    probe_workload: &Workload,
+) -> Vec<Attribution>
 where
     B: Navigable,
-    B::Cursor: for<'a> Cursor<Storage = B, Key<'a> = &'a Ip, Val<'a> = &'a Claim, TimeGat<'a> = &'a Time, DiffGat<'a> = &'a Diff>,
+    B::Cursor: for<'a> Cursor<
+        Storage = B,
+        Key<'a> = &'a Ip,
+        Val<'a> = &'a Claim,
+        TimeGat<'a> = &'a Time,
+        DiffGat<'a> = &'a Diff,
+    >,
 {
-    let expired =
-        |q: &Query| q.at >= q.start.saturating_sub(params.guard).saturating_add(params.retention);
+    let expired = |q: &Query| q.at >= q.start.saturating_sub(params.guard).saturating_add(params.retention);
     let mut hits: Vec<(u32, &Claim, Diff)> = Vec::new();
     for batch in batches {
         let mut cursor = batch.cursor();
@@ -242,7 +252,12 @@ where
                 if !sought && (!assignment || claim.from >= hi) {
                     sought = true;
                     if assignment || claim.from < seek_from {
-                        let probe = Claim { kind: EvidenceKind::Heartbeat, from: seek_from, to: 0, workload: probe_workload.clone() };
+                        let probe = Claim {
+                            kind: EvidenceKind::Heartbeat,
+                            from: seek_from,
+                            to: 0,
+                            workload: probe_workload.clone(),
+                        };
                         cursor.seek_val(batch, &probe);
                         continue;
                     }

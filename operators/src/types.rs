@@ -93,7 +93,6 @@ impl Workload {
         Workload { hash, name: Arc::from(name) }
     }
 
-
     /// The name.
     pub fn as_str(&self) -> &str {
         &self.name

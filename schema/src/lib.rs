@@ -260,7 +260,6 @@ pub fn ip_to_bytes(ip: IpAddr) -> Vec<u8> {
     }
 }
 
-
 /// The stable id of a flow. When the exporter states a `connection_id`, a 64-bit hash of the
 /// exporter id and that id (so one connection keeps its id in every slice and across exporter
 /// restarts); otherwise a 64-bit hash of the exporter id, the 5-tuple, the direction and the
@@ -281,14 +280,7 @@ pub fn flow_id(exporter_id: &str, flow: &Flow) -> u64 {
     if flow.connection_id != 0 {
         return ids.connection(flow.connection_id);
     }
-    ids.id(
-        &flow.local_ip,
-        flow.local_port,
-        &flow.remote_ip,
-        flow.remote_port,
-        flow.direction,
-        flow.start_ns,
-    )
+    ids.id(&flow.local_ip, flow.local_port, &flow.remote_ip, flow.remote_port, flow.direction, flow.start_ns)
 }
 
 /// [`flow_id`] with the exporter id's part hashed once, for the many flows of one batch.
@@ -325,7 +317,15 @@ impl FlowIdHasher {
     }
 
     /// The id of one flow of this exporter that states no connection id.
-    pub fn id(&self, local_ip: &[u8], local_port: u32, remote_ip: &[u8], remote_port: u32, direction: i32, start_ns: u64) -> u64 {
+    pub fn id(
+        &self,
+        local_ip: &[u8],
+        local_port: u32,
+        remote_ip: &[u8],
+        remote_port: u32,
+        direction: i32,
+        start_ns: u64,
+    ) -> u64 {
         let mut hash = self.prefix;
         let mut word = |w: u64| {
             hash ^= w;

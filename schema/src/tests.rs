@@ -88,7 +88,9 @@ fn tags_of(bytes: &[u8]) -> Vec<u32> {
         let (tag, wire) = ((key >> 3) as u32, (key & 7) as u8);
         tags.push(tag);
         match wire {
-            0 => { prost::encoding::decode_varint(&mut buf).unwrap(); }
+            0 => {
+                prost::encoding::decode_varint(&mut buf).unwrap();
+            }
             1 => buf = &buf[8..],
             2 => {
                 let len = prost::encoding::decode_varint(&mut buf).unwrap() as usize;
@@ -116,10 +118,25 @@ fn proto_file_matches_rust_mirror() {
     // Encode a message with every field set to a non-default value and read back the tags.
     let full = sample();
     let all_flow = Flow {
-        local_port: 1, remote_port: 1, direction: 1, start_ns: 1, end_ns: 1, bytes_sent: 1,
-        bytes_received: 1, segments_sent: 1, segments_received: 1, retransmits: 1, srtt_us: 1,
-        local_workload: "w".into(), open: true, local_scope: 1, local_source: 1, start_unobserved: true,
-        connection_id: 1, connect_error: 111, ..full.flows[0].clone()
+        local_port: 1,
+        remote_port: 1,
+        direction: 1,
+        start_ns: 1,
+        end_ns: 1,
+        bytes_sent: 1,
+        bytes_received: 1,
+        segments_sent: 1,
+        segments_received: 1,
+        retransmits: 1,
+        srtt_us: 1,
+        local_workload: "w".into(),
+        open: true,
+        local_scope: 1,
+        local_source: 1,
+        start_unobserved: true,
+        connection_id: 1,
+        connect_error: 111,
+        ..full.flows[0].clone()
     };
     assert_eq!(tags_of(&full.encode_to_vec()), expect(&declared, "ExporterBatch"));
     assert_eq!(tags_of(&all_flow.encode_to_vec()), expect(&declared, "Flow"));
@@ -131,11 +148,32 @@ fn proto_file_matches_rust_mirror() {
 
 fn full_attributed() -> AttributedFlow {
     AttributedFlow {
-        schema_version: SCHEMA_VERSION, flow_id: 7, exporter_id: "e".into(), local_ip: vec![10, 0, 0, 1],
-        local_port: 1, remote_ip: vec![10, 0, 0, 2], remote_port: 2, direction: 1, start_ns: 1, end_ns: 2,
-        bytes_sent: 1, bytes_received: 1, segments_sent: 1, segments_received: 1, retransmits: 1, srtt_us: 1,
-        local_workload: "a".into(), remote_workload: "b".into(), evidence: 1, reason: 1, open: true,
-        incarnation: 9, local_scope: 2, local_source: 3, start_unobserved: true, connect_error: 110,
+        schema_version: SCHEMA_VERSION,
+        flow_id: 7,
+        exporter_id: "e".into(),
+        local_ip: vec![10, 0, 0, 1],
+        local_port: 1,
+        remote_ip: vec![10, 0, 0, 2],
+        remote_port: 2,
+        direction: 1,
+        start_ns: 1,
+        end_ns: 2,
+        bytes_sent: 1,
+        bytes_received: 1,
+        segments_sent: 1,
+        segments_received: 1,
+        retransmits: 1,
+        srtt_us: 1,
+        local_workload: "a".into(),
+        remote_workload: "b".into(),
+        evidence: 1,
+        reason: 1,
+        open: true,
+        incarnation: 9,
+        local_scope: 2,
+        local_source: 3,
+        start_unobserved: true,
+        connect_error: 110,
     }
 }
 
@@ -145,10 +183,15 @@ fn attributed_proto_matches_rust_mirror() {
     let declared = declared_tags(ATTRIBUTED_PROTO);
     assert_eq!(tags_of(&full_attributed().encode_to_vec()), expect(&declared, "AttributedFlow"));
     // Enum values agree with the file.
-    for (name, value) in [("EVIDENCE_HEARTBEAT", Evidence::Heartbeat as i32), ("EVIDENCE_ASSIGNMENT", 3),
-        ("REASON_NO_OWNER", Reason::NoOwner as i32), ("REASON_EVIDENCE_EXPIRED", Reason::EvidenceExpired as i32),
-        ("EVIDENCE_PEER", Evidence::Peer as i32), ("REASON_SHARED_IP", Reason::SharedIp as i32),
-        ("REASON_SOURCE_GAP", Reason::SourceGap as i32)] {
+    for (name, value) in [
+        ("EVIDENCE_HEARTBEAT", Evidence::Heartbeat as i32),
+        ("EVIDENCE_ASSIGNMENT", 3),
+        ("REASON_NO_OWNER", Reason::NoOwner as i32),
+        ("REASON_EVIDENCE_EXPIRED", Reason::EvidenceExpired as i32),
+        ("EVIDENCE_PEER", Evidence::Peer as i32),
+        ("REASON_SHARED_IP", Reason::SharedIp as i32),
+        ("REASON_SOURCE_GAP", Reason::SourceGap as i32),
+    ] {
         assert!(ATTRIBUTED_PROTO.contains(&format!("{name} = {value};")), "{name}");
     }
 }

@@ -104,10 +104,8 @@ pub fn read_truth(path: &Path) -> Result<Vec<TruthFlow>, FileError> {
         if line.trim().is_empty() {
             continue;
         }
-        let t = serde_json::from_str(&line).map_err(|e| FileError::Format {
-            path: path.display().to_string(),
-            why: format!("line {}: {e}", n + 1),
-        })?;
+        let t = serde_json::from_str(&line)
+            .map_err(|e| FileError::Format { path: path.display().to_string(), why: format!("line {}: {e}", n + 1) })?;
         out.push(t);
     }
     Ok(out)

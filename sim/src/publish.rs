@@ -177,7 +177,13 @@ pub fn publish(s: &Scenario, world: &World) -> Simulation {
                 .map(|&p| &world.pods[p])
                 .filter_map(|p| {
                     let (lo, hi) = (skewed(p.start, host.skew).max(from), skewed(p.end, host.skew).min(to));
-                    (lo < hi).then(|| Ownership { ip: bytes(p.ip), workload: p.name.to_string(), from_ns: lo, to_ns: hi, port: 0 })
+                    (lo < hi).then(|| Ownership {
+                        ip: bytes(p.ip),
+                        workload: p.name.to_string(),
+                        from_ns: lo,
+                        to_ns: hi,
+                        port: 0,
+                    })
                 })
                 .collect();
             let lost = rng.chance(s.loss);
@@ -221,7 +227,15 @@ pub fn publish(s: &Scenario, world: &World) -> Simulation {
 }
 
 /// Adds one batch's deliveries: none if lost, plus a duplicate or a truncated copy by chance.
-fn deliver(s: &Scenario, rng: &mut Rng, out: &mut Vec<Delivery>, key: &str, arrival: u64, payload: Vec<u8>, lost: bool) {
+fn deliver(
+    s: &Scenario,
+    rng: &mut Rng,
+    out: &mut Vec<Delivery>,
+    key: &str,
+    arrival: u64,
+    payload: Vec<u8>,
+    lost: bool,
+) {
     if lost {
         return;
     }
@@ -234,7 +248,11 @@ fn deliver(s: &Scenario, rng: &mut Rng, out: &mut Vec<Delivery>, key: &str, arri
             cut -= 1;
         }
         if cut > 0 {
-            out.push(Delivery { key: key.to_string(), arrival: arrival.saturating_sub(1), payload: payload[..cut].to_vec() });
+            out.push(Delivery {
+                key: key.to_string(),
+                arrival: arrival.saturating_sub(1),
+                payload: payload[..cut].to_vec(),
+            });
         }
     }
     if rng.chance(s.duplicate) {

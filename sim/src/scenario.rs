@@ -195,7 +195,11 @@ impl Scenario {
         if self.services * self.replicas_max + self.ip_pool_slack > 60_000 {
             return bad("services", "more pod slots than the 10.2.0.0/16 pool holds");
         }
-        if self.pod_lifetime_mean_s.is_nan() || self.lb_move_mean_s.is_nan() || self.pod_lifetime_mean_s < 1.0 || self.lb_move_mean_s < 1.0 {
+        if self.pod_lifetime_mean_s.is_nan()
+            || self.lb_move_mean_s.is_nan()
+            || self.pod_lifetime_mean_s < 1.0
+            || self.lb_move_mean_s < 1.0
+        {
             return bad("pod_lifetime_mean_s", "lifetimes must be at least 1 s");
         }
         if !(self.flows_per_pod_per_s > 0.0 && self.flows_per_pod_per_s <= 10_000.0) {

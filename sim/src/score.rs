@@ -215,7 +215,11 @@ mod tests {
             verdict(99, None, Some("no_owner")),
         ];
         let s = score(&t, &v, &[]);
-        assert_eq!((s.flows, s.attributed, s.correct, s.misattributed, s.unattributed), (5, 2, 1, 1, 2), "the unknown flow is counted apart");
+        assert_eq!(
+            (s.flows, s.attributed, s.correct, s.misattributed, s.unattributed),
+            (5, 2, 1, 1, 2),
+            "the unknown flow is counted apart"
+        );
         assert_eq!((s.missing, s.lost_in_transit, s.corrupted), (1, 1, 1));
         assert_eq!((s.duplicates_in_output, s.unknown_in_output), (1, 1));
         assert_eq!(s.in_fleet, 3);

@@ -130,7 +130,8 @@ pub fn generate(s: &Scenario) -> World {
     let mut services: Vec<Service> =
         (0..s.services).map(|_| Service { ipv6: rng.chance(s.ipv6_fraction), deps: Vec::new() }).collect();
     for i in 0..services.len() {
-        let same: Vec<usize> = (0..services.len()).filter(|&j| j != i && services[j].ipv6 == services[i].ipv6).collect();
+        let same: Vec<usize> =
+            (0..services.len()).filter(|&j| j != i && services[j].ipv6 == services[i].ipv6).collect();
         if !same.is_empty() {
             for _ in 0..rng.range(1, 4) {
                 let dep = same[rng.index(same.len())];
@@ -246,7 +247,14 @@ impl OwnerIndex {
     }
 }
 
-fn traffic(s: &Scenario, rng: &mut Rng, services: &[Service], pods: &[Pod], lbs: &[LbTenure], horizon: u64) -> Vec<Connection> {
+fn traffic(
+    s: &Scenario,
+    rng: &mut Rng,
+    services: &[Service],
+    pods: &[Pod],
+    lbs: &[LbTenure],
+    horizon: u64,
+) -> Vec<Connection> {
     let owners = OwnerIndex::new(pods, lbs);
     let mut by_service: Vec<Vec<usize>> = vec![Vec::new(); services.len()];
     for (i, p) in pods.iter().enumerate() {
@@ -274,14 +282,18 @@ fn traffic(s: &Scenario, rng: &mut Rng, services: &[Service], pods: &[Pod], lbs:
             } else if r < s.external_fraction + s.lb_fraction && !svc.ipv6 && !lbs.is_empty() {
                 let ip = v4([10, 200], rng.index(s.load_balancers) + 1);
                 match owners.owner_at(ip, start) {
-                    Some(Server::Lb(l)) if lbs[l].start + ready <= start && start + drain < lbs[l].end => (Server::Lb(l), ip, 443),
+                    Some(Server::Lb(l)) if lbs[l].start + ready <= start && start + drain < lbs[l].end => {
+                        (Server::Lb(l), ip, 443)
+                    }
                     _ => continue,
                 }
             } else if r < s.external_fraction + s.lb_fraction + s.stale_dns_fraction {
                 // A stale DNS answer: the address of a pod of a dependency that has ended.
                 let dep = svc.deps[rng.index(svc.deps.len())];
                 candidates.clear();
-                candidates.extend(by_service[dep].iter().copied().filter(|&p| pods[p].end <= start && pods[p].end + 30 * SEC > start));
+                candidates.extend(
+                    by_service[dep].iter().copied().filter(|&p| pods[p].end <= start && pods[p].end + 30 * SEC > start),
+                );
                 if candidates.is_empty() {
                     continue;
                 }

@@ -53,7 +53,10 @@ pub struct BenchArgs {
 
 /// Runs the benchmark.
 pub fn run(args: BenchArgs) -> Result<()> {
-    ensure!(args.ips > 0 && args.ranges_per_ip > 0 && args.flows > 0, "--ips, --ranges-per-ip and --flows must be positive");
+    ensure!(
+        args.ips > 0 && args.ranges_per_ip > 0 && args.flows > 0,
+        "--ips, --ranges-per-ip and --flows must be positive"
+    );
     ensure!(args.ips <= 1 << 22, "--ips at most {} (the data set lives in 10.64.0.0/10)", 1 << 22);
     let spec = LookupSpec {
         ips: args.ips,

@@ -84,7 +84,8 @@ fn parse_time_ms(s: &str) -> Result<i64, String> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
     }
-    let t = humantime::parse_rfc3339_weak(s).map_err(|e| format!("{s:?}: not ms since the epoch nor RFC 3339 ({e})"))?;
+    let t =
+        humantime::parse_rfc3339_weak(s).map_err(|e| format!("{s:?}: not ms since the epoch nor RFC 3339 ({e})"))?;
     let d = t.duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?;
     Ok(d.as_millis() as i64)
 }
@@ -171,7 +172,12 @@ pub fn capture(args: CaptureArgs) -> Result<()> {
                         }
                     }
                 };
-                let c = crate::capture::Captured { offset: m.offset, timestamp_ms: m.timestamp_ms, key: m.key, payload: m.payload };
+                let c = crate::capture::Captured {
+                    offset: m.offset,
+                    timestamp_ms: m.timestamp_ms,
+                    key: m.key,
+                    payload: m.payload,
+                };
                 match writer.write(&c) {
                     Ok(()) => captured += 1,
                     Err(err) => failure = Some(err.into()),
@@ -221,7 +227,8 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
             let producer = flowmap_kafka::Producer::new(&client, &flowmap_kafka::ProducerSettings::default())?;
             let topic = topic.clone();
             OutputMode::Sink(Arc::new(move |_, _| {
-                Ok(Box::new(crate::kafka::KafkaSink::from_producer(producer.clone(), &topic)) as Box<dyn crate::sink::FlowSink>)
+                Ok(Box::new(crate::kafka::KafkaSink::from_producer(producer.clone(), &topic))
+                    as Box<dyn crate::sink::FlowSink>)
             }))
         }
         _ => bail!("give --out FILE, or --brokers with --output-topic"),
@@ -236,7 +243,10 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
                 timely,
                 job,
                 move |index, peers| {
-                    Startup::from(ReplayFeed::open(&dir, &manifest, index, peers, Arc::clone(&counter)).map_err(|e| e.to_string()))
+                    Startup::from(
+                        ReplayFeed::open(&dir, &manifest, index, peers, Arc::clone(&counter))
+                            .map_err(|e| e.to_string()),
+                    )
                 },
                 mode,
                 Duration::from_secs(1),
@@ -271,7 +281,9 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
             let report = run(
                 timely,
                 job,
-                move |index, peers| Startup::from(crate::kafka::KafkaFeed::new(feed.clone(), index, peers, Arc::clone(&c))),
+                move |index, peers| {
+                    Startup::from(crate::kafka::KafkaFeed::new(feed.clone(), index, peers, Arc::clone(&c)))
+                },
                 mode,
                 Duration::from_secs(1),
                 false,

@@ -65,8 +65,14 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let flows_per_sec = report.output as f64 / secs.max(1e-9);
 
     println!("flowmap demo — scenario {}", scenario.name);
-    println!("  flows output        {:>10}   ({:.0} flows/s, {} workers, {:.2}s)", score.flows, flows_per_sec, report.workers, secs);
-    println!("  attributed          {:>10}   correct {}, MISATTRIBUTED {}", score.attributed, score.correct, score.misattributed);
+    println!(
+        "  flows output        {:>10}   ({:.0} flows/s, {} workers, {:.2}s)",
+        score.flows, flows_per_sec, report.workers, secs
+    );
+    println!(
+        "  attributed          {:>10}   correct {}, MISATTRIBUTED {}",
+        score.attributed, score.correct, score.misattributed
+    );
     println!("  unattributed        {:>10}   {:?}", score.unattributed, score.unattributed_by_reason);
     println!("  in-fleet attributed {:>9.2}%", score.attributed_in_fleet_pct);
     println!(

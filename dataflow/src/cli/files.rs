@@ -120,7 +120,8 @@ pub fn simulate(args: SimulateArgs) -> Result<()> {
         let from = args.skip.min(sim.deliveries.len());
         let to = args.limit.map_or(sim.deliveries.len(), |n| from.saturating_add(n).min(sim.deliveries.len()));
         let part = &sim.deliveries[from..to];
-        let stats = super::kafka::publish(&client, part, topic, args.events_topic.as_deref(), args.partitions, args.rate)?;
+        let stats =
+            super::kafka::publish(&client, part, topic, args.events_topic.as_deref(), args.partitions, args.rate)?;
         eprintln!(
             "published {} batches (deliveries {from}..{to} of {}; {} flow records in the scenario) to '{}' at {brokers} in {:.1}s; truth in {}",
             stats.delivered,
@@ -148,7 +149,8 @@ pub fn attribute(args: AttributeArgs) -> Result<()> {
             .map(str::to_string)
             .collect(),
     );
-    let report = run_deliveries(timely, job, deliveries, roster, OutputMode::Collect, Duration::from_millis(200), false)?;
+    let report =
+        run_deliveries(timely, job, deliveries, roster, OutputMode::Collect, Duration::from_millis(200), false)?;
     let mut records: Vec<OutputRecord> = report.flows.iter().map(OutputRecord::from).collect();
     records.sort_by_key(|r| r.flow_id);
     let sink: Box<dyn Write> = match &args.out {
@@ -161,12 +163,7 @@ pub fn attribute(args: AttributeArgs) -> Result<()> {
         out.write_all(b"\n")?;
     }
     out.flush()?;
-    eprintln!(
-        "attributed {} flows in {:.2}s; ingest {:?}",
-        report.output,
-        report.elapsed.as_secs_f64(),
-        report.ingest
-    );
+    eprintln!("attributed {} flows in {:.2}s; ingest {:?}", report.output, report.elapsed.as_secs_f64(), report.ingest);
     Ok(())
 }
 
@@ -204,7 +201,13 @@ pub fn score(args: ScoreArgs) -> Result<()> {
             verdicts.extend(records.iter().map(OutputRecord::verdict));
             let dlq = args.dead_letter_topic.clone().unwrap_or_else(|| format!("{topic}.dlq"));
             let mut payloads = Vec::new();
-            match crate::kafka::reader::read_topic(&client, &dlq, super::kafka::BROKER_TIMEOUT, &mut |m| payloads.push(m.payload), &mut |_, _| {}) {
+            match crate::kafka::reader::read_topic(
+                &client,
+                &dlq,
+                super::kafka::BROKER_TIMEOUT,
+                &mut |m| payloads.push(m.payload),
+                &mut |_, _| {},
+            ) {
                 Ok(_) => dead_letters = Some(payloads),
                 Err(e) => eprintln!("score: dead-letter topic '{dlq}' not read ({e}): dead letters not accounted"),
             }

@@ -100,13 +100,16 @@ pub fn collect(args: CollectArgs) -> Result<()> {
     inputs.extend(args.events_topic.clone());
     let mut topics = Vec::new();
     for t in &inputs {
-        let n = admin::partition_count(&client, t, BROKER_TIMEOUT)
-            .with_context(|| format!("input topic '{t}' (the producers create it; see `flowmap simulate --brokers`)"))?;
+        let n = admin::partition_count(&client, t, BROKER_TIMEOUT).with_context(|| {
+            format!("input topic '{t}' (the producers create it; see `flowmap simulate --brokers`)")
+        })?;
         topics.push((t.clone(), n));
     }
     admin::ensure_topics(&client, &[(&args.output_topic, args.partitions), (&dlq, args.partitions)], BROKER_TIMEOUT)?;
     if job.rebuild_window < job.retention {
-        tracing::warn!("rebuild_window is shorter than retention: flows right after a restart may be left unattributed");
+        tracing::warn!(
+            "rebuild_window is shorter than retention: flows right after a restart may be left unattributed"
+        );
     }
     let feed = KafkaFeedConfig {
         client: client.clone(),
@@ -161,7 +164,8 @@ pub fn run_on_kafka(
 ) -> Result<(RunReport, Arc<FeedCounters>, Producer)> {
     let counters = Arc::new(FeedCounters::default());
     // One output producer per process, shared by its workers (librdkafka is thread-safe).
-    let settings = ProducerSettings { when_full: FullPolicy::Block { max_wait: Duration::from_secs(300) }, ..Default::default() };
+    let settings =
+        ProducerSettings { when_full: FullPolicy::Block { max_wait: Duration::from_secs(300) }, ..Default::default() };
     let producer = Producer::new(client, &settings)?;
     let sink_producer = producer.clone();
     let topic = output_topic.to_string();

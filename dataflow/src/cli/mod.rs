@@ -153,8 +153,9 @@ pub fn scenario(name: &str, seed: Option<u64>) -> Result<Scenario> {
     let mut scenario = match Scenario::builtin(name) {
         Some(s) => s,
         None => {
-            let text = std::fs::read_to_string(name)
-                .with_context(|| format!("{name:?} is neither a built-in scenario (steady, adversarial) nor a readable file"))?;
+            let text = std::fs::read_to_string(name).with_context(|| {
+                format!("{name:?} is neither a built-in scenario (steady, adversarial) nor a readable file")
+            })?;
             toml::from_str(&text).with_context(|| format!("invalid scenario file {name}"))?
         }
     };

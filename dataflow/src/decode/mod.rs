@@ -14,9 +14,7 @@
 
 use std::collections::HashMap;
 
-use flowmap_operators::{
-    AssignmentEvent, Claim, Counters, Direction, EvidenceKind, FlowRecord, Ip, Time, Workload,
-};
+use flowmap_operators::{AssignmentEvent, Claim, Counters, Direction, EvidenceKind, FlowRecord, Ip, Time, Workload};
 use flowmap_schema as wire;
 
 use serde::Serialize;
@@ -357,9 +355,8 @@ fn merge_flow_claims(mut flow_claims: Vec<(Ip, Workload, Time, Time)>, claims: &
         heartbeats.entry(*ip).or_default().push((c.workload.clone(), c.from, c.to));
     }
     let mut emit = |(ip, owner, lo, hi): (Ip, Workload, Time, Time)| {
-        let covered = heartbeats
-            .get(&ip)
-            .is_some_and(|hbs| hbs.iter().any(|(w, f, t)| *w == owner && *f <= lo && hi <= *t));
+        let covered =
+            heartbeats.get(&ip).is_some_and(|hbs| hbs.iter().any(|(w, f, t)| *w == owner && *f <= lo && hi <= *t));
         if !covered {
             claims.push((ip, Claim { kind: EvidenceKind::Flow, from: lo, to: hi, workload: owner }));
         }

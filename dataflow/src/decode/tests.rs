@@ -30,14 +30,22 @@ fn flow(local: &str, start: u64, end: u64) -> Flow {
 
 fn decode(b: &ExporterBatch) -> (Option<DecodedBatch>, IngestStats) {
     let mut stats = IngestStats::default();
-    let out = decode_batch("host", &encode_batch(b), 100 * S, &JobConfig::default(), &mut Interner::default(), &mut stats).ok();
+    let out =
+        decode_batch("host", &encode_batch(b), 100 * S, &JobConfig::default(), &mut Interner::default(), &mut stats)
+            .ok();
     (out, stats)
 }
 
 #[test]
 fn heartbeats_are_clipped_to_the_window() {
     let mut b = batch();
-    b.heartbeats.push(Ownership { ip: vec![10, 0, 0, 1], workload: "w".into(), from_ns: 50 * S, to_ns: 200 * S, port: 0 });
+    b.heartbeats.push(Ownership {
+        ip: vec![10, 0, 0, 1],
+        workload: "w".into(),
+        from_ns: 50 * S,
+        to_ns: 200 * S,
+        port: 0,
+    });
     let (out, _) = decode(&b);
     let claims = out.unwrap().evidence.claims;
     assert_eq!(claims.len(), 1);
@@ -54,7 +62,13 @@ fn flow_claims_merge_and_yield_to_heartbeats() {
     ranges.sort();
     assert_eq!(ranges, vec![(EvidenceKind::Flow, 101, 104), (EvidenceKind::Flow, 106, 107)]);
     // A heartbeat of the same workload covering them makes them redundant.
-    b.heartbeats.push(Ownership { ip: vec![10, 0, 0, 1], workload: "a".into(), from_ns: 100 * S, to_ns: 110 * S, port: 0 });
+    b.heartbeats.push(Ownership {
+        ip: vec![10, 0, 0, 1],
+        workload: "a".into(),
+        from_ns: 100 * S,
+        to_ns: 110 * S,
+        port: 0,
+    });
     let (out, _) = decode(&b);
     let claims = out.unwrap().evidence.claims;
     assert_eq!(claims.len(), 1);
@@ -78,7 +92,13 @@ fn bad_records_are_counted_not_fatal() {
     bad_port.local_port = 70_000;
     let late_end = flow("a", 101 * S, 111 * S); // ends after the window: breaks the promise
     b.flows = vec![bad_ip, bad_port, late_end, flow("a", 101 * S, 102 * S)];
-    b.heartbeats.push(Ownership { ip: vec![10, 0, 0, 1], workload: "w".into(), from_ns: 105 * S, to_ns: 104 * S, port: 0 });
+    b.heartbeats.push(Ownership {
+        ip: vec![10, 0, 0, 1],
+        workload: "w".into(),
+        from_ns: 105 * S,
+        to_ns: 104 * S,
+        port: 0,
+    });
     b.assignments.push(Assignment { ip: vec![10, 0, 0, 9], workload: "lb".into(), at_ns: 120 * S });
     b.assignments.push(Assignment { ip: vec![], workload: "lb".into(), at_ns: 101 * S });
     let (out, stats) = decode(&b);

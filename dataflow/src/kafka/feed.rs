@@ -129,7 +129,12 @@ fn kafka_error(what: &str, brokers: &str) -> impl FnOnce(KafkaError) -> String {
 
 impl KafkaFeed {
     /// Connects worker `index` of `peers` to its lanes.
-    pub fn new(config: KafkaFeedConfig, index: usize, peers: usize, counters: Arc<FeedCounters>) -> Result<Self, String> {
+    pub fn new(
+        config: KafkaFeedConfig,
+        index: usize,
+        peers: usize,
+        counters: Arc<FeedCounters>,
+    ) -> Result<Self, String> {
         config.client.validate().map_err(|e| e.to_string())?;
         let brokers = config.client.brokers.clone();
         let mine = lanes_of(&config.lanes, index, peers);
@@ -217,7 +222,13 @@ impl KafkaFeed {
                 by_partition.resize(slot + 1, None);
             }
             by_partition[slot] = Some(lanes.len());
-            lanes.push(LaneState { id: l, rebuild_until, settled: false, at_end: false, offsets: OffsetTracker::new(config.rebuild_window) });
+            lanes.push(LaneState {
+                id: l,
+                rebuild_until,
+                settled: false,
+                at_end: false,
+                offsets: OffsetTracker::new(config.rebuild_window),
+            });
         }
         for (c, a) in consumers.iter().zip(&assignments) {
             c.consumer.assign(a).map_err(kafka_error("cannot assign partitions", &brokers))?;
@@ -225,7 +236,10 @@ impl KafkaFeed {
 
         let dead_letters = match &config.dead_letter_topic {
             Some(topic) => {
-                let settings = ProducerSettings { when_full: FullPolicy::Block { max_wait: Duration::from_secs(60) }, ..Default::default() };
+                let settings = ProducerSettings {
+                    when_full: FullPolicy::Block { max_wait: Duration::from_secs(60) },
+                    ..Default::default()
+                };
                 let producer = Producer::new(&config.client, &settings).map_err(|e| e.to_string())?;
                 Some((producer, topic.clone(), Ticket::new()))
             }
@@ -248,7 +262,10 @@ impl KafkaFeed {
         let Some(group) = self.rebuild_group.as_ref() else { return Ok(()) };
         if let Some((_, topic, ticket)) = &self.dead_letters {
             if ticket.failed() > 0 {
-                return Err(format!("{} dead letters to '{topic}' could not be delivered; not committing past them", ticket.failed()));
+                return Err(format!(
+                    "{} dead letters to '{topic}' could not be delivered; not committing past them",
+                    ticket.failed()
+                ));
             }
             if ticket.outstanding() > 0 {
                 return Ok(()); // Next time: dead letters first.

@@ -54,7 +54,11 @@ impl FlowSink for KafkaSink {
         while let Some((_, ticket)) = self.pending.first_key_value() {
             if ticket.failed() > 0 {
                 let why = self.producer.last_error().unwrap_or_default();
-                return Err(format!("{} output records to '{}' could not be delivered: {why}", ticket.failed(), self.topic));
+                return Err(format!(
+                    "{} output records to '{}' could not be delivered: {why}",
+                    ticket.failed(),
+                    self.topic
+                ));
             }
             if ticket.outstanding() > 0 {
                 break;

@@ -82,7 +82,11 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     let socket = |raw: &RawExporterConfig| {
-        cli.run.control_socket.clone().or(raw.control_socket.clone()).unwrap_or_else(|| "/run/flowmap/exporter.sock".into())
+        cli.run
+            .control_socket
+            .clone()
+            .or(raw.control_socket.clone())
+            .unwrap_or_else(|| "/run/flowmap/exporter.sock".into())
     };
     let config_path = cli.run.config.clone().or_else(|| {
         let default = PathBuf::from(DEFAULT_CONFIG);
@@ -95,12 +99,14 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Assign(a)) => {
             let workload = a.workload.context("assign needs --workload")?;
-            let answer = request(&socket(&file), &Request::Assign { ip: a.ip, port: a.port, workload }).map_err(anyhow::Error::msg)?;
+            let answer = request(&socket(&file), &Request::Assign { ip: a.ip, port: a.port, workload })
+                .map_err(anyhow::Error::msg)?;
             println!("{answer}");
             Ok(())
         }
         Some(Command::Unassign(a)) => {
-            let answer = request(&socket(&file), &Request::Unassign { ip: a.ip, port: a.port }).map_err(anyhow::Error::msg)?;
+            let answer =
+                request(&socket(&file), &Request::Unassign { ip: a.ip, port: a.port }).map_err(anyhow::Error::msg)?;
             println!("{answer}");
             Ok(())
         }
@@ -133,7 +139,8 @@ fn run(cli: Cli) -> Result<()> {
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 signal_hook::flag::register(sig, Arc::clone(&signals.stop)).context("installing signal handlers")?;
             }
-            signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&signals.reload)).context("installing signal handlers")?;
+            signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&signals.reload))
+                .context("installing signal handlers")?;
             daemon::run(config, config_path, overrides, signals, Arc::new(Metrics::default()))?;
             Ok(())
         }

@@ -120,7 +120,13 @@ impl Batcher {
         let heartbeats = attributor
             .heartbeats(host_addresses)
             .into_iter()
-            .map(|(ip, workload)| Ownership { ip: wire::ip_to_bytes(ip), workload, from_ns: self.from, to_ns: to, port: 0 })
+            .map(|(ip, workload)| Ownership {
+                ip: wire::ip_to_bytes(ip),
+                workload,
+                from_ns: self.from,
+                to_ns: to,
+                port: 0,
+            })
             .collect();
         let batch = ExporterBatch {
             schema_version: SCHEMA_VERSION,
@@ -138,7 +144,15 @@ impl Batcher {
         Built { batch, lines }
     }
 
-    fn push(&self, ev: &FlowEvent, end: u64, open: bool, attributor: &mut Attributor, flows: &mut Vec<Flow>, lines: &mut Vec<FlowLine>) {
+    fn push(
+        &self,
+        ev: &FlowEvent,
+        end: u64,
+        open: bool,
+        attributor: &mut Attributor,
+        flows: &mut Vec<Flow>,
+        lines: &mut Vec<FlowLine>,
+    ) {
         // A connection older than the probe has no start: its close (or now) stands in, which
         // is safe for attribution (the remote end cannot change owner under a live connection).
         let start = ev.start().map_or(end, |t| t.0).min(end);

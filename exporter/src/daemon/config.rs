@@ -180,7 +180,10 @@ impl RawExporterConfig {
         }
         for rule in &self.cgroup_rules {
             if !rule.pattern.starts_with('/') || rule.workload.trim().is_empty() {
-                return Err(invalid("cgroup_rules", format!("{rule:?}: the pattern starts with / and the workload is named")));
+                return Err(invalid(
+                    "cgroup_rules",
+                    format!("{rule:?}: the pattern starts with / and the workload is named"),
+                ));
             }
         }
         let metrics = match self.metrics.as_deref() {
@@ -263,7 +266,10 @@ mod tests {
             let err = raw.validate().unwrap_err().to_string();
             assert!(err.contains(field), "{err}");
         };
-        bad(RawExporterConfig { batch_interval: Some(Duration::from_millis(5)), ..Default::default() }, "batch_interval");
+        bad(
+            RawExporterConfig { batch_interval: Some(Duration::from_millis(5)), ..Default::default() },
+            "batch_interval",
+        );
         bad(RawExporterConfig { metrics: Some("0.0.0.0:9464".into()), ..Default::default() }, "loopback");
         bad(RawExporterConfig { sink: Some("kafka://x".into()), ..Default::default() }, "sink");
         let rule = CgroupRule { pattern: "nope".into(), workload: "w".into() };

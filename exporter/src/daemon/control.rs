@@ -45,10 +45,13 @@ impl Request {
         let words: Vec<&str> = line.split_whitespace().collect();
         let ip = |s: &str| s.parse::<IpAddr>().map_err(|e| format!("bad address '{s}': {e}"));
         let port = |s: &str| s.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("bad port '{s}'"));
-        let v4 = |a: IpAddr| if a.is_ipv4() { Ok(a) } else { Err("port assignments are for IPv4 addresses".to_string()) };
+        let v4 =
+            |a: IpAddr| if a.is_ipv4() { Ok(a) } else { Err("port assignments are for IPv4 addresses".to_string()) };
         match words.as_slice() {
             ["assign", a, w] => Ok(Request::Assign { ip: ip(a)?, port: None, workload: w.to_string() }),
-            ["assign", a, p, w] => Ok(Request::Assign { ip: v4(ip(a)?)?, port: Some(port(p)?), workload: w.to_string() }),
+            ["assign", a, p, w] => {
+                Ok(Request::Assign { ip: v4(ip(a)?)?, port: Some(port(p)?), workload: w.to_string() })
+            }
             ["unassign", a] => Ok(Request::Unassign { ip: ip(a)?, port: None }),
             ["unassign", a, p] => Ok(Request::Unassign { ip: v4(ip(a)?)?, port: Some(port(p)?) }),
             _ => Err("expected: assign IP [PORT] WORKLOAD | unassign IP [PORT]".into()),
@@ -74,7 +77,10 @@ pub fn serve(path: &Path) -> std::io::Result<Receiver<Pending>> {
     if path.exists() {
         // A live daemon answers; a stale socket file from a crash is replaced.
         if UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("{} is in use by another exporter", path.display())));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{} is in use by another exporter", path.display()),
+            ));
         }
         std::fs::remove_file(path)?;
     }
@@ -97,7 +103,8 @@ pub fn serve(path: &Path) -> std::io::Result<Receiver<Pending>> {
                     if tx.send((request, reply)).is_err() {
                         return; // The daemon is gone.
                     }
-                    wait.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| Err("the daemon did not answer".into()))
+                    wait.recv_timeout(Duration::from_secs(5))
+                        .unwrap_or_else(|_| Err("the daemon did not answer".into()))
                 }
                 Err(e) => Err(e),
             };

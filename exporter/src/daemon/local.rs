@@ -125,8 +125,21 @@ pub struct Attributor {
 impl Attributor {
     /// An attributor with these rules and identity; `host_netns` is the inode of the host's
     /// network namespace (sockets elsewhere are not the host's).
-    pub fn new(rules: Vec<CgroupRule>, host_workload: Option<String>, host_netns: Option<u32>, cgroups: CgroupIndex) -> Self {
-        Attributor { names: Names::default(), rules, host_workload, host_netns, cgroups, by_ip: BTreeMap::new(), by_port: BTreeMap::new() }
+    pub fn new(
+        rules: Vec<CgroupRule>,
+        host_workload: Option<String>,
+        host_netns: Option<u32>,
+        cgroups: CgroupIndex,
+    ) -> Self {
+        Attributor {
+            names: Names::default(),
+            rules,
+            host_workload,
+            host_netns,
+            cgroups,
+            by_ip: BTreeMap::new(),
+            by_port: BTreeMap::new(),
+        }
     }
 
     /// Replaces the rules and the identity (SIGHUP).
@@ -193,7 +206,8 @@ mod tests {
     #[test]
     fn heartbeats_skip_shared_ips() {
         let mut a = Attributor::new(Vec::new(), Some("host".into()), Some(1), CgroupIndex::default());
-        let (x, y, z): (IpAddr, IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap());
+        let (x, y, z): (IpAddr, IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap());
         a.by_ip.insert(x, "pod".into());
         a.by_port.insert((y, 80), "svc".into());
         let hb = a.heartbeats(&[x, y, z]);

@@ -68,7 +68,11 @@ impl Metrics {
         counter("open_slices", "Slices of open connections reported.", &self.open_slices);
         counter("batches", "Batches built.", &self.batches);
         counter("heartbeats", "Ownership heartbeats sent.", &self.heartbeats);
-        counter("ringbuf_drops", "Flow events lost in the kernel because the ring buffer was full.", &self.ringbuf_drops);
+        counter(
+            "ringbuf_drops",
+            "Flow events lost in the kernel because the ring buffer was full.",
+            &self.ringbuf_drops,
+        );
         counter("open_map_full", "Connections the kernel could not track (open map full).", &self.open_map_full);
         counter("sink_errors", "Batches the sink refused or failed to write.", &self.sink_errors);
         counter("queue_sent", "Records queued for Kafka.", &self.queue_sent);

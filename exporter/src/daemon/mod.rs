@@ -94,15 +94,21 @@ pub fn run(
 ) -> Result<(), DaemonError> {
     let mut probe = load(&LoaderConfig { ringbuf_bytes: config.ringbuf_bytes, ..LoaderConfig::default() })?;
     let mut sink = Sink::open(&config.sink, &config.producer)?;
-    let requests = control::serve(&config.control_socket)
-        .map_err(|source| DaemonError::Bind { what: format!("control socket {}", config.control_socket.display()), source })?;
+    let requests = control::serve(&config.control_socket).map_err(|source| DaemonError::Bind {
+        what: format!("control socket {}", config.control_socket.display()),
+        source,
+    })?;
     if let Some(addr) = config.metrics {
         let bound = metrics::serve(addr, Arc::clone(&metrics))
             .map_err(|source| DaemonError::Bind { what: format!("metrics on {addr}"), source })?;
         tracing::info!(%bound, "metrics");
     }
-    let mut attributor =
-        Attributor::new(config.cgroup_rules.clone(), config.host_workload.clone(), host_netns(), CgroupIndex::new(local::cgroup2_mount().unwrap_or_else(|| "/sys/fs/cgroup".into())));
+    let mut attributor = Attributor::new(
+        config.cgroup_rules.clone(),
+        config.host_workload.clone(),
+        host_netns(),
+        CgroupIndex::new(local::cgroup2_mount().unwrap_or_else(|| "/sys/fs/cgroup".into())),
+    );
     let json_lines = !matches!(config.sink, config::SinkSpec::Kafka { .. });
     let mut batcher = Batcher::new(config.exporter_id.clone(), now_ns(), json_lines);
     let mut closed = Vec::new();
@@ -175,7 +181,11 @@ pub fn run(
 }
 
 /// Applies one control request to the kernel maps and the heartbeat tables.
-fn apply(probe: &mut crate::loader::FlowProbe, attributor: &mut Attributor, request: &Request) -> Result<String, String> {
+fn apply(
+    probe: &mut crate::loader::FlowProbe,
+    attributor: &mut Attributor,
+    request: &Request,
+) -> Result<String, String> {
     match request {
         Request::Assign { ip, port, workload } => {
             let id = attributor.names.id(workload);
@@ -224,7 +234,10 @@ fn reload(
     });
     match validated {
         Ok(new) => {
-            if new.sink != running.sink || new.batch_interval != running.batch_interval || new.exporter_id != running.exporter_id {
+            if new.sink != running.sink
+                || new.batch_interval != running.batch_interval
+                || new.exporter_id != running.exporter_id
+            {
                 tracing::warn!("sink, batch interval and exporter id change only on restart");
             }
             attributor.reconfigure(new.cgroup_rules, new.host_workload);

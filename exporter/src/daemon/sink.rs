@@ -79,7 +79,8 @@ impl Sink {
                 Ok(Sink::Lines(Box::new(BufWriter::new(file))))
             }
             SinkSpec::Kafka { brokers, topic } => {
-                let producer = Producer::new(&ClientSettings::new(brokers), producer).map_err(|e| SinkError::Open(e.to_string()))?;
+                let producer = Producer::new(&ClientSettings::new(brokers), producer)
+                    .map_err(|e| SinkError::Open(e.to_string()))?;
                 Ok(Sink::Kafka { producer, topic: topic.clone() })
             }
         }
@@ -143,7 +144,9 @@ impl Sink {
     pub fn close(&mut self, timeout: std::time::Duration) -> Result<(), SinkError> {
         match self {
             Sink::Lines(out) => out.flush().map_err(|source| SinkError::Io { seq: 0, source }),
-            Sink::Kafka { producer, .. } => producer.flush(timeout).map(|_| ()).map_err(|e| SinkError::Kafka { seq: 0, reason: e.to_string() }),
+            Sink::Kafka { producer, .. } => {
+                producer.flush(timeout).map(|_| ()).map_err(|e| SinkError::Kafka { seq: 0, reason: e.to_string() })
+            }
         }
     }
 }

@@ -39,14 +39,8 @@ pub fn collect(
     let mut batch = Vec::new();
     while !done(&kept) {
         let now = Instant::now();
-        assert!(
-            now < deadline,
-            "timed out after {timeout:?}; collected: {kept:#?}"
-        );
-        match probe
-            .events
-            .wait((deadline - now).min(Duration::from_millis(100)))
-        {
+        assert!(now < deadline, "timed out after {timeout:?}; collected: {kept:#?}");
+        match probe.events.wait((deadline - now).min(Duration::from_millis(100))) {
             Ok(_) => {}
             Err(e) => panic!("waiting on the ring buffer: {e}"),
         }
@@ -54,12 +48,7 @@ pub fn collect(
         probe.events.read_available(&mut batch);
         kept.extend(batch.drain(..).filter(|e| keep(e)));
     }
-    assert_eq!(
-        probe.events.decode_errors(),
-        0,
-        "{:?}",
-        probe.events.last_decode_error()
-    );
+    assert_eq!(probe.events.decode_errors(), 0, "{:?}", probe.events.last_decode_error());
     kept
 }
 
@@ -70,10 +59,7 @@ pub fn between(a: SocketAddr, b: SocketAddr) -> impl Fn(&FlowEvent) -> bool {
 
 /// Exactly one event with this local and remote address.
 pub fn one(events: &[FlowEvent], local: SocketAddr, remote: SocketAddr) -> &FlowEvent {
-    let found: Vec<_> = events
-        .iter()
-        .filter(|e| e.local == local && e.remote == remote)
-        .collect();
+    let found: Vec<_> = events.iter().filter(|e| e.local == local && e.remote == remote).collect();
     assert_eq!(found.len(), 1, "events {local} -> {remote}: {events:#?}");
     found[0]
 }
@@ -119,26 +105,18 @@ pub fn exchange(listener: &TcpListener, up: usize, down: usize) -> Exchange {
     accepted.read_to_end(&mut rest).expect("server sees EOF");
     assert!(rest.is_empty());
     drop(accepted);
-    Exchange {
-        client: client_addr,
-        server,
-    }
+    Exchange { client: client_addr, server }
 }
 
 /// Wall-clock nanoseconds now.
 pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 /// Inode of this process's network namespace (what `netns_ino` reports).
 pub fn own_netns_ino() -> u32 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self/ns/net")
-        .expect("/proc/self/ns/net")
-        .ino() as u32
+    std::fs::metadata("/proc/self/ns/net").expect("/proc/self/ns/net").ino() as u32
 }
 
 /// Mount point of the cgroup v2 hierarchy, if any.
@@ -146,8 +124,7 @@ pub fn cgroup2_mount() -> Option<std::path::PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     info.lines().find_map(|line| {
         let (pre, post) = line.split_once(" - ")?;
-        (post.split_whitespace().next()? == "cgroup2")
-            .then(|| pre.split_whitespace().nth(4).map(Into::into))?
+        (post.split_whitespace().next()? == "cgroup2").then(|| pre.split_whitespace().nth(4).map(Into::into))?
     })
 }
 
@@ -165,26 +142,15 @@ pub fn own_cgroup_id() -> Option<u64> {
 /// the connection that fills the queue (keep both alive).
 pub fn full_listener() -> (socket2::Socket, SocketAddr, TcpStream) {
     use std::os::fd::AsRawFd;
-    let listener =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    listener
-        .bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into())
-        .expect("bind");
+    let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    listener.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into()).expect("bind");
     listener.listen(0).expect("listen");
-    let server = listener
-        .local_addr()
-        .expect("addr")
-        .as_socket()
-        .expect("inet");
+    let server = listener.local_addr().expect("addr").as_socket().expect("inet");
     let filler = TcpStream::connect(server).expect("first connection fits the queue");
     // connect() returns when the client has the SYN-ACK; the server may not
     // have queued the connection yet (the final ACK is processed in softirq).
     // A listening socket polls readable once its accept queue is non-empty.
-    let mut pfd = libc::pollfd {
-        fd: listener.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
+    let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     // SAFETY: one valid pollfd that lives across the call.
     let rc = unsafe { libc::poll(&mut pfd, 1, 5000) };
     assert_eq!(rc, 1, "the filler connection reaches the accept queue");

@@ -97,10 +97,7 @@ fn assignments_only_where_no_exporter_evidence() {
     assert_eq!(decide(&claims, 1_000, 10), Attribution::Unattributed(Reason::NearBoundary));
     assert_eq!(decide(&claims, 990, 10), Attribution::Unattributed(Reason::NoOwner));
     // Far from the heartbeat, the assignment applies.
-    assert_eq!(
-        decide(&claims, 500, 10),
-        Attribution::Workload { workload: w("lb"), evidence: Assignment }
-    );
+    assert_eq!(decide(&claims, 500, 10), Attribution::Workload { workload: w("lb"), evidence: Assignment });
 }
 
 #[test]
@@ -109,17 +106,13 @@ fn saturating_edges() {
     let claims = [claim(Heartbeat, 1, 100, "a")];
     assert_eq!(decide(&claims, 5, 10), Attribution::Unattributed(Reason::NearBoundary));
     let claims = [claim(Assignment, 0, OPEN, "a")];
-    assert_eq!(
-        decide(&claims, Time::MAX - 1, 10),
-        Attribution::Workload { workload: w("a"), evidence: Assignment }
-    );
+    assert_eq!(decide(&claims, Time::MAX - 1, 10), Attribution::Workload { workload: w("a"), evidence: Assignment });
 }
 
 fn arb_claims(max_time: Time) -> impl Strategy<Value = Vec<(Time, Time, Workload)>> {
     proptest::collection::vec(
-        (0..max_time, 0..max_time / 2, 0u8..4).prop_map(|(from, len, who)| {
-            (from, from + len, Workload::new(&format!("w{who}")))
-        }),
+        (0..max_time, 0..max_time / 2, 0u8..4)
+            .prop_map(|(from, len, who)| (from, from + len, Workload::new(&format!("w{who}")))),
         0..12,
     )
 }

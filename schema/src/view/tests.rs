@@ -42,7 +42,13 @@ fn owned(view: &BatchView<'_>) -> ExporterBatch {
             .heartbeats()
             .map(|o| {
                 let o = o.unwrap();
-                Ownership { ip: o.ip.to_vec(), workload: o.workload.to_string(), from_ns: o.from_ns, to_ns: o.to_ns, port: o.port }
+                Ownership {
+                    ip: o.ip.to_vec(),
+                    workload: o.workload.to_string(),
+                    from_ns: o.from_ns,
+                    to_ns: o.to_ns,
+                    port: o.port,
+                }
             })
             .collect(),
         assignments: view
@@ -67,28 +73,39 @@ fn arb_flow() -> impl Strategy<Value = Flow> {
         any::<bool>(),
         (0..3i32, 0..5i32, any::<bool>(), any::<u64>(), any::<u32>()),
     )
-        .prop_map(|(local_ip, local_port, remote_ip, (remote_port, direction, start_ns, end_ns), (bytes_sent, segments_sent, retransmits, srtt_us), local_workload, open, (local_scope, local_source, start_unobserved, connection_id, connect_error))| Flow {
-            local_ip,
-            local_port,
-            remote_ip,
-            remote_port,
-            direction,
-            start_ns,
-            end_ns,
-            bytes_sent,
-            bytes_received: bytes_sent / 3,
-            segments_sent,
-            segments_received: segments_sent ^ 5,
-            retransmits,
-            srtt_us,
-            local_workload,
-            open,
-            local_scope,
-            local_source,
-            start_unobserved,
-            connection_id,
-            connect_error,
-        })
+        .prop_map(
+            |(
+                local_ip,
+                local_port,
+                remote_ip,
+                (remote_port, direction, start_ns, end_ns),
+                (bytes_sent, segments_sent, retransmits, srtt_us),
+                local_workload,
+                open,
+                (local_scope, local_source, start_unobserved, connection_id, connect_error),
+            )| Flow {
+                local_ip,
+                local_port,
+                remote_ip,
+                remote_port,
+                direction,
+                start_ns,
+                end_ns,
+                bytes_sent,
+                bytes_received: bytes_sent / 3,
+                segments_sent,
+                segments_received: segments_sent ^ 5,
+                retransmits,
+                srtt_us,
+                local_workload,
+                open,
+                local_scope,
+                local_source,
+                start_unobserved,
+                connection_id,
+                connect_error,
+            },
+        )
 }
 
 fn arb_batch() -> impl Strategy<Value = ExporterBatch> {
@@ -100,7 +117,13 @@ fn arb_batch() -> impl Strategy<Value = ExporterBatch> {
         proptest::collection::vec(arb_flow(), 0..6),
         proptest::collection::vec(
             (proptest::collection::vec(any::<u8>(), 0..17), "[a-z]{0,6}", any::<u64>(), any::<u64>(), any::<u16>())
-                .prop_map(|(ip, workload, from_ns, to_ns, port)| Ownership { ip, workload, from_ns, to_ns, port: u32::from(port) }),
+                .prop_map(|(ip, workload, from_ns, to_ns, port)| Ownership {
+                    ip,
+                    workload,
+                    from_ns,
+                    to_ns,
+                    port: u32::from(port),
+                }),
             0..4,
         ),
         proptest::collection::vec(
@@ -110,17 +133,21 @@ fn arb_batch() -> impl Strategy<Value = ExporterBatch> {
         ),
         any::<u64>(),
     )
-        .prop_map(|(exporter_id, seq, window_from_ns, window_to_ns, flows, heartbeats, assignments, incarnation)| ExporterBatch {
-            schema_version: SCHEMA_VERSION,
-            exporter_id,
-            seq,
-            window_from_ns,
-            window_to_ns,
-            flows,
-            heartbeats,
-            assignments,
-            incarnation,
-        })
+        .prop_map(
+            |(exporter_id, seq, window_from_ns, window_to_ns, flows, heartbeats, assignments, incarnation)| {
+                ExporterBatch {
+                    schema_version: SCHEMA_VERSION,
+                    exporter_id,
+                    seq,
+                    window_from_ns,
+                    window_to_ns,
+                    flows,
+                    heartbeats,
+                    assignments,
+                    incarnation,
+                }
+            },
+        )
 }
 
 proptest! {
