@@ -1,28 +1,27 @@
-//! Custom differential/timely operators of the flowmap attribution job, and the interval logic
-//! they share.
+//! The core of the flowmap attribution job: the rule, the ownership index it reads, and the
+//! timely operator that applies it in event time.
 //!
-//! Ownership evidence ("IP X was workload W during [t1, t2)") is kept as a differential
-//! arrangement keyed by IP, whose values are [`Claim`]s. The arrangement can serve any number of
-//! readers; [`Attribute`] is the one that matters: it holds each flow only until the
-//! arrangement's frontier passes the flow's lookup time, then decides its remote workload with
-//! [`ranges::decide`].
+//! Ownership evidence ("address X, or its port P, was workload W during [t1, t2)", from
+//! heartbeats, flows' local ends, connection records and address managers' assignments) goes to
+//! the worker that owns the address; [`Attribute`] holds each flow until the evidence about the
+//! guard band around its start is complete, then decides its remote end with
+//! [`rule::decide`] against that worker's [`index::Index`].
 //!
 //! # Layout
-//! - [`types`]: the records (IPs, workloads, claims, flows, verdicts).
-//! - [`ranges`]: per-IP range sets (merge, conflict) and the attribution rule; pure functions.
-//! - [`retention`]: the [`Expire`] operator that bounds the arrangement's memory.
-//! - [`assignments`]: the [`AssignmentClaims`] operator turning IPAM events into claims.
+//! - [`types`]: addresses, times, evidence kinds, reasons.
+//! - [`records`]: the containers exchanged between workers (evidence, flows, verdicts).
+//! - [`rule`]: the attribution rule over the evidence near one instant; pure functions.
+//! - [`index`]: one worker's ownership index (claims, connection records, assignments, expiry).
 //! - [`attribute`]: the [`Attribute`] operator, the frontier-driven lookup.
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod assignments;
 pub mod attribute;
-pub mod ranges;
-pub mod retention;
+pub mod index;
+pub mod records;
+pub mod rule;
 pub mod types;
 
-pub use assignments::{AssignmentClaims, AssignmentEvent};
-pub use attribute::{Attribute, AttributeParams, OwnershipTrace};
-pub use retention::{round_up, Expire};
+pub use attribute::{Attribute, AttributeParams, StateProbe};
+pub use index::{Index, IndexParams, IndexSize};
 pub use types::*;

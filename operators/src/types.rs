@@ -1,22 +1,18 @@
-//! The records that flow through the attribution dataflow.
-//!
-//! Everything here is small, `Ord` and serde-serializable, because timely exchanges it between
-//! workers (serialized with bincode between processes) and differential arranges it.
+//! The small value types every part of the attribution job shares: addresses, times, and the
+//! vocabulary of verdicts (what evidence a verdict rests on, why a flow is unattributed).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 /// Event time: wall-clock nanoseconds since the Unix epoch (the dataflow's timestamp too).
 pub type Time = u64;
 
-/// Multiplicity of an update in an ownership collection.
-pub type Diff = i64;
-
 /// An IPv4 or IPv6 address, stored as 128 bits (IPv4 as an IPv4-mapped IPv6 address) so that
-/// both families share one key type and one arrangement.
+/// both families share one key type and one index. The wire bytes a flow was reported with are
+/// kept separately (see [`crate::records::FlowRow`]): this is the *identity* of an address, not
+/// its reported form.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Ip(pub u128);
 
@@ -26,6 +22,18 @@ impl Ip {
         match addr {
             IpAddr::V4(v4) => Ip(u128::from(v4.to_ipv6_mapped())),
             IpAddr::V6(v6) => Ip(u128::from(v6)),
+        }
+    }
+
+    /// Reads the wire form of an address (4 or 16 raw bytes); anything else is `None`.
+    pub fn from_wire(bytes: &[u8]) -> Option<Self> {
+        match bytes.len() {
+            4 => {
+                let v4 = u32::from_be_bytes(bytes.try_into().ok()?);
+                Some(Ip((0xffff_u128 << 32) | u128::from(v4)))
+            }
+            16 => Some(Ip(u128::from_be_bytes(bytes.try_into().ok()?))),
+            _ => None,
         }
     }
 
@@ -42,6 +50,19 @@ impl Ip {
     pub fn v4(octets: [u8; 4]) -> Self {
         Self::from_addr(IpAddr::V4(Ipv4Addr::from(octets)))
     }
+
+    /// Which of `peers` workers holds this address's evidence and looks up flows to it. The same
+    /// function routes claims and flows, which is what lets each worker answer only for its own
+    /// share of the addresses (nothing is broadcast but assignment sources' promises).
+    pub fn worker(self, peers: usize) -> usize {
+        // A 128-to-64-bit mix (the multiply-xorshift of splitmix64 over both halves); any fixed
+        // function would do, it only has to be the same in every process.
+        let mut x = (self.0 as u64) ^ ((self.0 >> 64) as u64).rotate_left(29);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        (x % peers.max(1) as u64) as usize
+    }
 }
 
 impl fmt::Debug for Ip {
@@ -56,166 +77,114 @@ impl fmt::Display for Ip {
     }
 }
 
-/// A workload name. Cheap to clone (shared), with a precomputed hash so that comparisons
-/// (which differential does a lot of, sorting and merging claims) rarely touch the string.
-///
-/// The order is by hash, then by name: a total order, the same in every process (the hash is
-/// FNV-1a), but not alphabetical.
-#[derive(Clone)]
-pub struct Workload {
-    hash: u64,
-    name: Arc<str>,
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
-
-impl Workload {
-    /// A workload with this name.
-    pub fn new(name: &str) -> Self {
-        Self::with_hash(name, Self::hash_of(name))
-    }
-
-    /// The hash [`Workload`] orders by (FNV-1a 64 of the name), for interning tables.
-    pub fn hash_of(name: &str) -> u64 {
-        fnv1a(name.as_bytes())
-    }
-
-    /// A workload whose name's [`hash_of`](Self::hash_of) is already known.
-    pub fn with_hash(name: &str, hash: u64) -> Self {
-        debug_assert_eq!(hash, fnv1a(name.as_bytes()));
-        Workload { hash, name: Arc::from(name) }
-    }
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.name
-    }
-}
-
-impl PartialEq for Workload {
-    fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && (Arc::ptr_eq(&self.name, &other.name) || self.name == other.name)
-    }
-}
-
-impl Eq for Workload {}
-
-impl Ord for Workload {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.hash.cmp(&other.hash).then_with(|| {
-            if Arc::ptr_eq(&self.name, &other.name) {
-                std::cmp::Ordering::Equal
-            } else {
-                self.name.cmp(&other.name)
-            }
-        })
-    }
-}
-
-impl PartialOrd for Workload {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl std::hash::Hash for Workload {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
-    }
-}
-
-impl Serialize for Workload {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.name)
-    }
-}
-
-impl<'de> Deserialize<'de> for Workload {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Ok(Workload::new(&name))
-    }
-}
-
-impl fmt::Debug for Workload {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", &*self.name)
-    }
-}
-
-impl fmt::Display for Workload {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name)
-    }
-}
-
-/// Where a claim of ownership comes from, in the order the arrangement sorts them.
+/// What an attribution rests on, strongest first in [`EvidenceKind::rank`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum EvidenceKind {
-    /// An IP assignment event from an IP address manager (lower trust: used only where no
-    /// exporter evidence exists).
-    Assignment,
-    /// An ownership heartbeat from the owner's own exporter.
+    /// An ownership heartbeat from the owner's own exporter (whole IP, or one port of it).
     Heartbeat,
-    /// A flow the owner's own exporter reported with this IP as its local address.
+    /// A flow the owner's own exporter reported with this address as its local end.
     Flow,
+    /// IP assignment events from an address manager (lower trust: used only where no exporter
+    /// evidence touches the guard band, and only as far as the source vouched).
+    Assignment,
+    /// The other end's own record of this very connection (the mirrored 4-tuple, starts within
+    /// the guard band): first-hand, even on a shared address.
+    Peer,
 }
 
 impl EvidenceKind {
     /// Lower-case name, as used in output and metrics.
     pub fn name(self) -> &'static str {
         match self {
-            EvidenceKind::Assignment => "assignment",
             EvidenceKind::Heartbeat => "heartbeat",
             EvidenceKind::Flow => "flow",
+            EvidenceKind::Assignment => "assignment",
+            EvidenceKind::Peer => "peer",
         }
     }
-}
 
-/// "The IP (the key this value is stored under) was `workload` during [from, to)".
-///
-/// The sort order (see the `Ord` impl) is the order in the arrangement: all assignment claims
-/// of an IP first, then the exporter claims (heartbeats and flows together) by start time,
-/// which lets a lookup seek straight to the exporter claims near an instant.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Claim {
-    /// Where the claim comes from.
-    pub kind: EvidenceKind,
-    /// Start of the range.
-    pub from: Time,
-    /// End of the range (exclusive); [`OPEN`] for an assignment not yet ended.
-    pub to: Time,
-    /// The owner.
-    pub workload: Workload,
-}
+    /// Which kind a verdict names when several kinds of the winner's evidence cover the band
+    /// (lower is stronger): a heartbeat is an explicit statement of ownership, a flow's local
+    /// end an implicit one, an assignment a third party's.
+    pub fn rank(self) -> u8 {
+        match self {
+            EvidenceKind::Peer => 0,
+            EvidenceKind::Heartbeat => 1,
+            EvidenceKind::Flow => 2,
+            EvidenceKind::Assignment => 3,
+        }
+    }
 
-impl Claim {
-    fn sort_key(&self) -> (bool, Time, Time, EvidenceKind, &Workload) {
-        (self.kind != EvidenceKind::Assignment, self.from, self.to, self.kind, &self.workload)
+    /// The kind stored as a byte (records and the index keep it in one byte).
+    pub fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// The kind back from [`EvidenceKind::to_u8`].
+    pub fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
+            0 => EvidenceKind::Heartbeat,
+            1 => EvidenceKind::Flow,
+            2 => EvidenceKind::Assignment,
+            3 => EvidenceKind::Peer,
+            _ => return None,
+        })
     }
 }
 
-impl Ord for Claim {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.sort_key().cmp(&other.sort_key())
-    }
+/// Why a flow's remote end was left unattributed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Reason {
+    /// No evidence of any owner around the flow's start.
+    NoOwner,
+    /// Two or more workloads claim the address (or two peers name different workloads).
+    Conflict,
+    /// One owner at the start, but an ownership boundary (or another claimant) lies within the
+    /// clock-skew guard band around it.
+    NearBoundary,
+    /// The remote address is outside the configured fleet blocks.
+    External,
+    /// The flow started so long before it could be looked up that the evidence for its start
+    /// has passed the retention horizon.
+    EvidenceExpired,
+    /// The address is shared by several workloads (evidence scoped to other ports of it) and
+    /// nothing vouches for this port.
+    SharedIp,
+    /// The address's last assignment lies before a gap in its source's promise (a lost, late or
+    /// silent assignment source), so it is not trusted at the flow's start.
+    SourceGap,
 }
 
-impl PartialOrd for Claim {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
+impl Reason {
+    /// All reasons, for reports.
+    pub const ALL: [Reason; 7] = [
+        Reason::NoOwner,
+        Reason::Conflict,
+        Reason::NearBoundary,
+        Reason::External,
+        Reason::EvidenceExpired,
+        Reason::SharedIp,
+        Reason::SourceGap,
+    ];
+
+    /// snake_case name, as used in output and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::NoOwner => "no_owner",
+            Reason::Conflict => "conflict",
+            Reason::NearBoundary => "near_boundary",
+            Reason::External => "external",
+            Reason::EvidenceExpired => "evidence_expired",
+            Reason::SharedIp => "shared_ip",
+            Reason::SourceGap => "source_gap",
+        }
+    }
+
+    /// The reason back from its [`name`](Reason::name).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Reason::ALL.into_iter().find(|r| r.name() == name)
     }
 }
-
-/// The `to` of a claim whose end is not known yet.
-pub const OPEN: Time = Time::MAX;
 
 /// Which side opened a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -228,105 +197,32 @@ pub enum Direction {
     Server,
 }
 
-/// One TCP flow as its exporter reported it, validated.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct FlowRecord {
-    /// Stable id (a hash of exporter, 5-tuple, direction and start), for deduplication.
-    pub id: u64,
-    /// The exporter that reported the flow.
-    pub exporter: Workload,
-    /// Local address.
-    pub local_ip: Ip,
-    /// Local port.
-    pub local_port: u16,
-    /// Remote address: the one to attribute.
-    pub remote_ip: Ip,
-    /// Remote port.
-    pub remote_port: u16,
-    /// Which side opened.
-    pub direction: Direction,
-    /// Established at.
-    pub start: Time,
-    /// Closed at (or window end for an open slice).
-    pub end: Time,
-    /// Counters as reported.
-    pub counters: Counters,
-    /// The local workload, as the exporter attributed it.
-    pub local_workload: Option<Workload>,
-    /// True for the slice of a flow still open.
-    pub open: bool,
-}
-
-/// Per-flow counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Counters {
-    /// Payload bytes sent.
-    pub bytes_sent: u64,
-    /// Payload bytes received.
-    pub bytes_received: u64,
-    /// Segments sent.
-    pub segments_sent: u64,
-    /// Segments received.
-    pub segments_received: u64,
-    /// Retransmitted segments.
-    pub retransmits: u32,
-    /// Smoothed RTT, microseconds.
-    pub srtt_us: u32,
-}
-
-/// Why a flow's remote end was left unattributed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Reason {
-    /// No evidence of any owner at the flow's start.
-    NoOwner,
-    /// Two or more workloads claim the IP at the flow's start.
-    Conflict,
-    /// One owner at the start, but an ownership boundary (or another claimant) lies within the
-    /// clock-skew guard band around it.
-    NearBoundary,
-    /// The remote address is outside the configured fleet CIDRs.
-    External,
-    /// The flow started so long before it could be looked up that the evidence for its start
-    /// has passed the retention horizon.
-    EvidenceExpired,
-}
-
-impl Reason {
-    /// All reasons, for reports.
-    pub const ALL: [Reason; 5] =
-        [Reason::NoOwner, Reason::Conflict, Reason::NearBoundary, Reason::External, Reason::EvidenceExpired];
-
-    /// snake_case name, as used in output and metrics.
+impl Direction {
+    /// `client`, `server` or `unknown`.
     pub fn name(self) -> &'static str {
         match self {
-            Reason::NoOwner => "no_owner",
-            Reason::Conflict => "conflict",
-            Reason::NearBoundary => "near_boundary",
-            Reason::External => "external",
-            Reason::EvidenceExpired => "evidence_expired",
+            Direction::Client => "client",
+            Direction::Server => "server",
+            Direction::Unknown => "unknown",
         }
     }
 }
 
-/// The verdict on a flow's remote end.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Attribution {
-    /// The remote end was this workload, on this evidence.
-    Workload {
-        /// The owner.
-        workload: Workload,
-        /// The kind of evidence that decided it.
-        evidence: EvidenceKind,
-    },
-    /// Left unattributed, for this reason.
-    Unattributed(Reason),
+/// What a piece of local ownership evidence vouches for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Scope {
+    /// The whole address.
+    Ip,
+    /// Only this port of the address (the address is shared).
+    Port(u16),
 }
 
-/// A flow with its remote end attributed (or not).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct AttributedFlow {
-    /// The flow as reported.
-    pub flow: FlowRecord,
-    /// The verdict on its remote end.
-    pub remote: Attribution,
+impl Scope {
+    /// The port a claim is stored under: 0 for the whole address (no TCP socket has port 0).
+    pub fn port_key(self) -> u16 {
+        match self {
+            Scope::Ip => 0,
+            Scope::Port(p) => p,
+        }
+    }
 }

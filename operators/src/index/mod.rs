@@ -1,0 +1,639 @@
+//! The ownership index of one worker: everything its share of the addresses was said to be,
+//! shaped for the one question the job asks ("who held `(R, p)` around `t`?").
+//!
+//! Per address, a small vector of exporter claims (whole-IP and port-scoped, heartbeats and
+//! flows' local ends), and, where there are any, the connection records of that address's own
+//! end (for the peer rule) and the assignment events of address managers. A claim that abuts or
+//! overlaps a claim of the same port, kind and workload grows it in place, so a stable owner
+//! costs one claim per run of evidence, not one per heartbeat. Names live in an [`Arena`].
+//!
+//! # Time
+//! The index has no notion of versions: it is always "the evidence applied so far". The
+//! operator around it ([`crate::attribute`]) applies evidence and answers lookups in dataflow
+//! time order, evidence of a time before the lookups of that time, so a lookup at `q` sees
+//! exactly the evidence of times `<= q`. Expiry is driven by the same clock ([`Index::advance`]):
+//! a claim is dropped `retention` after it ends, a connection record `peer_horizon` after it
+//! ends, an assignment `retention` after its effective end. That never changes a verdict: a
+//! lookup of instant `t` at `q` only reads records ending after `t - guard`, and a lookup with
+//! `q >= t - guard + retention` is answered `evidence_expired` without reading anything.
+//!
+//! # The rule
+//! [`Index::lookup`] gathers the [`Candidates`] and applies [`crate::rule::decide`]; see there.
+//! Two details live here: *which records are the same connection* (the peer rule: the other
+//! end's record of the mirrored 4-tuple whose start is within the guard band of this one's, or,
+//! when either end did not see the connection established, whose lifetime overlaps this one's),
+//! and *where an assignment ends*: at the next event of the same source for the address, or
+//! where its source's run of contiguous batches ends, whichever is first.
+//!
+//! One verdict per connection: the first record of a connection still open is remembered by
+//! flow id (the *memo*), and its later slices and final record get the same verdict.
+
+mod arena;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use foldhash::fast::FixedState;
+
+pub use arena::{Arena, MAX_NAME};
+
+use crate::records::{EvidencePiece, FlowPiece, FlowRow, Names, RunId, Verdict};
+use crate::rule::{band, decide, touches, Candidates, Decision, Span};
+use crate::types::{EvidenceKind, Ip, Reason, Time};
+
+type Map<K, V> = HashMap<K, V, FixedState>;
+
+/// Settings of an index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexParams {
+    /// Clock-skew guard band: an owner must hold `[t - guard, t + guard]` alone.
+    pub guard: Time,
+    /// How long evidence is kept after it ends.
+    pub retention: Time,
+    /// How long a connection record is kept after it ends, for the other end's record of the
+    /// same connection to find it (at least the longest batch window plus the guard band).
+    pub peer_horizon: Time,
+}
+
+/// An exporter claim, 24 bytes.
+#[derive(Clone, Copy, Debug)]
+struct Claim {
+    from: Time,
+    to: Time,
+    /// Offset of the owner's name in the arena.
+    name: u32,
+    /// 0: the whole address.
+    port: u16,
+    kind: u8,
+}
+
+/// A connection record of this address's end.
+#[derive(Clone, Copy, Debug)]
+struct Conn {
+    peer: Ip,
+    start: Time,
+    end: Time,
+    name: u32,
+    local_port: u16,
+    peer_port: u16,
+    start_unobserved: bool,
+}
+
+/// An assignment event; `name == NONE` releases the address.
+#[derive(Clone, Copy, Debug)]
+struct Assign {
+    at: Time,
+    run: RunId,
+    name: u32,
+}
+
+const NONE: u32 = u32::MAX;
+
+#[derive(Debug, Default)]
+struct Extra {
+    conns: Vec<Conn>,
+    /// Sorted by `at`.
+    assigns: Vec<Assign>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    claims: Vec<Claim>,
+    extra: Option<Box<Extra>>,
+    /// The earliest time anything here may expire (a scheduled sweep).
+    due: Time,
+}
+
+impl Default for Entry {
+    fn default() -> Self {
+        Entry { claims: Vec::new(), extra: None, due: Time::MAX }
+    }
+}
+
+impl Entry {
+    fn is_empty(&self) -> bool {
+        self.claims.is_empty() && self.extra.as_ref().is_none_or(|x| x.conns.is_empty() && x.assigns.is_empty())
+    }
+}
+
+/// A run of an assignment source.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    source: u32,
+    end: Time,
+}
+
+/// A remembered verdict of a connection still open.
+#[derive(Debug)]
+struct Memo {
+    verdict: Remembered,
+    last_seen: Time,
+}
+
+#[derive(Debug)]
+enum Remembered {
+    Attributed(Box<str>, EvidenceKind),
+    Unattributed(Reason),
+}
+
+/// Sizes of an index, for state reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IndexSize {
+    /// Addresses with any evidence.
+    pub ips: u64,
+    /// Exporter claims.
+    pub claims: u64,
+    /// Connection records.
+    pub conns: u64,
+    /// Assignment events.
+    pub assignments: u64,
+    /// Remembered verdicts of open connections.
+    pub memo: u64,
+    /// Heap bytes held (allocated capacity of every table and vector, and the name arena).
+    pub bytes: u64,
+}
+
+impl IndexSize {
+    /// Adds another index's sizes (another worker's).
+    pub fn add(&mut self, o: &IndexSize) {
+        self.ips += o.ips;
+        self.claims += o.claims;
+        self.conns += o.conns;
+        self.assignments += o.assignments;
+        self.memo += o.memo;
+        self.bytes += o.bytes;
+    }
+}
+
+/// One worker's ownership index (see the module docs).
+#[derive(Debug)]
+pub struct Index {
+    params: IndexParams,
+    entries: Map<Ip, Entry>,
+    arena: Arena,
+    due: BinaryHeap<Reverse<(Time, Ip)>>,
+    runs: Map<RunId, Run>,
+    sources: Map<String, u32>,
+    next_runs_sweep: Time,
+    memo: Map<u64, Memo>,
+    memo_due: BinaryHeap<Reverse<(Time, u64)>>,
+    now: Time,
+    /// Reusable buffers of a lookup.
+    scratch: Scratch,
+}
+
+#[derive(Debug, Default)]
+struct Scratch {
+    peers: Vec<u32>,
+}
+
+impl Index {
+    /// An empty index.
+    pub fn new(params: IndexParams) -> Self {
+        Index {
+            params,
+            entries: Map::default(),
+            arena: Arena::default(),
+            due: BinaryHeap::new(),
+            runs: Map::default(),
+            sources: Map::default(),
+            next_runs_sweep: 0,
+            memo: Map::default(),
+            memo_due: BinaryHeap::new(),
+            now: 0,
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// The time of the latest [`advance`](Index::advance).
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// Moves the index's clock to `now` (never backwards) and drops what expired by then.
+    pub fn advance(&mut self, now: Time) {
+        if now <= self.now && self.now != 0 {
+            return;
+        }
+        self.now = now;
+        let p = self.params;
+        let mut released = false;
+        while let Some(&Reverse((due, ip))) = self.due.peek() {
+            if due > now {
+                break;
+            }
+            self.due.pop();
+            let Some(entry) = self.entries.get_mut(&ip) else { continue };
+            if entry.due != due {
+                continue; // rescheduled since
+            }
+            sweep(entry, &mut self.arena, &self.runs, p, now);
+            released = true;
+            if entry.is_empty() {
+                self.entries.remove(&ip);
+            } else {
+                entry.due = next_due(entry, &self.runs, p);
+                if entry.due != Time::MAX {
+                    self.due.push(Reverse((entry.due, ip)));
+                }
+            }
+        }
+        while let Some(&Reverse((due, id))) = self.memo_due.peek() {
+            if due > now {
+                break;
+            }
+            self.memo_due.pop();
+            if let Some(m) = self.memo.get(&id) {
+                let expires = m.last_seen.saturating_add(p.retention);
+                if expires <= now {
+                    self.memo.remove(&id);
+                } else {
+                    self.memo_due.push(Reverse((expires, id)));
+                }
+            }
+        }
+        if now >= self.next_runs_sweep {
+            self.runs.retain(|_, r| r.end.saturating_add(p.retention) > now);
+            self.next_runs_sweep = now.saturating_add((p.retention / 4).max(1));
+        }
+        if released && self.arena.wants_compaction() {
+            self.compact();
+        }
+    }
+
+    fn compact(&mut self) {
+        let entries = &mut self.entries;
+        self.arena.compact(|moved| {
+            for entry in entries.values_mut() {
+                for c in &mut entry.claims {
+                    moved(&mut c.name);
+                }
+                if let Some(x) = &mut entry.extra {
+                    for c in &mut x.conns {
+                        moved(&mut c.name);
+                    }
+                    for a in x.assigns.iter_mut().filter(|a| a.name != NONE) {
+                        moved(&mut a.name);
+                    }
+                }
+            }
+        });
+    }
+
+    fn schedule(&mut self, ip: Ip, at: Time) {
+        if let Some(entry) = self.entries.get_mut(&ip) {
+            if at < entry.due {
+                entry.due = at;
+                self.due.push(Reverse((at, ip)));
+            }
+        }
+    }
+
+    /// Applies one piece of evidence at the current time (see the module docs on time).
+    pub fn apply(&mut self, piece: &EvidencePiece) {
+        let names = &piece.names;
+        for p in &piece.promises {
+            let source = self.source(names.get(p.source));
+            let run = self.runs.entry(p.run).or_insert(Run { source, end: p.to });
+            run.end = run.end.max(p.to);
+        }
+        for c in &piece.claims {
+            self.claim(c.ip, c.port, c.kind, c.from, c.to, names.get(c.name));
+        }
+        for c in &piece.conns {
+            self.conn(c, names.get(c.name));
+        }
+        for a in &piece.assignments {
+            self.assign(a.ip, a.at, a.name.map(|n| names.get(n)), a.run);
+        }
+    }
+
+    fn source(&mut self, name: &str) -> u32 {
+        let next = self.sources.len() as u32;
+        *self.sources.entry(name.to_string()).or_insert(next)
+    }
+
+    /// Adds an exporter claim, growing a claim of the same port, kind and workload that it
+    /// abuts or overlaps.
+    fn claim(&mut self, ip: Ip, port: u16, kind: EvidenceKind, from: Time, to: Time, name: &str) {
+        if from >= to {
+            return;
+        }
+        let kind = kind.to_u8();
+        let entry = self.entries.entry(ip).or_default();
+        let arena = &mut self.arena;
+        let heartbeat = EvidenceKind::Heartbeat.to_u8();
+        // A flow claim inside a heartbeat of the same owner and port adds nothing.
+        let covered = kind != heartbeat
+            && entry.claims.iter().any(|c| {
+                c.port == port && c.kind == heartbeat && c.from <= from && to <= c.to && arena.is(c.name, name)
+            });
+        if covered {
+            return;
+        }
+        // Take out every claim of the same port, kind and owner that the new one reaches
+        // (transitively, as the union grows) and put back their union.
+        let (mut lo, mut hi) = (from, to);
+        let mut kept: Option<u32> = None;
+        while let Some(j) = entry
+            .claims
+            .iter()
+            .position(|c| c.port == port && c.kind == kind && c.from <= hi && lo <= c.to && arena.is(c.name, name))
+        {
+            let c = entry.claims.swap_remove(j);
+            lo = lo.min(c.from);
+            hi = hi.max(c.to);
+            match kept {
+                None => kept = Some(c.name),
+                Some(_) => arena.release(c.name),
+            }
+        }
+        let name = kept.unwrap_or_else(|| arena.push(name));
+        entry.claims.push(Claim { from: lo, to: hi, name, port, kind });
+        let to = hi;
+        self.schedule(ip, to.saturating_add(self.params.retention));
+    }
+
+    fn conn(&mut self, c: &crate::records::ConnIn, name: &str) {
+        let entry = self.entries.entry(c.local).or_default();
+        let extra = entry.extra.get_or_insert_with(Box::default);
+        let arena = &mut self.arena;
+        let found = extra.conns.iter_mut().find(|k| {
+            k.local_port == c.local_port
+                && k.peer == c.peer
+                && k.peer_port == c.peer_port
+                && k.start == c.start
+                && arena.is(k.name, name)
+        });
+        let end = match found {
+            Some(k) => {
+                k.end = k.end.max(c.end);
+                k.end
+            }
+            None => {
+                let name = arena.push(name);
+                extra.conns.push(Conn {
+                    peer: c.peer,
+                    start: c.start,
+                    end: c.end,
+                    name,
+                    local_port: c.local_port,
+                    peer_port: c.peer_port,
+                    start_unobserved: c.start_unobserved,
+                });
+                c.end
+            }
+        };
+        let due = end.saturating_add(self.params.guard).saturating_add(self.params.peer_horizon);
+        self.schedule(c.local, due);
+    }
+
+    fn assign(&mut self, ip: Ip, at: Time, name: Option<&str>, run: RunId) {
+        let entry = self.entries.entry(ip).or_default();
+        let extra = entry.extra.get_or_insert_with(Box::default);
+        let arena = &mut self.arena;
+        let dup = extra.assigns.iter().any(|a| {
+            a.at == at && a.run == run && name.map_or(a.name == NONE, |n| a.name != NONE && arena.is(a.name, n))
+        });
+        if dup {
+            return;
+        }
+        let name = name.map_or(NONE, |n| arena.push(n));
+        let i = extra.assigns.partition_point(|a| a.at <= at);
+        extra.assigns.insert(i, Assign { at, run, name });
+        let end = self.runs.get(&run).map_or(at, |r| r.end);
+        self.schedule(ip, end.saturating_add(self.params.retention));
+    }
+
+    /// Looks up one flow record of `piece` at the current time. The verdict's workload name is
+    /// written to `names` (or not at all, with `None`, for a caller that only counts).
+    pub fn lookup(&mut self, piece: &FlowPiece, row: &FlowRow, names: Option<&mut Names>) -> Verdict {
+        let p = self.params;
+        if let Some(m) = self.memo.get_mut(&row.id) {
+            m.last_seen = self.now;
+            let verdict = remembered(&m.verdict, names);
+            if !row.open() {
+                self.memo.remove(&row.id);
+            }
+            return verdict;
+        }
+        let verdict = if self.now >= row.start.saturating_sub(p.guard).saturating_add(p.retention) {
+            Decision::Unattributed(Reason::EvidenceExpired)
+        } else {
+            match self.entries.get(&row.remote) {
+                None => Decision::Unattributed(Reason::NoOwner),
+                Some(entry) => {
+                    let peers = &mut self.scratch.peers;
+                    peers.clear();
+                    candidates(entry, piece, row, &self.arena, &self.runs, p, peers, |c| decide(c, row.start, p.guard))
+                }
+            }
+        };
+        let out = match verdict {
+            Decision::Attributed { workload, evidence } => {
+                let name = names.map(|n| n.push(workload)).unwrap_or_default();
+                if row.open() {
+                    let remembered = Remembered::Attributed(workload.into(), evidence);
+                    self.remember(row.id, remembered);
+                }
+                Verdict::Attributed { name, evidence }
+            }
+            Decision::Unattributed(reason) => {
+                if row.open() {
+                    self.remember(row.id, Remembered::Unattributed(reason));
+                }
+                Verdict::Unattributed(reason)
+            }
+        };
+        out
+    }
+
+    fn remember(&mut self, id: u64, verdict: Remembered) {
+        self.memo.insert(id, Memo { verdict, last_seen: self.now });
+        self.memo_due.push(Reverse((self.now.saturating_add(self.params.retention), id)));
+    }
+
+    /// The sizes of the index now (walks every entry: call it at a sampling rate, not per
+    /// record).
+    pub fn size(&self) -> IndexSize {
+        let mut s = IndexSize { ips: self.entries.len() as u64, memo: self.memo.len() as u64, ..Default::default() };
+        let mut bytes = self.entries.capacity() * (size_of::<Ip>() + size_of::<Entry>() + 1);
+        for e in self.entries.values() {
+            s.claims += e.claims.len() as u64;
+            bytes += e.claims.capacity() * size_of::<Claim>();
+            if let Some(x) = &e.extra {
+                s.conns += x.conns.len() as u64;
+                s.assignments += x.assigns.len() as u64;
+                bytes += size_of::<Extra>()
+                    + x.conns.capacity() * size_of::<Conn>()
+                    + x.assigns.capacity() * size_of::<Assign>();
+            }
+        }
+        bytes += self.arena.heap_bytes();
+        bytes += self.due.capacity() * size_of::<Reverse<(Time, Ip)>>();
+        bytes += self.runs.capacity() * (size_of::<RunId>() + size_of::<Run>() + 1);
+        bytes += self.memo.capacity() * (size_of::<u64>() + size_of::<Memo>() + 1)
+            + self.memo.values().map(|m| match &m.verdict { Remembered::Attributed(n, _) => n.len(), _ => 0 }).sum::<usize>();
+        bytes += self.memo_due.capacity() * size_of::<Reverse<(Time, u64)>>();
+        s.bytes = bytes as u64;
+        s
+    }
+}
+
+fn remembered(r: &Remembered, names: Option<&mut Names>) -> Verdict {
+    match r {
+        Remembered::Attributed(w, evidence) => {
+            Verdict::Attributed { name: names.map(|n| n.push(w)).unwrap_or_default(), evidence: *evidence }
+        }
+        Remembered::Unattributed(reason) => Verdict::Unattributed(*reason),
+    }
+}
+
+/// Gathers the candidates of `row` from `entry` and hands them to `f`.
+#[allow(clippy::too_many_arguments)]
+fn candidates<'a, R>(
+    entry: &'a Entry,
+    piece: &FlowPiece,
+    row: &FlowRow,
+    arena: &'a Arena,
+    runs: &Map<RunId, Run>,
+    p: IndexParams,
+    peers: &mut Vec<u32>,
+    f: impl FnOnce(&Candidates<'a>) -> R,
+) -> R {
+    let b = band(row.start, p.guard);
+    let mut c = Candidates::default();
+    for claim in &entry.claims {
+        if !touches(claim.from, claim.to, b) {
+            continue;
+        }
+        let span = || Span {
+            from: claim.from,
+            to: claim.to,
+            workload: arena.get(claim.name),
+            kind: EvidenceKind::from_u8(claim.kind).unwrap_or(EvidenceKind::Flow),
+        };
+        match claim.port {
+            0 => c.whole.push(span()),
+            port if port == row.remote_port => c.exact.push(span()),
+            _ => c.other_ports = true,
+        }
+    }
+    if let Some(x) = &entry.extra {
+        if !x.conns.is_empty() {
+            if let Ok(flow) = flowmap_schema::view::parse_flow(piece.message(row)) {
+                let local = Ip::from_wire(flow.local_ip);
+                for k in &x.conns {
+                    let mirrored = k.local_port == row.remote_port
+                        && Some(k.peer) == local
+                        && u32::from(k.peer_port) == flow.local_port;
+                    if mirrored && same_connection(k, row.start, flow.end_ns, row.start_unobserved(), p.guard) {
+                        peers.push(k.name);
+                    }
+                }
+            }
+            c.peers.extend(peers.iter().map(|n| arena.get(*n)));
+        }
+        assignments(&x.assigns, arena, runs, b, &mut c);
+    }
+    f(&c)
+}
+
+/// Whether a connection record and a flow record (start, end, start seen) are the same
+/// connection, given that their 4-tuples mirror each other.
+fn same_connection(k: &Conn, start: Time, end: Time, unobserved: bool, guard: Time) -> bool {
+    if !k.start_unobserved && !unobserved {
+        return k.start.abs_diff(start) <= guard;
+    }
+    // One end did not see the start: the lifetimes must overlap (a 4-tuple names one
+    // connection at a time).
+    k.start <= end.saturating_add(guard) && start <= k.end.saturating_add(guard)
+}
+
+/// Where assignment `i` would end by its source's next event for the address alone (`MAX`
+/// when there is none yet).
+fn uncut_end(assigns: &[Assign], i: usize, runs: &Map<RunId, Run>) -> Time {
+    let source = |a: &Assign| runs.get(&a.run).map(|r| r.source);
+    let me = source(&assigns[i]);
+    assigns[i + 1..].iter().find(|n| source(n) == me).map_or(Time::MAX, |n| n.at)
+}
+
+/// Where assignment `i` ends: at its source's next event for the address, or where its run
+/// of contiguous batches ends, whichever is first (at its own time when the run is unknown).
+fn assignment_end(assigns: &[Assign], i: usize, runs: &Map<RunId, Run>) -> Time {
+    let a = &assigns[i];
+    uncut_end(assigns, i, runs).min(runs.get(&a.run).map_or(a.at, |r| r.end))
+}
+
+/// Adds the assignment claims (cut at their run's end) touching the band to `c`.
+fn assignments<'a>(assigns: &[Assign], arena: &'a Arena, runs: &Map<RunId, Run>, b: (Time, Time), c: &mut Candidates<'a>) {
+    for (i, a) in assigns.iter().enumerate() {
+        if a.name == NONE || a.at >= b.1 {
+            continue;
+        }
+        let uncut = uncut_end(assigns, i, runs);
+        let cut = assignment_end(assigns, i, runs);
+        if touches(a.at, cut, b) {
+            c.assigned.push(Span { from: a.at, to: cut, workload: arena.get(a.name), kind: EvidenceKind::Assignment });
+        }
+        if cut < uncut && cut < b.1 && touches(a.at, uncut, b) {
+            c.assignment_cut = true;
+        }
+    }
+}
+
+/// Drops what expired by `now` from one entry, releasing names.
+fn sweep(entry: &mut Entry, arena: &mut Arena, runs: &Map<RunId, Run>, p: IndexParams, now: Time) {
+    entry.claims.retain(|c| {
+        let keep = c.to.saturating_add(p.retention) > now;
+        if !keep {
+            arena.release(c.name);
+        }
+        keep
+    });
+    if entry.claims.capacity() > 2 * entry.claims.len() + 4 {
+        entry.claims.shrink_to_fit();
+    }
+    let Some(x) = &mut entry.extra else { return };
+    x.conns.retain(|k| {
+        let keep = k.end.saturating_add(p.guard).saturating_add(p.peer_horizon) > now;
+        if !keep {
+            arena.release(k.name);
+        }
+        keep
+    });
+    // Assignments: drop a prefix whose effective ends are past the retention (an event's end
+    // depends only on later events, so removing a prefix changes no other event's end).
+    let mut drop = 0;
+    for i in 0..x.assigns.len() {
+        if assignment_end(&x.assigns, i, runs).saturating_add(p.retention) > now {
+            break;
+        }
+        drop = i + 1;
+    }
+    for a in x.assigns.drain(..drop) {
+        if a.name != NONE {
+            arena.release(a.name);
+        }
+    }
+    if x.conns.is_empty() && x.assigns.is_empty() {
+        entry.extra = None;
+    }
+}
+
+/// The earliest time anything left in `entry` may expire.
+fn next_due(entry: &Entry, runs: &Map<RunId, Run>, p: IndexParams) -> Time {
+    let mut due = entry.claims.iter().map(|c| c.to.saturating_add(p.retention)).min().unwrap_or(Time::MAX);
+    if let Some(x) = &entry.extra {
+        for k in &x.conns {
+            due = due.min(k.end.saturating_add(p.guard).saturating_add(p.peer_horizon));
+        }
+        if !x.assigns.is_empty() {
+            due = due.min(assignment_end(&x.assigns, 0, runs).saturating_add(p.retention));
+        }
+    }
+    due
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,246 @@
+use prost::Message;
+
+use super::*;
+use crate::records::{flags, AssignIn, ClaimIn, ConnIn, Promise};
+
+const S: Time = 1_000_000_000;
+const T0: Time = 1_000 * S;
+
+fn params() -> IndexParams {
+    IndexParams { guard: 2 * S, retention: 900 * S, peer_horizon: 70 * S }
+}
+
+fn ip(s: &str) -> Ip {
+    Ip::from_addr(s.parse().unwrap())
+}
+
+/// Evidence built by hand.
+#[derive(Default)]
+struct Ev(EvidencePiece);
+
+impl Ev {
+    fn claim(mut self, addr: &str, port: u16, kind: EvidenceKind, from: Time, to: Time, who: &str) -> Self {
+        let name = self.0.names.push(who);
+        self.0.claims.push(ClaimIn { ip: ip(addr), port, kind, from, to, name });
+        self
+    }
+    fn conn(mut self, local: (&str, u16), peer: (&str, u16), start: Time, end: Time, who: &str) -> Self {
+        let name = self.0.names.push(who);
+        self.0.conns.push(ConnIn {
+            local: ip(local.0),
+            local_port: local.1,
+            peer: ip(peer.0),
+            peer_port: peer.1,
+            start,
+            end,
+            start_unobserved: false,
+            name,
+        });
+        self
+    }
+    fn promise(mut self, run: RunId, from: Time, to: Time) -> Self {
+        let source = self.0.names.push("ipam");
+        self.0.promises.push(Promise { run, source, from, to });
+        self
+    }
+    fn assign(mut self, addr: &str, at: Time, who: Option<&str>, run: RunId) -> Self {
+        let name = who.map(|w| self.0.names.push(w));
+        self.0.assignments.push(AssignIn { ip: ip(addr), at, name, run });
+        self
+    }
+}
+
+/// A flow piece with one row: local -> remote, starting at `start`.
+fn flow(local: (&str, u16), remote: (&str, u16), start: Time, end: Time, id: u64, open: bool) -> (FlowPiece, FlowRow) {
+    let wire = flowmap_schema::Flow {
+        local_ip: flowmap_schema::ip_to_bytes(local.0.parse().unwrap()),
+        local_port: u32::from(local.1),
+        remote_ip: flowmap_schema::ip_to_bytes(remote.0.parse().unwrap()),
+        remote_port: u32::from(remote.1),
+        start_ns: start,
+        end_ns: end,
+        open,
+        ..Default::default()
+    };
+    let bytes = wire.encode_to_vec();
+    let row = FlowRow {
+        remote: ip(remote.0),
+        start,
+        id,
+        msg_off: 0,
+        msg_len: bytes.len() as u32,
+        remote_port: remote.1,
+        flags: if open { flags::OPEN } else { 0 },
+    };
+    (FlowPiece { rows: vec![row], bytes, ..Default::default() }, row)
+}
+
+fn verdict(index: &mut Index, piece: &FlowPiece, row: &FlowRow) -> Result<(String, EvidenceKind), Reason> {
+    let mut names = Names::default();
+    match index.lookup(piece, row, Some(&mut names)) {
+        Verdict::Attributed { name, evidence } => Ok((names.get(name).to_string(), evidence)),
+        Verdict::Unattributed(r) => Err(r),
+    }
+}
+
+fn at(index: &mut Index, t: Time, ev: Ev) {
+    index.advance(t);
+    index.apply(&ev.0);
+}
+
+/// Kind 1, smallest input: `web` holds 10.200.0.1:8080 (a server-side flow on a port-scoped
+/// local end); a flow to 10.200.0.1:5432 is not `web`'s, with or without the database's own
+/// unattributed record.
+#[test]
+fn regression_port_claim_is_not_a_claim_on_the_address() {
+    let mut index = Index::new(params());
+    let ev = Ev::default()
+        .claim("10.200.0.1", 8080, EvidenceKind::Flow, T0 + S, T0 + 19 * S, "web")
+        .conn(("10.200.0.1", 8080), ("10.200.0.3", 50_000), T0 + S, T0 + 19 * S, "web");
+    at(&mut index, T0, ev);
+    index.advance(T0 + 8 * S);
+    let (p, r) = flow(("10.200.0.2", 40_001), ("10.200.0.1", 5432), T0 + 5 * S, T0 + 6 * S, 1, false);
+    assert_eq!(verdict(&mut index, &p, &r), Err(Reason::SharedIp));
+    // The same address's port 8080 is web's (evidence on exactly that port).
+    let (p, r) = flow(("10.200.0.2", 40_002), ("10.200.0.1", 8080), T0 + 5 * S, T0 + 6 * S, 2, false);
+    assert_eq!(verdict(&mut index, &p, &r), Ok(("web".into(), EvidenceKind::Flow)));
+}
+
+/// The client on a shared address connecting out of an ephemeral port is attributed from its
+/// own record of that very connection (the peer rule), although no claim covers the band.
+#[test]
+fn peer_record_attributes_a_shared_address_client() {
+    let mut index = Index::new(params());
+    let ev = Ev::default()
+        .claim("10.9.0.5", 9100, EvidenceKind::Heartbeat, T0, T0 + 60 * S, "node-exporter")
+        .conn(("10.9.0.5", 41_000), ("10.2.0.9", 443), T0 + 10 * S, T0 + 11 * S, "agent");
+    at(&mut index, T0, ev);
+    index.advance(T0 + 13 * S);
+    // The server's record: remote is the client's ephemeral port, start 300 ms off (skew).
+    let (p, r) = flow(("10.2.0.9", 443), ("10.9.0.5", 41_000), T0 + 10 * S + 300_000_000, T0 + 11 * S, 3, false);
+    assert_eq!(verdict(&mut index, &p, &r), Ok(("agent".into(), EvidenceKind::Peer)));
+    // A record of a different connection (another local port) is not a peer: shared address.
+    let (p, r) = flow(("10.2.0.9", 444), ("10.9.0.5", 41_000), T0 + 10 * S, T0 + 11 * S, 4, false);
+    assert_eq!(verdict(&mut index, &p, &r), Err(Reason::SharedIp));
+    // Starts further apart than the guard band: not the same connection.
+    let (p, r) = flow(("10.2.0.9", 443), ("10.9.0.5", 41_000), T0 + 13 * S, T0 + 14 * S, 5, false);
+    assert_eq!(verdict(&mut index, &p, &r), Err(Reason::SharedIp));
+}
+
+#[test]
+fn two_peers_naming_different_workloads_conflict() {
+    let mut index = Index::new(params());
+    let ev = Ev::default()
+        .conn(("10.9.0.5", 41_000), ("10.2.0.9", 443), T0 + 10 * S, T0 + 11 * S, "a")
+        .conn(("10.9.0.5", 41_000), ("10.2.0.9", 443), T0 + 11 * S, T0 + 12 * S, "b");
+    at(&mut index, T0, ev);
+    let (p, r) = flow(("10.2.0.9", 443), ("10.9.0.5", 41_000), T0 + 10 * S + S / 2, T0 + 11 * S, 3, false);
+    assert_eq!(verdict(&mut index, &p, &r), Err(Reason::Conflict));
+}
+
+/// Kind 2, smallest input: `ipam` assigns 10.9.0.1 to lb-old at 3 s in its run [0, 10); its
+/// next batch is lost, so its next run starts at 20 s; a flow at 25 s is a source gap, not
+/// lb-old's. A flow at 6 s is lb-old's.
+#[test]
+fn regression_assignment_ends_where_its_source_promise_ends() {
+    let mut index = Index::new(params());
+    at(&mut index, 0, Ev::default().promise(1, 0, 10 * S).assign("10.9.0.1", 3 * S, Some("lb-old"), 1));
+    at(&mut index, 20 * S, Ev::default().promise(2, 20 * S, 30 * S));
+    at(&mut index, 30 * S, Ev::default().promise(2, 30 * S, 40 * S));
+    index.advance(40 * S);
+    let (p, r) = flow(("10.1.0.1", 40_000), ("10.9.0.1", 443), 25 * S, 26 * S, 1, false);
+    assert_eq!(verdict(&mut index, &p, &r), Err(Reason::SourceGap));
+    let (p, r) = flow(("10.1.0.1", 40_001), ("10.9.0.1", 443), 6 * S, 7 * S, 2, false);
+    assert_eq!(verdict(&mut index, &p, &r), Ok(("lb-old".into(), EvidenceKind::Assignment)));
+    // The lost batch turns up late as its own run [10, 20) with lb-new at 15 s: lb-old ends
+    // there (already cut at 10 s), lb-new holds [15, 20).
+    at(&mut index, 41 * S, Ev::default().promise(3, 10 * S, 20 * S).assign("10.9.0.1", 15 * S, Some("lb-new"), 3));
+    let (p, r) = flow(("10.1.0.1", 40_002), ("10.9.0.1", 443), 17 * S + S / 2, 18 * S, 3, false);
+    assert_eq!(verdict(&mut index, &p, &r), Ok(("lb-new".into(), EvidenceKind::Assignment)));
+    let (p, r) = flow(("10.1.0.1", 40_003), ("10.9.0.1", 443), 25 * S, 26 * S, 4, false);
+    assert_eq!(verdict(&mut index, &p, &r), Err(Reason::SourceGap));
+}
+
+#[test]
+fn a_contiguous_source_keeps_its_assignment() {
+    let mut index = Index::new(params());
+    at(&mut index, 0, Ev::default().promise(1, 0, 10 * S).assign("10.9.0.1", 3 * S, Some("lb"), 1));
+    for k in 1..6 {
+        at(&mut index, k * 10 * S, Ev::default().promise(1, k * 10 * S, (k + 1) * 10 * S));
+    }
+    let (p, r) = flow(("10.1.0.1", 40_000), ("10.9.0.1", 443), 45 * S, 46 * S, 1, false);
+    assert_eq!(verdict(&mut index, &p, &r), Ok(("lb".into(), EvidenceKind::Assignment)));
+    // A release ends it.
+    at(&mut index, 60 * S, Ev::default().promise(1, 60 * S, 70 * S).assign("10.9.0.1", 65 * S, None, 1));
+    let (p, r) = flow(("10.1.0.1", 40_001), ("10.9.0.1", 443), 68 * S, 69 * S, 2, false);
+    assert_eq!(verdict(&mut index, &p, &r), Err(Reason::NoOwner));
+}
+
+#[test]
+fn heartbeats_grow_one_claim_and_expire_after_retention() {
+    let mut index = Index::new(params());
+    for k in 0..100 {
+        let ev = Ev::default().claim("10.2.0.1", 0, EvidenceKind::Heartbeat, k * 10 * S, (k + 1) * 10 * S, "pod");
+        at(&mut index, k * 10 * S, ev);
+    }
+    let size = index.size();
+    assert_eq!((size.ips, size.claims), (1, 1), "100 abutting heartbeats are one claim");
+    let (p, r) = flow(("10.1.0.1", 40_000), ("10.2.0.1", 80), 500 * S, 501 * S, 1, false);
+    assert_eq!(verdict(&mut index, &p, &r), Ok(("pod".into(), EvidenceKind::Heartbeat)));
+    index.advance(1_000 * S + 900 * S);
+    assert_eq!(index.size().claims, 0);
+    assert_eq!(index.size().ips, 0);
+}
+
+#[test]
+fn lookups_older_than_the_retention_are_expired() {
+    let mut index = Index::new(params());
+    at(&mut index, 0, Ev::default().claim("10.2.0.1", 0, EvidenceKind::Heartbeat, 0, 2_000 * S, "pod"));
+    index.advance(1_000 * S);
+    let (p, r) = flow(("10.1.0.1", 40_000), ("10.2.0.1", 80), 50 * S, 51 * S, 1, false);
+    assert_eq!(verdict(&mut index, &p, &r), Err(Reason::EvidenceExpired));
+}
+
+/// One verdict per connection: an open slice decides; the final record, looked up after the
+/// evidence expired, repeats it.
+#[test]
+fn later_records_of_an_open_connection_repeat_its_first_verdict() {
+    let mut index = Index::new(params());
+    at(&mut index, 0, Ev::default().claim("10.2.0.1", 0, EvidenceKind::Heartbeat, 0, 20 * S, "pod"));
+    index.advance(12 * S);
+    let (p, r) = flow(("10.1.0.1", 40_000), ("10.2.0.1", 80), 5 * S, 10 * S, 7, true);
+    assert_eq!(verdict(&mut index, &p, &r), Ok(("pod".into(), EvidenceKind::Heartbeat)));
+    // A slice every window, long after the evidence about the start expired.
+    for k in 2..100 {
+        index.advance(k * 10 * S + 2 * S);
+        let (p, r) = flow(("10.1.0.1", 40_000), ("10.2.0.1", 80), 5 * S, k * 10 * S, 7, true);
+        assert_eq!(verdict(&mut index, &p, &r), Ok(("pod".into(), EvidenceKind::Heartbeat)), "slice {k}");
+    }
+    index.advance(1_000 * S);
+    let (p, r) = flow(("10.1.0.1", 40_000), ("10.2.0.1", 80), 5 * S, 990 * S, 7, false);
+    assert_eq!(verdict(&mut index, &p, &r), Ok(("pod".into(), EvidenceKind::Heartbeat)));
+    // The final record forgot it: a replay of it is decided afresh.
+    let (p, r) = flow(("10.1.0.1", 40_000), ("10.2.0.1", 80), 5 * S, 990 * S, 7, false);
+    assert_eq!(verdict(&mut index, &p, &r), Err(Reason::EvidenceExpired));
+}
+
+#[test]
+fn connection_records_expire_after_the_peer_horizon() {
+    let mut index = Index::new(params());
+    at(&mut index, T0, Ev::default().conn(("10.9.0.5", 41_000), ("10.2.0.9", 443), T0, T0 + S, "a"));
+    assert_eq!(index.size().conns, 1);
+    index.advance(T0 + S + params().guard + params().peer_horizon);
+    assert_eq!(index.size().conns, 0);
+}
+
+/// A connection whose records stop (its final record lost) is forgotten after the retention.
+#[test]
+fn remembered_verdicts_expire() {
+    let mut index = Index::new(params());
+    index.advance(12 * S);
+    let (p, r) = flow(("10.1.0.1", 40_000), ("10.2.0.1", 80), 5 * S, 10 * S, 7, true);
+    assert_eq!(verdict(&mut index, &p, &r), Err(Reason::NoOwner));
+    assert_eq!(index.size().memo, 1);
+    index.advance(12 * S + 900 * S);
+    assert_eq!(index.size().memo, 0);
+}

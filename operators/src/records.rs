@@ -1,0 +1,262 @@
+//! The containers that cross the exchange between workers: evidence, flows and verdicts, each
+//! for one target worker and one dataflow time.
+//!
+//! Why these shapes: every flow and every heartbeat passes through here, so a record is a few
+//! plain words (addresses as 128-bit integers, times, small offsets), and names travel as
+//! offsets into one string per container ([`Names`]) instead of a reference-counted string per
+//! record. A flow's full report (counters, local workload, ...) is not taken apart at all: the
+//! source copies the flow's encoded Protobuf message into the container's `bytes`, and the
+//! output stage rebuilds the output record from it (see `flowmap_schema::view::parse_flow`). All
+//! of it is plain data, so between processes timely serializes it as it is.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{EvidenceKind, Ip, Reason, Time};
+
+/// Names carried by one container: their bytes concatenated, each referenced by a [`NameRef`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Names {
+    text: String,
+}
+
+/// A name in a [`Names`] table: offset and length in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NameRef {
+    off: u32,
+    len: u32,
+}
+
+impl Names {
+    /// Appends a name and returns its reference.
+    ///
+    /// A table holds at most 4 GiB of names; the source sizes containers far below that (one
+    /// container holds one batch's share for one worker).
+    pub fn push(&mut self, name: &str) -> NameRef {
+        let off = self.text.len() as u32;
+        self.text.push_str(name);
+        NameRef { off, len: name.len() as u32 }
+    }
+
+    /// The name behind a reference made by this table ("" for a reference it did not make).
+    pub fn get(&self, r: NameRef) -> &str {
+        self.text.get(r.off as usize..(r.off as usize).saturating_add(r.len as usize)).unwrap_or("")
+    }
+
+    /// Bytes held.
+    pub fn len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Whether no name is held.
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+}
+
+/// Identifies a *run* of an assignment source: a stretch of its batches with no gap in the
+/// sequence, abutting windows and one incarnation. The source of the job numbers runs per lane
+/// (`lane << 32 | n`), which is unique in the job and depends only on the lane's message order.
+pub type RunId = u64;
+
+/// An exporter claim: "`ip` (or only its `port`, when non-zero) was `name` during
+/// `[from, to)`", a heartbeat or a flow's local end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ClaimIn {
+    /// The address.
+    pub ip: Ip,
+    /// 0: the whole address; otherwise only this port.
+    pub port: u16,
+    /// [`EvidenceKind::Heartbeat`] or [`EvidenceKind::Flow`].
+    pub kind: EvidenceKind,
+    /// Start.
+    pub from: Time,
+    /// End (exclusive).
+    pub to: Time,
+    /// The owner.
+    pub name: NameRef,
+}
+
+/// One end's own record of a connection: "`name` had `local:local_port` connected to
+/// `peer:peer_port` from `start` (to `end` so far)". Stored under `local`; read when the other
+/// end's record of the same connection is looked up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ConnIn {
+    /// The reporting end's address.
+    pub local: Ip,
+    /// The reporting end's port.
+    pub local_port: u16,
+    /// The other end's address.
+    pub peer: Ip,
+    /// The other end's port.
+    pub peer_port: u16,
+    /// Established at (or first seen, when `start_unobserved`).
+    pub start: Time,
+    /// Closed at, or the window end for a connection still open.
+    pub end: Time,
+    /// The exporter did not see the connection established.
+    pub start_unobserved: bool,
+    /// The reporting end's workload.
+    pub name: NameRef,
+}
+
+/// An assignment event: from `at` on, `ip` belongs to `name` (released when `None`), as far as
+/// its source's run `run` vouches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AssignIn {
+    /// The address.
+    pub ip: Ip,
+    /// When.
+    pub at: Time,
+    /// The new owner; `None` releases the address.
+    pub name: Option<NameRef>,
+    /// The run of the source batch it came in.
+    pub run: RunId,
+}
+
+/// An assignment source's promise: its run `run` covers `[from, to)` (so far). Sent to every
+/// worker, since any of them may hold an assignment of that run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Promise {
+    /// The run.
+    pub run: RunId,
+    /// The source (exporter id of the address manager).
+    pub source: NameRef,
+    /// Start of the run's first window.
+    pub from: Time,
+    /// End of its latest window.
+    pub to: Time,
+}
+
+/// The evidence of one dataflow time for one worker.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EvidencePiece {
+    /// The worker it is for (the exchange routes by it).
+    pub worker: u32,
+    /// The names its records refer to.
+    pub names: Names,
+    /// Exporter claims.
+    pub claims: Vec<ClaimIn>,
+    /// Connection records.
+    pub conns: Vec<ConnIn>,
+    /// Assignment events.
+    pub assignments: Vec<AssignIn>,
+    /// Assignment sources' promises (applied before the events of the same piece).
+    pub promises: Vec<Promise>,
+}
+
+impl EvidencePiece {
+    /// An empty piece for `worker`.
+    pub fn new(worker: usize) -> Self {
+        EvidencePiece { worker: worker as u32, ..Default::default() }
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.claims.is_empty() && self.conns.is_empty() && self.assignments.is_empty() && self.promises.is_empty()
+    }
+}
+
+/// Flags of a [`FlowRow`].
+pub mod flags {
+    /// A slice of a connection still open at its window's end.
+    pub const OPEN: u8 = 1;
+    /// The exporter did not see the connection established.
+    pub const START_UNOBSERVED: u8 = 2;
+}
+
+/// What the lookup needs of one flow record, plus where its full report is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FlowRow {
+    /// The address to attribute.
+    pub remote: Ip,
+    /// The flow's start (exporter clock; first seen, when the start was not observed).
+    pub start: Time,
+    /// The flow id (the same for every record of one connection).
+    pub id: u64,
+    /// Offset of the flow's encoded message in the container's `bytes`.
+    pub msg_off: u32,
+    /// Its length.
+    pub msg_len: u32,
+    /// The remote port.
+    pub remote_port: u16,
+    /// [`flags`].
+    pub flags: u8,
+}
+
+impl FlowRow {
+    /// A slice of an open connection.
+    pub fn open(&self) -> bool {
+        self.flags & flags::OPEN != 0
+    }
+
+    /// The exporter did not see the connection established.
+    pub fn start_unobserved(&self) -> bool {
+        self.flags & flags::START_UNOBSERVED != 0
+    }
+}
+
+/// Flow records of one exporter batch, for one worker and one lookup time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FlowPiece {
+    /// The worker it is for (the exchange routes by it).
+    pub worker: u32,
+    /// The exporter that reported the flows.
+    pub exporter: String,
+    /// The exporter's incarnation.
+    pub incarnation: u64,
+    /// The flows' encoded `flowmap.v1.Flow` messages, concatenated.
+    pub bytes: Vec<u8>,
+    /// The rows.
+    pub rows: Vec<FlowRow>,
+    /// Re-read after a restart only to rebuild state: looked up (so later records of the same
+    /// connections keep their verdict) but not output again.
+    pub rebuild: bool,
+}
+
+impl FlowPiece {
+    /// The encoded message of `row`.
+    pub fn message(&self, row: &FlowRow) -> &[u8] {
+        let from = row.msg_off as usize;
+        self.bytes.get(from..from.saturating_add(row.msg_len as usize)).unwrap_or(&[])
+    }
+}
+
+/// The verdict on one flow's remote end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Verdict {
+    /// Attributed to the workload named in the container's [`Names`], on this evidence.
+    Attributed {
+        /// The owner.
+        name: NameRef,
+        /// What it rests on.
+        evidence: EvidenceKind,
+    },
+    /// Unattributed, for this reason.
+    Unattributed(Reason),
+}
+
+/// Flow records with their verdicts, in the same order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct VerdictPiece {
+    /// The flows (rebuild pieces never reach the output).
+    pub flows: FlowPiece,
+    /// One verdict per row of `flows`.
+    pub verdicts: Vec<Verdict>,
+    /// The workloads the verdicts name.
+    pub names: Names,
+}
+
+impl VerdictPiece {
+    /// The remote workload a verdict names, if attributed.
+    pub fn workload(&self, v: &Verdict) -> Option<&str> {
+        match v {
+            Verdict::Attributed { name, .. } => Some(self.names.get(*name)),
+            Verdict::Unattributed(_) => None,
+        }
+    }
+
+    /// Rows and verdicts together.
+    pub fn iter(&self) -> impl Iterator<Item = (&FlowRow, &Verdict)> {
+        self.flows.rows.iter().zip(&self.verdicts)
+    }
+}

@@ -1,0 +1,260 @@
+//! The attribution rule: from the evidence about one address near one instant to a verdict.
+//!
+//! Pure functions over small slices, so the rule can be stated, tested against a pointwise
+//! definition (`tests.rs`), and reused by every reader of the ownership index (flows from
+//! exporters, intervals from cloud flow logs).
+//!
+//! # The rule
+//! A flow to remote `(R, p)` starting at `t` is looked up in the *guard band*
+//! `[t - guard, t + guard]` (the clock skew between two hosts could put the true instant
+//! anywhere in it). In order:
+//! 1. **Peer.** If the other end reported this very connection (the mirrored 4-tuple, starts
+//!    within the band, see [`crate::index`]), its local workload is first-hand: one workload
+//!    named by the peers is the verdict (`peer`); two different ones are a `conflict`.
+//! 2. **Exact port.** If claims scoped to `(R, p)` touch the band, decide on them together with
+//!    the whole-IP claims on `R` (a whole-IP claim speaks about every port, so a different owner
+//!    there is a conflict).
+//! 3. **Shared address.** Otherwise, if claims scoped to other ports of `R` touch the band, `R`
+//!    is shared and nothing vouches for `p`: `shared_ip`.
+//! 4. **Whole address.** Otherwise decide on the whole-IP exporter claims.
+//! 5. **Assignments.** Only where no exporter evidence touches the band: decide on the
+//!    assignment claims, each cut where its source's promise ends. If that finds no owner (or a
+//!    boundary in the band) and some assignment would have reached the band but for its
+//!    source's gap, the reason is `source_gap`.
+//!
+//! "Decide" is the range rule: ranges of one workload that overlap or abut merge; where
+//! different workloads overlap there is a conflict; `W` is attributed only if `W`, and no one
+//! else, holds every instant of the band. A boundary inside the band is `near_boundary` (it
+//! could be clock skew), another claimant at `t` a `conflict`, nothing at `t` `no_owner`.
+
+use crate::types::{EvidenceKind, Reason, Time};
+
+/// One claim as the rule sees it: "`workload` held the address (or the port) during
+/// `[from, to)`", of this kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span<'a> {
+    /// Start (inclusive).
+    pub from: Time,
+    /// End (exclusive).
+    pub to: Time,
+    /// The owner.
+    pub workload: &'a str,
+    /// Where the claim comes from.
+    pub kind: EvidenceKind,
+}
+
+/// Everything the index found about one remote `(R, p)` near one flow's guard band. Claims not
+/// touching the band may be included; the rule ignores them.
+#[derive(Clone, Debug, Default)]
+pub struct Candidates<'a> {
+    /// Local workloads of the peer's records of this very connection.
+    pub peers: Vec<&'a str>,
+    /// Exporter claims scoped to exactly `(R, p)`.
+    pub exact: Vec<Span<'a>>,
+    /// Exporter claims on the whole address `R`.
+    pub whole: Vec<Span<'a>>,
+    /// Whether exporter claims scoped to other ports of `R` touch the band.
+    pub other_ports: bool,
+    /// Assignment claims on `R`, each already cut where its source's promise ends.
+    pub assigned: Vec<Span<'a>>,
+    /// Whether an assignment that would have reached the band was cut short by its source's
+    /// promise ending before the band's end.
+    pub assignment_cut: bool,
+}
+
+/// A verdict, borrowing the winner's name from the candidates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision<'a> {
+    /// Attributed to this workload, on this kind of evidence.
+    Attributed {
+        /// The owner.
+        workload: &'a str,
+        /// What it rests on.
+        evidence: EvidenceKind,
+    },
+    /// Unattributed, for this reason.
+    Unattributed(Reason),
+}
+
+/// The guard band around `at` as a half-open range `[lo, hi)`, saturating at the ends of time.
+pub fn band(at: Time, guard: Time) -> (Time, Time) {
+    (at.saturating_sub(guard), at.saturating_add(guard).saturating_add(1))
+}
+
+/// Whether `[from, to)` touches the band `[lo, hi)`.
+pub fn touches(from: Time, to: Time, (lo, hi): (Time, Time)) -> bool {
+    from < hi && lo < to && from < to
+}
+
+/// Applies the rule (see the module docs) to the candidates of a flow starting at `at`.
+pub fn decide<'a>(c: &Candidates<'a>, at: Time, guard: Time) -> Decision<'a> {
+    if let Some((first, rest)) = c.peers.split_first() {
+        return if rest.iter().all(|w| w == first) {
+            Decision::Attributed { workload: first, evidence: EvidenceKind::Peer }
+        } else {
+            Decision::Unattributed(Reason::Conflict)
+        };
+    }
+    let b = band(at, guard);
+    let near = |s: &&Span<'a>| touches(s.from, s.to, b);
+    if c.exact.iter().any(|s| near(&s)) {
+        return ranges(c.exact.iter().chain(&c.whole).filter(near), at, guard);
+    }
+    if c.other_ports {
+        return Decision::Unattributed(Reason::SharedIp);
+    }
+    if c.whole.iter().any(|s| near(&s)) {
+        return ranges(c.whole.iter().filter(near), at, guard);
+    }
+    let verdict = ranges(c.assigned.iter().filter(near), at, guard);
+    match verdict {
+        Decision::Unattributed(Reason::NoOwner | Reason::NearBoundary) if c.assignment_cut => {
+            Decision::Unattributed(Reason::SourceGap)
+        }
+        v => v,
+    }
+}
+
+/// The range rule over claims that touch the band (see the module docs).
+///
+/// Works without building a range set in the common case of one claimant: grow the union of its
+/// ranges around `at`, and check it covers the band.
+pub fn ranges<'a, 'b>(claims: impl Iterator<Item = &'b Span<'a>> + Clone, at: Time, guard: Time) -> Decision<'a>
+where
+    'a: 'b,
+{
+    let (lo, hi) = band(at, guard);
+    let Some(first) = claims.clone().next() else {
+        return Decision::Unattributed(Reason::NoOwner);
+    };
+    let workload = first.workload;
+    if claims.clone().all(|c| c.workload == workload) {
+        let Some(seed) = claims.clone().find(|c| c.from <= at && at < c.to) else {
+            return Decision::Unattributed(Reason::NoOwner);
+        };
+        let (mut from, mut to) = (seed.from, seed.to);
+        loop {
+            let mut grown = false;
+            for c in claims.clone() {
+                if c.from <= to && from <= c.to && (c.from < from || c.to > to) {
+                    from = from.min(c.from);
+                    to = to.max(c.to);
+                    grown = true;
+                }
+            }
+            if !grown {
+                break;
+            }
+        }
+        if from > lo || to < hi {
+            return Decision::Unattributed(Reason::NearBoundary);
+        }
+        return Decision::Attributed { workload, evidence: strongest(claims, workload) };
+    }
+    // Several claimants: sweep the band's endpoints.
+    let set = RangeSet::build(claims.clone().map(|c| (c.from, c.to, c.workload)));
+    let Some(segment) = set.segment_at(at) else {
+        return Decision::Unattributed(Reason::NoOwner);
+    };
+    let Owner::One(workload) = segment.owner else {
+        return Decision::Unattributed(Reason::Conflict);
+    };
+    if segment.from > lo || segment.to < hi {
+        return Decision::Unattributed(Reason::NearBoundary);
+    }
+    Decision::Attributed { workload, evidence: strongest(claims, workload) }
+}
+
+/// The strongest kind of `workload`'s evidence among `claims` (see [`EvidenceKind::rank`]).
+fn strongest<'a, 'b>(claims: impl Iterator<Item = &'b Span<'a>>, workload: &str) -> EvidenceKind
+where
+    'a: 'b,
+{
+    claims
+        .filter(|c| c.workload == workload)
+        .map(|c| c.kind)
+        .min_by_key(|k| k.rank())
+        .unwrap_or(EvidenceKind::Assignment)
+}
+
+/// Who holds a segment of time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner<'a> {
+    /// Exactly one workload.
+    One(&'a str),
+    /// Two or more workloads claim it.
+    Conflict,
+}
+
+/// One segment `[from, to)` of a [`RangeSet`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment<'a> {
+    /// Start (inclusive).
+    pub from: Time,
+    /// End (exclusive).
+    pub to: Time,
+    /// Who holds it.
+    pub owner: Owner<'a>,
+}
+
+/// Sorted, non-overlapping segments; adjacent segments never have the same owner (they merge).
+/// Times not covered by any segment have no owner.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeSet<'a> {
+    segments: Vec<Segment<'a>>,
+}
+
+impl<'a> RangeSet<'a> {
+    /// Builds the set from claims `(from, to, workload)`; empty ranges (`from >= to`) are ignored.
+    pub fn build(claims: impl IntoIterator<Item = (Time, Time, &'a str)>) -> Self {
+        // Sweep over the endpoints, keeping a count of open ranges per workload.
+        let mut edges: Vec<(Time, i32, &'a str)> = Vec::new();
+        for (from, to, workload) in claims {
+            if from < to {
+                edges.push((from, 1, workload));
+                edges.push((to, -1, workload));
+            }
+        }
+        edges.sort_unstable_by_key(|e| e.0);
+        let mut active: Vec<(&'a str, i32)> = Vec::new();
+        let mut segments: Vec<Segment<'a>> = Vec::new();
+        let mut i = 0;
+        while i < edges.len() {
+            let at = edges[i].0;
+            while i < edges.len() && edges[i].0 == at {
+                let (_, delta, workload) = edges[i];
+                match active.iter_mut().find(|(w, _)| *w == workload) {
+                    Some(entry) => entry.1 += delta,
+                    None => active.push((workload, delta)),
+                }
+                i += 1;
+            }
+            active.retain(|(_, count)| *count != 0);
+            let Some(&(next, _, _)) = edges.get(i) else { break };
+            let owner = match active.as_slice() {
+                [] => continue,
+                [(workload, _)] => Owner::One(workload),
+                _ => Owner::Conflict,
+            };
+            match segments.last_mut() {
+                Some(last) if last.to == at && last.owner == owner => last.to = next,
+                _ => segments.push(Segment { from: at, to: next, owner }),
+            }
+        }
+        RangeSet { segments }
+    }
+
+    /// The segments, sorted by time.
+    pub fn segments(&self) -> &[Segment<'a>] {
+        &self.segments
+    }
+
+    /// The segment containing `t`, if any.
+    pub fn segment_at(&self, t: Time) -> Option<&Segment<'a>> {
+        let i = self.segments.partition_point(|s| s.to <= t);
+        self.segments.get(i).filter(|s| s.from <= t)
+    }
+}
+
+#[cfg(test)]
+mod tests;
