@@ -20,8 +20,8 @@ use std::sync::Arc;
 use flowmap_operators::Time;
 use serde::{Deserialize, Serialize};
 
+use crate::feed::{Feed, FeedError, FeedStatus, Lane, Message, Outcome};
 use crate::kafka::{lanes_of, number_lanes, LaneId};
-use crate::source::{Feed, FeedStatus, Lane, Message};
 
 const MAGIC: &[u8; 4] = b"FMC1";
 /// The `format` field of a manifest this version writes and reads.
@@ -49,6 +49,17 @@ pub enum CaptureError {
         /// What is wrong.
         why: String,
     },
+}
+
+impl From<CaptureError> for FeedError {
+    fn from(e: CaptureError) -> Self {
+        match e {
+            CaptureError::Io { path, source } => {
+                FeedError::Damaged { what: path.display().to_string(), detail: source.to_string() }
+            }
+            CaptureError::Invalid { path, why } => FeedError::Damaged { what: path.display().to_string(), detail: why },
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaptureError + '_ {
@@ -240,7 +251,7 @@ pub struct ReplayFeed {
     lanes: Vec<ReplayLane>,
     next: usize,
     progress: Arc<AtomicU64>,
-    error: Option<String>,
+    error: Option<CaptureError>,
 }
 
 impl ReplayFeed {
@@ -271,7 +282,7 @@ impl Feed for ReplayFeed {
         self.lanes.iter().map(|l| Lane { id: l.lane, roster: Vec::new() }).collect()
     }
 
-    fn poll(&mut self, max: usize, deliver: &mut dyn FnMut(&Message<'_>) -> crate::source::Outcome) -> FeedStatus {
+    fn poll(&mut self, max: usize, deliver: &mut dyn FnMut(&Message<'_>) -> Outcome) -> FeedStatus {
         let mut given = 0;
         while given < max && self.lanes.iter().any(|l| l.reader.is_some()) {
             let i = self.next % self.lanes.len();
@@ -290,7 +301,7 @@ impl Feed for ReplayFeed {
                     Ok(None) => lane.reader = None,
                     Err(e) => {
                         tracing::error!(error = %e, "capture unreadable: stopping this partition");
-                        self.error.get_or_insert(e.to_string());
+                        self.error.get_or_insert(e);
                         lane.reader = None;
                     }
                 }
@@ -308,9 +319,9 @@ impl Feed for ReplayFeed {
         self.lanes.iter().any(|l| !l.started)
     }
 
-    fn finish(&mut self) -> Result<(), String> {
+    fn finish(&mut self) -> Result<(), FeedError> {
         match self.error.take() {
-            Some(e) => Err(format!("the capture is damaged: {e}")),
+            Some(e) => Err(e.into()),
             None => Ok(()),
         }
     }

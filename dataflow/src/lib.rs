@@ -2,15 +2,15 @@
 //! IPs when the flow started, or leaves an end unattributed with a reason. Never guesses.
 //!
 //! Entry points: the binary `flowmap` (`src/main.rs`, subcommands in [`cli`]) and [`run::run`],
-//! which runs the dataflow of [`pipeline`] on timely workers over any [`source::Feed`].
+//! which runs the dataflow of [`pipeline`] on timely workers over any [`feed::Feed`].
 //!
 //! # Layout
 //! - [`config`]: the job's typed, validated settings (`configs/job.toml`).
 //! - [`cidr`]: fleet address blocks.
-//! - [`decode`]: wire bytes to validated records, with counted rejections.
-//! - [`tracker`]: per-exporter sequence, duplicate and gap tracking; the input frontier.
-//! - [`coalesce`]: merging consecutive heartbeats into longer claims.
-//! - [`source`]: the batch source operator over a [`source::Feed`].
+//! - [`feed`]: the input interface ([`feed::Feed`], lanes, messages, outcomes, errors).
+//! - [`admission`]: from a raw message to routed pieces: validation, per-exporter progress
+//!   (incarnations, gaps, duplicates), assignment sources' runs; no timely needed.
+//! - [`source`]: the batch source operator over a [`feed::Feed`].
 //! - [`pipeline`]: the attribution dataflow.
 //! - [`run`]: workers, output collection, statistics.
 //! - [`sink`]: delivering output and tracking the delivered frontier.
@@ -23,12 +23,12 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod admission;
 pub mod capture;
 pub mod cidr;
 pub mod cli;
-pub mod coalesce;
 pub mod config;
-pub mod decode;
+pub mod feed;
 pub mod kafka;
 pub mod memory;
 pub mod output;
@@ -37,4 +37,3 @@ pub mod profile;
 pub mod run;
 pub mod sink;
 pub mod source;
-pub mod tracker;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use flowmap_sim::Delivery;
 
 use crate::config::JobConfig;
+use crate::feed::{Feed, FeedStatus, Lane, Message, Outcome};
 use crate::run::{run, OutputMode, RunError, RunReport};
-use crate::source::{Feed, FeedStatus, Lane, Message, Outcome};
 
 /// Which worker reads the messages of `key` (FNV-1a of the key, modulo the workers).
 pub fn worker_of(key: &str, peers: usize) -> usize {

@@ -1,23 +1,15 @@
-//! The attribution dataflow, from decoded batches to attributed flows.
+//! The attribution dataflow, from the source's pieces to verdicts.
 //!
 //! ```text
-//! source ─┬─ evidence ─┬─ claims (heartbeats, flows' local ends) ─┐
-//!         │            └─ assignment events ─ AssignmentClaims ───┴─ Expire ─ arrange_by_key (by IP)
-//!         │                                                                        │
-//!         ├─ fleet flows, each at its lookup time ─────────────────────────── Attribute ─┐
-//!         └─ external flows, decided ──────────────────────────────────────────────────┴─ output
+//! source ─┬─ evidence (per worker, at batch time) ──────────────┐
+//!         ├─ fleet flows (per worker, each at its lookup time) ─┴─ Attribute (ownership index) ─┐
+//!         └─ flows decided at the source (external) ───────────────────────────────────────────┴─ output
 //! ```
 //! A fleet flow's lookup time is `max(batch time, start + guard)` rounded up to the tick: by
 //! then every exporter has promised everything about the guard band around its start.
 
-use differential_dataflow::operators::arrange::Arranged;
-use differential_dataflow::AsCollection;
-use flowmap_operators::{
-    AssignmentClaims, AssignmentEvent, Attribute, AttributeParams, AttributedFlow, Claim, Diff, Expire, Ip,
-    OwnershipTrace, Time,
-};
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
+use flowmap_operators::records::VerdictPiece;
+use flowmap_operators::{Attribute, AttributeParams, IndexParams, StateProbe, Time};
 use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
 
@@ -26,102 +18,29 @@ use crate::source::Sourced;
 
 /// The pieces of a built dataflow that a runner needs.
 pub struct Built<'scope> {
-    /// Every flow, attributed or not, exactly once per accepted flow record.
-    pub output: Stream<'scope, Time, Vec<AttributedFlow>>,
-    /// The ownership arrangement (shared; readable for state statistics).
-    pub ownership: Arranged<'scope, OwnershipTrace>,
+    /// Every flow record, attributed or not, exactly once per accepted record.
+    pub output: Stream<'scope, Time, Vec<VerdictPiece>>,
+    /// This worker's ownership index size, sampled.
+    pub state: StateProbe,
 }
 
-/// Builds the attribution dataflow over the source's streams.
-pub fn attribution<'scope>(sourced: Sourced<'scope>, config: &JobConfig) -> Built<'scope> {
-    let claims = sourced
-        .evidence
-        .clone()
-        .unary(Pipeline, "Claims", |_, _| {
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    let Some(&time) = cap.least() else { return };
-                    let mut session = output.session(&cap);
-                    for evidence in data.iter() {
-                        for (ip, claim) in &evidence.claims {
-                            session.give(((*ip, claim.clone()), time, 1 as Diff));
-                        }
-                    }
-                });
-            }
-        })
-        .as_collection();
-
-    let assignments: Stream<'scope, Time, Vec<AssignmentEvent>> =
-        sourced.evidence.unary(Pipeline, "Assignments", |_, _| {
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    let mut session = output.session(&cap);
-                    for evidence in data.iter() {
-                        session.give_iterator(evidence.assignments.iter().cloned());
-                    }
-                });
-            }
-        });
-
-    let ownership = claims
-        .concat(assignments.assignment_claims())
-        .expire(config.retention, config.tick)
-        .arrange_by_key_named("Ownership");
-
-    let params = AttributeParams {
+/// The index settings a job configuration implies.
+pub fn index_params(config: &JobConfig) -> IndexParams {
+    IndexParams {
         guard: config.guard,
         retention: config.retention,
-        // Heartbeat runs are the longest claims: up to `coalesce_windows` windows.
-        max_claim_len: config.max_window.saturating_mul(u64::from(config.coalesce_windows)),
-        fuel: config.fuel,
-    };
-    let output = sourced.flows.attribute(ownership.clone(), params).concat(sourced.external);
-    Built { output, ownership }
-}
-
-/// Estimated bytes and update count of an ownership trace, and its number of distinct IPs
-/// (summed over its batches, so an IP present in several batches counts more than once).
-pub fn trace_size(trace: &mut OwnershipTrace) -> TraceSize {
-    use differential_dataflow::trace::TraceReader;
-    let mut size = TraceSize::default();
-    trace.map_spans(|span| {
-        if let Some(batch) = &span.inner {
-            size.batches += 1;
-            size.updates += batch.updates as u64;
-            size.keys += batch.storage.keys.len() as u64;
-            size.vals += batch.storage.vals.vals.len() as u64;
-        }
-    });
-    size.bytes = size.keys * (std::mem::size_of::<Ip>() + 8) as u64
-        + size.vals * (std::mem::size_of::<Claim>() + 8) as u64
-        + size.updates * (std::mem::size_of::<Time>() + std::mem::size_of::<Diff>()) as u64;
-    size
-}
-
-/// The size of an ownership trace.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TraceSize {
-    /// Batches in the trace holding updates.
-    pub batches: u64,
-    /// Keys (IPs), summed over batches.
-    pub keys: u64,
-    /// Values (claims), summed over batches.
-    pub vals: u64,
-    /// (time, diff) updates.
-    pub updates: u64,
-    /// Estimated bytes of keys, values, times and diffs plus offsets (excluding the shared
-    /// workload-name strings).
-    pub bytes: u64,
-}
-
-impl TraceSize {
-    /// Adds another trace's size (another worker's).
-    pub fn add(&mut self, other: &TraceSize) {
-        self.batches += other.batches;
-        self.keys += other.keys;
-        self.vals += other.vals;
-        self.updates += other.updates;
-        self.bytes += other.bytes;
+        // The other end's record of a connection enters with the batch of the window it
+        // started in (as a slice, or closed), at most a window plus the guard after its
+        // start; keep connection records that long after they end, and a tick more.
+        peer_horizon: config.max_window.saturating_add(config.guard).saturating_add(config.tick),
     }
+}
+
+/// Builds the attribution dataflow over the source's streams. With `names` false, verdicts do
+/// not carry workload names (for consumers that only count).
+pub fn attribution<'scope>(sourced: Sourced<'scope>, config: &JobConfig, names: bool) -> Built<'scope> {
+    let params = AttributeParams { index: index_params(config), fuel: config.fuel, names };
+    let state = StateProbe::default();
+    let output = sourced.flows.attribute(sourced.evidence, params, state.clone()).concat(sourced.decided);
+    Built { output, state }
 }

@@ -12,21 +12,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use differential_dataflow::trace::TraceReader;
-use flowmap_operators::{AttributedFlow, Attribution, Time};
+use flowmap_operators::records::{Verdict, VerdictPiece};
+use flowmap_operators::{IndexSize, Time};
+use flowmap_schema as wire;
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::ProbeHandle;
-use timely::progress::Antichain;
 
+use crate::admission::IngestStats;
 use crate::config::JobConfig;
-use crate::decode::IngestStats;
-use crate::pipeline::{attribution, trace_size, TraceSize};
+use crate::feed::{Feed, FeedError};
+use crate::output::records;
+use crate::pipeline::attribution;
 use crate::profile::OperatorTimes;
-use crate::sink::{deliver, FlowSink, SharedSink};
-use crate::source::{batch_source, Feed, SharedFeed};
+use crate::sink::{deliver, FlowSink, SharedSink, SinkError};
+use crate::source::{batch_source, SharedFeed};
 
 /// Makes worker `index` of `peers` its sink.
-pub type SinkFactory = Arc<dyn Fn(usize, usize) -> Result<Box<dyn FlowSink>, String> + Send + Sync>;
+pub type SinkFactory = Arc<dyn Fn(usize, usize) -> Result<Box<dyn FlowSink>, SinkError> + Send + Sync>;
 
 /// What to do with the attributed flows.
 #[derive(Clone)]
@@ -48,47 +50,58 @@ impl OutputMode {
 
 #[derive(Default)]
 struct Collected {
-    flows: Vec<AttributedFlow>,
+    flows: Vec<wire::AttributedFlow>,
     output: u64,
     attributed: u64,
+}
+
+/// What stopped a worker.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Stop {
+    /// The input failed.
+    #[error(transparent)]
+    Feed(#[from] FeedError),
+    /// The output failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
 }
 
 /// One worker's results.
 #[derive(Debug, Default)]
 pub struct WorkerReport {
-    /// Attributed flows (when collecting).
-    pub flows: Vec<AttributedFlow>,
-    /// How many flows were output.
+    /// Output records (when collecting).
+    pub flows: Vec<wire::AttributedFlow>,
+    /// How many records were output.
     pub output: u64,
     /// How many of them have a remote workload.
     pub attributed: u64,
     /// Ingest counters.
     pub ingest: IngestStats,
     /// Largest ownership state this worker held, sampled during the run.
-    pub peak_state: TraceSize,
+    pub peak_state: IndexSize,
     /// Ownership state sampled during the run.
-    pub state_samples: Vec<TraceSize>,
+    pub state_samples: Vec<IndexSize>,
     /// Time per operator (when profiling).
     pub operator_times: OperatorTimes,
     /// What stopped this worker, if it did not finish.
-    pub error: Option<String>,
+    pub error: Option<Stop>,
 }
 
 /// The merged results of all workers of this process.
 #[derive(Debug, Default)]
 pub struct RunReport {
-    /// Attributed flows (when collecting), in no particular order.
-    pub flows: Vec<AttributedFlow>,
-    /// How many flows were output.
+    /// Output records (when collecting), in no particular order.
+    pub flows: Vec<wire::AttributedFlow>,
+    /// How many records were output.
     pub output: u64,
     /// How many of them have a remote workload.
     pub attributed: u64,
     /// Ingest counters, summed.
     pub ingest: IngestStats,
     /// Sum over workers of each worker's peak ownership state.
-    pub peak_state: TraceSize,
+    pub peak_state: IndexSize,
     /// Ownership state summed over workers, per sample (taken every `sample_every`).
-    pub state_samples: Vec<TraceSize>,
+    pub state_samples: Vec<IndexSize>,
     /// Wall time from start to all workers finished.
     pub elapsed: Duration,
     /// Workers in this process.
@@ -107,8 +120,8 @@ pub enum RunError {
     #[error("worker failed: {0}")]
     Worker(String),
     /// The feed or the sink failed (the job stopped; nothing past the failure was committed).
-    #[error("{0}")]
-    Io(String),
+    #[error(transparent)]
+    Stopped(#[from] Stop),
 }
 
 /// Runs the attribution job until every feed is exhausted.
@@ -129,13 +142,14 @@ where
 {
     let started = Instant::now();
     let abort = Arc::new(AtomicBool::new(false));
-    let first_error: Arc<Mutex<Option<String>>> = Arc::default();
+    let first_error: Arc<Mutex<Option<Stop>>> = Arc::default();
     let failure = Arc::clone(&first_error);
     let guards = timely::execute(timely, move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let stats = Rc::new(RefCell::new(IngestStats::default()));
         let collected: Rc<RefCell<Collected>> = Rc::default();
-        let error: Rc<RefCell<Option<String>>> = Rc::default();
+        let error: Rc<RefCell<Option<Stop>>> = Rc::default();
+        let sink_error: Rc<RefCell<Option<SinkError>>> = Rc::default();
         let probe = ProbeHandle::new();
         let profiler = profile.then(|| crate::profile::install(worker));
         let feed = Rc::new(RefCell::new(make_feed(index, peers)));
@@ -144,45 +158,48 @@ where
             OutputMode::Sink(factory) => match factory(index, peers) {
                 Ok(sink) => Some(Rc::new(RefCell::new(BoxedSink(sink)))),
                 Err(e) => {
-                    *error.borrow_mut() = Some(e);
+                    *error.borrow_mut() = Some(e.into());
                     None
                 }
             },
             _ => None,
         };
         let collect = mode.collects();
-        let mut trace = worker.dataflow::<Time, _, _>(|scope| {
+        let names = !matches!(mode, OutputMode::Count);
+        let state = worker.dataflow::<Time, _, _>(|scope| {
             let batches = batch_source(scope, shared, job.clone(), Rc::clone(&stats));
-            let built = attribution(batches, &job);
+            let built = attribution(batches, &job, names);
             let sink_counts = Rc::clone(&collected);
             let counted = built.output.inspect_core(move |event| {
-                if let Ok((_, flows)) = event {
+                if let Ok((_, pieces)) = event {
                     let mut c = sink_counts.borrow_mut();
-                    c.output += flows.len() as u64;
-                    c.attributed +=
-                        flows.iter().filter(|f| matches!(f.remote, Attribution::Workload { .. })).count() as u64;
-                    if collect {
-                        c.flows.extend(flows.iter().cloned());
+                    for piece in pieces.iter() {
+                        count(&mut c, piece);
+                        if collect {
+                            c.flows.extend(records(piece));
+                        }
                     }
                 }
             });
             match &sink {
                 Some(sink) => {
-                    deliver(counted, Rc::clone(sink), Rc::clone(&error)).probe_with(&probe);
+                    deliver(counted, Rc::clone(sink), Rc::clone(&sink_error)).probe_with(&probe);
                 }
                 None => {
                     counted.probe_with(&probe);
                 }
             }
-            built.ownership.trace
+            built.state
         });
         let mut report = WorkerReport::default();
-        let mut frontier = Antichain::new();
         let mut last_sample = Instant::now();
         let mut last_report = Instant::now();
         let mut delivered: Vec<Time> = Vec::new();
         while !probe.done() {
             worker.step_or_park(Some(Duration::from_millis(20)));
+            if let Some(e) = sink_error.borrow_mut().take() {
+                error.borrow_mut().get_or_insert(e.into());
+            }
             if error.borrow().is_some() || abort.load(Ordering::Relaxed) {
                 break;
             }
@@ -193,17 +210,13 @@ where
                     delivered.extend(f.iter().copied());
                 });
                 if let Err(e) = feed.borrow_mut().delivered(&delivered) {
-                    *error.borrow_mut() = Some(e);
+                    *error.borrow_mut() = Some(e.into());
                     break;
                 }
             }
             if last_sample.elapsed() >= sample_every {
                 last_sample = Instant::now();
-                // Follow the probe so this handle never holds back compaction.
-                probe.with_frontier(|f| frontier = f.to_owned());
-                trace.set_logical_compaction(frontier.borrow());
-                trace.set_physical_compaction(frontier.borrow());
-                let size = trace_size(&mut trace);
+                let size = state.get();
                 if size.bytes > report.peak_state.bytes {
                     report.peak_state = size;
                 }
@@ -212,8 +225,9 @@ where
         }
         if error.borrow().is_none() && !abort.load(Ordering::Relaxed) {
             // Everything is out of the dataflow: drain the sink, then the feed's last commit.
-            let drained = sink.as_ref().map_or(Ok(()), |s| s.borrow_mut().finish());
-            if let Err(e) = drained.and_then(|()| feed.borrow_mut().finish()) {
+            let drained: Result<(), Stop> =
+                sink.as_ref().map_or(Ok(()), |s| s.borrow_mut().finish().map_err(Stop::from));
+            if let Err(e) = drained.and_then(|()| feed.borrow_mut().finish().map_err(Stop::from)) {
                 *error.borrow_mut() = Some(e);
             }
         }
@@ -229,8 +243,6 @@ where
         report.output = collected.output;
         report.attributed = collected.attributed;
         report.ingest = stats.borrow().clone();
-        // Drop the dataflow's state before reading the log, so shutdown time is counted too.
-        drop(trace);
         report.operator_times = profiler.map(|finish| finish()).unwrap_or_default();
         report
     })
@@ -248,29 +260,34 @@ where
         merged.operator_times.merge(&worker.operator_times);
         for (i, s) in worker.state_samples.iter().enumerate() {
             if merged.state_samples.len() <= i {
-                merged.state_samples.push(TraceSize::default());
+                merged.state_samples.push(IndexSize::default());
             }
             merged.state_samples[i].add(s);
         }
     }
     merged.elapsed = started.elapsed();
     if let Some(e) = first_error.lock().ok().and_then(|e| e.clone()) {
-        return Err(RunError::Io(e));
+        return Err(RunError::Stopped(e));
     }
     Ok(merged)
+}
+
+fn count(c: &mut Collected, piece: &VerdictPiece) {
+    c.output += piece.verdicts.len() as u64;
+    c.attributed += piece.verdicts.iter().filter(|v| matches!(v, Verdict::Attributed { .. })).count() as u64;
 }
 
 /// Adapts a boxed sink to the shared, unsized form.
 struct BoxedSink(Box<dyn FlowSink>);
 
 impl FlowSink for BoxedSink {
-    fn write(&mut self, time: Time, flows: &[AttributedFlow]) -> Result<(), String> {
-        self.0.write(time, flows)
+    fn write(&mut self, time: Time, piece: &VerdictPiece) -> Result<(), SinkError> {
+        self.0.write(time, piece)
     }
-    fn undelivered(&mut self) -> Result<Option<Time>, String> {
+    fn undelivered(&mut self) -> Result<Option<Time>, SinkError> {
         self.0.undelivered()
     }
-    fn finish(&mut self) -> Result<(), String> {
+    fn finish(&mut self) -> Result<(), SinkError> {
         self.0.finish()
     }
 }

@@ -2,47 +2,84 @@
 //!
 //! The job commits its input only after everything derived from it is delivered, so the
 //! output stage must report delivery in the dataflow's own terms: the [`deliver`] operator hands
-//! each batch of attributed flows to a [`FlowSink`] and holds a capability for the batch's time
-//! until the sink says every record of that time (and earlier) is acknowledged. A probe on its
-//! (empty) output stream is then the *delivered frontier*: every output at a time before it,
-//! on every worker, is safely stored.
+//! each piece of verdicts to a [`FlowSink`] and holds a capability for the piece's time until the
+//! sink says every record of that time (and earlier) is acknowledged. A probe on its (empty)
+//! output stream is then the *delivered frontier*: every output at a time before it, on every
+//! worker, is safely stored.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use flowmap_operators::{AttributedFlow, Time};
+use flowmap_operators::records::VerdictPiece;
+use flowmap_operators::Time;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-/// Somewhere attributed flows go.
+/// Why output could not be delivered.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SinkError {
+    /// The sink could not start (a broker away, a bad setting).
+    #[error("output could not start: {0}")]
+    Start(String),
+    /// A record could not be handed to the transport (its queue is full for longer than the
+    /// policy waits, a record too large, ...).
+    #[error("output to '{topic}': {detail}")]
+    Send {
+        /// Where it was going.
+        topic: String,
+        /// The transport's error.
+        detail: String,
+    },
+    /// Records were handed over but never acknowledged (after the transport's retries): the job
+    /// stops without committing past them; a restart produces them again.
+    #[error("{failed} output records to '{topic}' could not be delivered: {detail}")]
+    Delivery {
+        /// Records that failed.
+        failed: u64,
+        /// Where they were going.
+        topic: String,
+        /// The transport's last error.
+        detail: String,
+    },
+}
+
+/// Somewhere output records go.
 pub trait FlowSink: 'static {
-    /// Takes the flows of one time.
-    fn write(&mut self, time: Time, flows: &[AttributedFlow]) -> Result<(), String>;
+    /// Takes the records of one piece, at dataflow time `time`.
+    ///
+    /// # Errors
+    /// A record that could not be handed to the transport.
+    fn write(&mut self, time: Time, piece: &VerdictPiece) -> Result<(), SinkError>;
 
     /// The earliest time with records written but not yet acknowledged (`None`: all are).
-    /// An error if a delivery failed for good.
-    fn undelivered(&mut self) -> Result<Option<Time>, String>;
+    ///
+    /// # Errors
+    /// A delivery that failed for good.
+    fn undelivered(&mut self) -> Result<Option<Time>, SinkError>;
 
     /// Waits until everything written is acknowledged.
-    fn finish(&mut self) -> Result<(), String>;
+    ///
+    /// # Errors
+    /// A delivery that failed for good.
+    fn finish(&mut self) -> Result<(), SinkError>;
 }
 
 /// A sink shared between the operator and the runner.
 pub type SharedSink = Rc<RefCell<dyn FlowSink>>;
 
-/// Hands `flows` to `sink`; the returned (empty) stream's frontier is the delivered frontier.
+/// Hands `pieces` to `sink`; the returned (empty) stream's frontier is the delivered frontier.
 /// A sink error is stored in `error` and stops delivery (the runner then stops the job).
 pub fn deliver<'scope>(
-    flows: Stream<'scope, Time, Vec<AttributedFlow>>,
+    pieces: Stream<'scope, Time, Vec<VerdictPiece>>,
     sink: SharedSink,
-    error: Rc<RefCell<Option<String>>>,
+    error: Rc<RefCell<Option<SinkError>>>,
 ) -> Stream<'scope, Time, Vec<()>> {
-    let scope = flows.scope();
-    flows.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+    let scope = pieces.scope();
+    pieces.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
         Pipeline,
         "Deliver",
         move |_cap, info| {
@@ -55,8 +92,10 @@ pub fn deliver<'scope>(
                     let Some(cap) = cap.retain_least(port) else { return };
                     let time = *cap.time();
                     for batch in data {
-                        if let Err(e) = sink.write(time, batch) {
-                            error.borrow_mut().get_or_insert(e);
+                        for piece in batch.iter() {
+                            if let Err(e) = sink.write(time, piece) {
+                                error.borrow_mut().get_or_insert(e);
+                            }
                         }
                     }
                     held.entry(time).or_insert(cap);

@@ -28,7 +28,7 @@
 //! let name = evidence.names.push("db");
 //! evidence.claims.push(ClaimIn { ip: db, port: 0, kind: EvidenceKind::Heartbeat, from: 0, to: 1_000, name });
 //! let flow = FlowPiece {
-//!     rows: vec![FlowRow { remote: db, start: 500, id: 1, msg_off: 0, msg_len: 0, remote_port: 5432, flags: 0 }],
+//!     rows: vec![FlowRow { remote: db, start: 500, id: 1, msg_off: 0, msg_len: 0, remote_port: 5432, exporter: 0, flags: 0 }],
 //!     ..Default::default()
 //! };
 //! let params = AttributeParams {
@@ -55,7 +55,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 use crate::index::{Index, IndexParams, IndexSize};
-use crate::records::{EvidencePiece, FlowPiece, Names, VerdictPiece};
+use crate::records::{EvidencePiece, FlowPiece, FlowRow, Names, VerdictPiece};
 use crate::types::Time;
 
 /// Parameters of the lookup.
@@ -153,12 +153,19 @@ impl<'scope> Attribute<'scope> for Stream<'scope, Time, Vec<FlowPiece>> {
                         let Some(piece) = pending.pop() else { break };
                         fuel = fuel.saturating_sub(piece.rows.len());
                         let mut names = Names::default();
-                        let verdicts = piece
+                        let mut verdicts: Vec<_> = piece
                             .rows
                             .iter()
                             .map(|row| index.lookup(&piece, row, params.names.then_some(&mut names)))
                             .collect();
-                        if !piece.rebuild {
+                        let mut piece = piece;
+                        if piece.rows.iter().any(FlowRow::rebuild) {
+                            // Rows re-read to rebuild state were looked up for the memo only.
+                            let mut keep = piece.rows.iter().map(|r| !r.rebuild());
+                            verdicts.retain(|_| keep.next().unwrap_or(false));
+                            piece.rows.retain(|r| !r.rebuild());
+                        }
+                        if !piece.rows.is_empty() {
                             session.give(VerdictPiece { flows: piece, verdicts, names });
                         }
                     }

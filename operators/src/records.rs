@@ -162,6 +162,9 @@ pub mod flags {
     pub const OPEN: u8 = 1;
     /// The exporter did not see the connection established.
     pub const START_UNOBSERVED: u8 = 2;
+    /// Re-read after a job restart only to rebuild state: looked up (so later records of the
+    /// same connection keep its verdict) but not output again.
+    pub const REBUILD: u8 = 4;
 }
 
 /// What the lookup needs of one flow record, plus where its full report is.
@@ -179,6 +182,8 @@ pub struct FlowRow {
     pub msg_len: u32,
     /// The remote port.
     pub remote_port: u16,
+    /// Index of the reporting exporter in the container's `exporters`.
+    pub exporter: u16,
     /// [`flags`].
     pub flags: u8,
 }
@@ -193,27 +198,41 @@ impl FlowRow {
     pub fn start_unobserved(&self) -> bool {
         self.flags & flags::START_UNOBSERVED != 0
     }
+
+    /// Re-read only to rebuild state.
+    pub fn rebuild(&self) -> bool {
+        self.flags & flags::REBUILD != 0
+    }
 }
 
-/// Flow records of one exporter batch, for one worker and one lookup time.
+/// An exporter run that reported flows of a [`FlowPiece`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Reporter {
+    /// The exporter id.
+    pub exporter: String,
+    /// Its incarnation (0: not stated).
+    pub incarnation: u64,
+}
+
+/// Flow records for one worker and one lookup time, from any number of batches.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FlowPiece {
     /// The worker it is for (the exchange routes by it).
     pub worker: u32,
-    /// The exporter that reported the flows.
-    pub exporter: String,
-    /// The exporter's incarnation.
-    pub incarnation: u64,
+    /// The exporter runs that reported the rows (a row names one by index).
+    pub exporters: Vec<Reporter>,
     /// The flows' encoded `flowmap.v1.Flow` messages, concatenated.
     pub bytes: Vec<u8>,
     /// The rows.
     pub rows: Vec<FlowRow>,
-    /// Re-read after a restart only to rebuild state: looked up (so later records of the same
-    /// connections keep their verdict) but not output again.
-    pub rebuild: bool,
 }
 
 impl FlowPiece {
+    /// The exporter run that reported `row`.
+    pub fn reporter(&self, row: &FlowRow) -> Option<&Reporter> {
+        self.exporters.get(usize::from(row.exporter))
+    }
+
     /// The encoded message of `row`.
     pub fn message(&self, row: &FlowRow) -> &[u8] {
         let from = row.msg_off as usize;

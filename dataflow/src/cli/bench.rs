@@ -117,13 +117,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let peak_rss = super::peak_rss_bytes();
     let state_bytes_per_ip = report.peak_state.bytes as f64 / args.ips as f64;
     println!(
-        "bench: {} flows in {:.2}s with {} worker(s): {:.0} flows/s ({:.0} per worker); peak state {} updates, ~{:.0} bytes per IP; peak RSS {} MiB",
+        "bench: {} flows in {:.2}s with {} worker(s): {:.0} flows/s ({:.0} per worker); peak state {} claims, ~{:.0} bytes per IP; peak RSS {} MiB",
         report.output,
         secs,
         workers,
         flows_per_sec,
         flows_per_sec / workers as f64,
-        report.peak_state.updates,
+        report.peak_state.claims,
         state_bytes_per_ip,
         peak_rss.unwrap_or(0) >> 20,
     );
@@ -139,9 +139,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "flows_per_sec_per_worker": flows_per_sec / workers as f64,
             "peak_rss_bytes": peak_rss,
             "state_bytes": report.peak_state.bytes,
-            "state_updates": report.peak_state.updates,
-            "state_batches_max": report.state_samples.iter().map(|s| s.batches).max(),
-            "state_batches_mean": report.state_samples.iter().map(|s| s.batches).sum::<u64>() as f64 / report.state_samples.len().max(1) as f64,
+            "state_claims": report.peak_state.claims,
+            "state_ips": report.peak_state.ips,
             "state_bytes_per_ip": state_bytes_per_ip,
             "attributed": report.attributed,
             "expected_attributed": data.expected_inside,

@@ -16,11 +16,11 @@ use serde::Serialize;
 use super::kafka::BROKER_TIMEOUT;
 use super::TimelyArgs;
 use crate::capture::{partition_path, CapturedTopic, Manifest, PartitionWriter, ReplayFeed, FORMAT};
+use crate::feed::{FeedError, Startup};
 use crate::kafka::reader::read_topic;
 use crate::kafka::{number_lanes, KafkaFeedConfig};
 use crate::output::OutputRecord;
 use crate::run::{run, OutputMode};
-use crate::source::Startup;
 
 /// Arguments of `flowmap capture`.
 #[derive(Debug, Args)]
@@ -209,7 +209,7 @@ struct ReplaySummary {
     messages: u64,
     output: u64,
     attributed: u64,
-    ingest: crate::decode::IngestStats,
+    ingest: crate::admission::IngestStats,
     seconds: f64,
     flows_per_s: f64,
 }
@@ -244,8 +244,7 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
                 job,
                 move |index, peers| {
                     Startup::from(
-                        ReplayFeed::open(&dir, &manifest, index, peers, Arc::clone(&counter))
-                            .map_err(|e| e.to_string()),
+                        ReplayFeed::open(&dir, &manifest, index, peers, Arc::clone(&counter)).map_err(FeedError::from),
                     )
                 },
                 mode,

@@ -56,7 +56,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let sample = Duration::from_millis(50);
     let report = run_deliveries(timely, job, Arc::clone(&deliveries), roster, mode, sample, args.run.profile)?;
     let records: Vec<OutputRecord> = report.flows.iter().map(OutputRecord::from).collect();
-    let verdicts: Vec<_> = records.iter().map(OutputRecord::verdict).collect();
+    let verdicts: Vec<_> = records.iter().map(super::verdict).collect();
     let score = flowmap_sim::score(&sim.truth, &verdicts, &deliveries);
     let secs = report.elapsed.as_secs_f64();
     if args.run.profile {
@@ -81,9 +81,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
     );
     println!("  ingest              {:?}", report.ingest);
     println!(
-        "  ownership state     peak {} updates in {} batches (~{} KiB, sampled every 50 ms)",
-        report.peak_state.updates,
-        report.peak_state.batches,
+        "  ownership state     peak {} addresses, {} claims, {} connection records, {} assignments (~{} KiB, sampled every 50 ms)",
+        report.peak_state.ips,
+        report.peak_state.claims,
+        report.peak_state.conns,
+        report.peak_state.assignments,
         report.peak_state.bytes / 1024
     );
     println!(
@@ -112,7 +114,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             "workers": report.workers,
             "elapsed_s": secs,
             "ingest": report.ingest,
-            "peak_state_updates": report.peak_state.updates,
+            "peak_state_claims": report.peak_state.claims,
             "peak_state_bytes": report.peak_state.bytes,
         });
         println!("{summary}");

@@ -152,7 +152,7 @@ pub fn attribute(args: AttributeArgs) -> Result<()> {
     let report =
         run_deliveries(timely, job, deliveries, roster, OutputMode::Collect, Duration::from_millis(200), false)?;
     let mut records: Vec<OutputRecord> = report.flows.iter().map(OutputRecord::from).collect();
-    records.sort_by_key(|r| r.flow_id);
+    records.sort_by_key(OutputRecord::key);
     let sink: Box<dyn Write> = match &args.out {
         Some(path) => Box::new(File::create(path).with_context(|| format!("cannot create {}", path.display()))?),
         None => Box::new(std::io::stdout().lock()),
@@ -189,7 +189,7 @@ pub fn score(args: ScoreArgs) -> Result<()> {
                 }
                 let record: OutputRecord = serde_json::from_str(&line)
                     .with_context(|| format!("{}: line {} is not an output record", input.display(), n + 1))?;
-                verdicts.push(record.verdict());
+                verdicts.push(super::verdict(&record));
             }
         }
         (None, Some(brokers), Some(topic)) => {
@@ -198,7 +198,7 @@ pub fn score(args: ScoreArgs) -> Result<()> {
             if unreadable > 0 {
                 anyhow::bail!("{unreadable} messages of '{topic}' are not attributed-flow records");
             }
-            verdicts.extend(records.iter().map(OutputRecord::verdict));
+            verdicts.extend(records.iter().map(super::verdict));
             let dlq = args.dead_letter_topic.clone().unwrap_or_else(|| format!("{topic}.dlq"));
             let mut payloads = Vec::new();
             match crate::kafka::reader::read_topic(

@@ -13,10 +13,10 @@ use flowmap_sim::{Delivery, IPAM_FEED};
 use serde::Serialize;
 
 use super::TimelyArgs;
+use crate::feed::Startup;
 use crate::kafka::{number_lanes, FeedCounters, KafkaFeed, KafkaFeedConfig, KafkaSink};
 use crate::output::OutputRecord;
 use crate::run::{run, OutputMode, RunReport};
-use crate::source::Startup;
 
 /// How long start-up requests to the broker may take.
 pub const BROKER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -80,7 +80,7 @@ pub struct CollectSummary {
     /// Offset commits.
     pub commits: u64,
     /// Ingest counters (batches, duplicates, lost, late, rejected, idle exporters).
-    pub ingest: crate::decode::IngestStats,
+    pub ingest: crate::admission::IngestStats,
     /// Output producer counters.
     pub output_producer: flowmap_kafka::ProducerStats,
     /// Wall time, seconds.

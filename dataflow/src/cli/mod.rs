@@ -174,6 +174,11 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// The scorer's view of an output record.
+pub fn verdict(r: &crate::output::OutputRecord) -> flowmap_sim::Verdict {
+    flowmap_sim::Verdict { id: r.flow_id, remote: r.remote_workload.clone(), reason: r.reason.clone() }
+}
+
 /// Prints the time per operator of a profiled run to stderr.
 pub fn print_profile(report: &crate::run::RunReport) {
     eprintln!("time per operator (all workers):");

@@ -27,7 +27,7 @@ use flowmap_operators::Time;
 
 use super::commit::OffsetTracker;
 use super::lanes::{lanes_of, LaneId};
-use crate::source::{Feed, FeedStatus, Lane, Message, Outcome};
+use crate::feed::{Feed, FeedError, FeedStatus, Lane, Message, Outcome};
 
 /// How a Kafka feed reads.
 #[derive(Clone, Debug)]
@@ -121,10 +121,9 @@ pub struct KafkaFeed {
     ended: bool,
 }
 
-fn kafka_error(what: &str, brokers: &str) -> impl FnOnce(KafkaError) -> String {
-    let what = what.to_string();
-    let brokers = brokers.to_string();
-    move |e| format!("{what} (brokers {brokers}): {e}")
+fn kafka_error(what: &str, brokers: &str) -> impl FnOnce(KafkaError) -> FeedError {
+    let what = format!("{what} (brokers {brokers})");
+    move |e| FeedError::Unavailable { what, detail: e.to_string() }
 }
 
 impl KafkaFeed {
@@ -134,15 +133,15 @@ impl KafkaFeed {
         index: usize,
         peers: usize,
         counters: Arc<FeedCounters>,
-    ) -> Result<Self, String> {
-        config.client.validate().map_err(|e| e.to_string())?;
+    ) -> Result<Self, FeedError> {
+        config.client.validate().map_err(|e| FeedError::Config(e.to_string()))?;
         let brokers = config.client.brokers.clone();
         let mine = lanes_of(&config.lanes, index, peers);
         let mut tpl = TopicPartitionList::new();
         for l in &mine {
             tpl.add_partition(&l.topic, l.partition);
         }
-        let committed = |group: &str| -> Result<HashMap<(String, i32), i64>, String> {
+        let committed = |group: &str| -> Result<HashMap<(String, i32), i64>, FeedError> {
             let mut gc = config.client.client_config();
             gc.set("group.id", group).set("enable.auto.commit", "false");
             let c: BaseConsumer = gc.create().map_err(kafka_error("cannot create a Kafka consumer", &brokers))?;
@@ -216,7 +215,8 @@ impl KafkaFeed {
             assignments[t]
                 .add_partition_offset(&l.topic, l.partition, Offset::Offset(start))
                 .map_err(kafka_error("cannot assign a partition", &brokers))?;
-            let slot = usize::try_from(l.partition).map_err(|_| format!("negative partition {}", l.partition))?;
+            let slot = usize::try_from(l.partition)
+                .map_err(|_| FeedError::Config(format!("negative partition {}", l.partition)))?;
             let by_partition = &mut consumers[t].by_partition;
             if by_partition.len() <= slot {
                 by_partition.resize(slot + 1, None);
@@ -240,7 +240,10 @@ impl KafkaFeed {
                     when_full: FullPolicy::Block { max_wait: Duration::from_secs(60) },
                     ..Default::default()
                 };
-                let producer = Producer::new(&config.client, &settings).map_err(|e| e.to_string())?;
+                let producer = Producer::new(&config.client, &settings).map_err(|e| FeedError::Unavailable {
+                    what: format!("cannot create the dead-letter producer (brokers {brokers})"),
+                    detail: e.to_string(),
+                })?;
                 Some((producer, topic.clone(), Ticket::new()))
             }
             None => None,
@@ -258,14 +261,14 @@ impl KafkaFeed {
     }
 
     /// Commits every lane as far as `frontier` allows (`None`: everything is delivered).
-    fn commit(&mut self, frontier: Option<Time>, mode: CommitMode) -> Result<(), String> {
+    fn commit(&mut self, frontier: Option<Time>, mode: CommitMode) -> Result<(), FeedError> {
         let Some(group) = self.rebuild_group.as_ref() else { return Ok(()) };
         if let Some((_, topic, ticket)) = &self.dead_letters {
             if ticket.failed() > 0 {
-                return Err(format!(
+                return Err(FeedError::Commit(format!(
                     "{} dead letters to '{topic}' could not be delivered; not committing past them",
                     ticket.failed()
-                ));
+                )));
             }
             if ticket.outstanding() > 0 {
                 return Ok(()); // Next time: dead letters first.
@@ -276,8 +279,11 @@ impl KafkaFeed {
             lane.offsets.advance(frontier);
             if let Some((commit, from)) = lane.offsets.take_commit() {
                 let (t, p) = (&lane.id.topic, lane.id.partition);
-                main.add_partition_offset(t, p, Offset::Offset(commit)).map_err(|e| e.to_string())?;
-                rebuild.add_partition_offset(t, p, Offset::Offset(from)).map_err(|e| e.to_string())?;
+                main.add_partition_offset(t, p, Offset::Offset(commit))
+                    .map_err(|e| FeedError::Commit(format!("cannot commit {t}/{p}: {e}")))?;
+                rebuild
+                    .add_partition_offset(t, p, Offset::Offset(from))
+                    .map_err(|e| FeedError::Commit(format!("cannot commit {t}/{p}: {e}")))?;
             }
         }
         if main.count() == 0 {
@@ -418,13 +424,15 @@ impl Feed for KafkaFeed {
         self.config.live
     }
 
-    fn delivered(&mut self, frontier: &[Time]) -> Result<(), String> {
+    fn delivered(&mut self, frontier: &[Time]) -> Result<(), FeedError> {
         self.commit(frontier.iter().copied().min(), CommitMode::Async)
     }
 
-    fn finish(&mut self) -> Result<(), String> {
+    fn finish(&mut self) -> Result<(), FeedError> {
         if let Some((producer, topic, _)) = &self.dead_letters {
-            producer.flush(Duration::from_secs(60)).map_err(|e| format!("dead letters to '{topic}': {e}"))?;
+            producer
+                .flush(Duration::from_secs(60))
+                .map_err(|e| FeedError::Commit(format!("dead letters to '{topic}': {e}")))?;
         }
         self.commit(None, CommitMode::Sync)
     }

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowmap_kafka::{Producer, Record, Ticket};
-use flowmap_operators::{AttributedFlow, Time};
+use flowmap_operators::records::VerdictPiece;
+use flowmap_operators::Time;
 
 use crate::output::to_wire;
-use crate::sink::FlowSink;
+use crate::sink::{FlowSink, SinkError};
 
 /// The output side of the Kafka job.
 pub struct KafkaSink {
@@ -32,33 +33,36 @@ impl KafkaSink {
 }
 
 impl FlowSink for KafkaSink {
-    fn write(&mut self, time: Time, flows: &[AttributedFlow]) -> Result<(), String> {
+    fn write(&mut self, time: Time, piece: &VerdictPiece) -> Result<(), SinkError> {
         let ticket = Arc::clone(self.pending.entry(time).or_default());
-        for flow in flows {
+        for (row, verdict) in piece.iter() {
+            let record = to_wire(piece, row, verdict);
             self.buf.clear();
-            prost::Message::encode(&to_wire(flow), &mut self.buf).map_err(|e| e.to_string())?;
-            let key = flow.flow.id.to_be_bytes();
+            prost::Message::encode(&record, &mut self.buf)
+                .map_err(|e| SinkError::Send { topic: self.topic.clone(), detail: e.to_string() })?;
+            let key = row.id.to_be_bytes();
             let record = Record {
                 topic: &self.topic,
                 key: &key,
                 payload: &self.buf,
-                timestamp_ms: Some((flow.flow.start / 1_000_000) as i64),
+                timestamp_ms: Some((record.start_ns / 1_000_000) as i64),
                 headers: &[],
             };
-            self.producer.send_tracked(&record, &ticket).map_err(|e| format!("output: {e}"))?;
+            self.producer
+                .send_tracked(&record, &ticket)
+                .map_err(|e| SinkError::Send { topic: self.topic.clone(), detail: e.to_string() })?;
         }
         Ok(())
     }
 
-    fn undelivered(&mut self) -> Result<Option<Time>, String> {
+    fn undelivered(&mut self) -> Result<Option<Time>, SinkError> {
         while let Some((_, ticket)) = self.pending.first_key_value() {
             if ticket.failed() > 0 {
-                let why = self.producer.last_error().unwrap_or_default();
-                return Err(format!(
-                    "{} output records to '{}' could not be delivered: {why}",
-                    ticket.failed(),
-                    self.topic
-                ));
+                return Err(SinkError::Delivery {
+                    failed: ticket.failed(),
+                    topic: self.topic.clone(),
+                    detail: self.producer.last_error().unwrap_or_default(),
+                });
             }
             if ticket.outstanding() > 0 {
                 break;
@@ -68,8 +72,12 @@ impl FlowSink for KafkaSink {
         Ok(self.pending.first_key_value().map(|(t, _)| *t))
     }
 
-    fn finish(&mut self) -> Result<(), String> {
-        self.producer.flush(Duration::from_secs(300)).map_err(|e| format!("output to '{}': {e}", self.topic))?;
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.producer.flush(Duration::from_secs(300)).map_err(|e| SinkError::Delivery {
+            failed: 0,
+            topic: self.topic.clone(),
+            detail: e.to_string(),
+        })?;
         self.undelivered().map(|_| ())
     }
 }

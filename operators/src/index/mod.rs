@@ -314,7 +314,10 @@ impl Index {
     }
 
     /// Adds an exporter claim, growing a claim of the same port, kind and workload that it
-    /// abuts or overlaps.
+    /// abuts or overlaps, and leaving out flow claims that a heartbeat of their owner covers
+    /// (both ways: a new flow claim inside a heartbeat, and flow claims inside a new or grown
+    /// heartbeat). Every choice here is one the rule is indifferent to, so the order in which
+    /// the evidence of one instant is applied never shows in a verdict.
     fn claim(&mut self, ip: Ip, port: u16, kind: EvidenceKind, from: Time, to: Time, name: &str) {
         if from >= to {
             return;
@@ -323,10 +326,20 @@ impl Index {
         let entry = self.entries.entry(ip).or_default();
         let arena = &mut self.arena;
         let heartbeat = EvidenceKind::Heartbeat.to_u8();
-        // A flow claim inside a heartbeat of the same owner and port adds nothing.
+        // A flow claim inside a heartbeat of the same owner and scope changes no decision (the
+        // union is the same, and the verdict names the heartbeat): leave it out. Whether it is
+        // left out depends on the order of evidence of one instant, so it must not matter;
+        // a port claim inside a whole-IP heartbeat does matter (it is evidence on that port
+        // even where the address turns out shared), so it is kept.
+        // The same holds for a port claim inside a whole-IP heartbeat of its owner (the rule
+        // does not count it: `rule::inside_whole_heartbeat`).
         let covered = kind != heartbeat
             && entry.claims.iter().any(|c| {
-                c.port == port && c.kind == heartbeat && c.from <= from && to <= c.to && arena.is(c.name, name)
+                (c.port == port || c.port == 0)
+                    && c.kind == heartbeat
+                    && c.from <= from
+                    && to <= c.to
+                    && arena.is(c.name, name)
             });
         if covered {
             return;
@@ -347,6 +360,20 @@ impl Index {
                 None => kept = Some(c.name),
                 Some(_) => arena.release(c.name),
             }
+        }
+        if kind == heartbeat {
+            // Flow claims of the same owner now inside this heartbeat change no decision.
+            entry.claims.retain(|c| {
+                let inside = c.kind != heartbeat
+                    && (c.port == port || port == 0)
+                    && lo <= c.from
+                    && c.to <= hi
+                    && arena.is(c.name, name);
+                if inside {
+                    arena.release(c.name);
+                }
+                !inside
+            });
         }
         let name = kept.unwrap_or_else(|| arena.push(name));
         entry.claims.push(Claim { from: lo, to: hi, name, port, kind });
@@ -398,8 +425,15 @@ impl Index {
         if dup {
             return;
         }
+        // Events are ordered by (time, run, name), whatever order they were applied in, so
+        // that two events of one instant resolve the same way in every run.
+        let i = extra.assigns.partition_point(|a| {
+            (a.at, a.run).cmp(&(at, run)).then_with(|| {
+                let a_name = (a.name != NONE).then(|| arena.get(a.name));
+                a_name.cmp(&name)
+            }) == std::cmp::Ordering::Less
+        });
         let name = name.map_or(NONE, |n| arena.push(n));
-        let i = extra.assigns.partition_point(|a| a.at <= at);
         extra.assigns.insert(i, Assign { at, run, name });
         let end = self.runs.get(&run).map_or(at, |r| r.end);
         self.schedule(ip, end.saturating_add(self.params.retention));
@@ -473,7 +507,14 @@ impl Index {
         bytes += self.due.capacity() * size_of::<Reverse<(Time, Ip)>>();
         bytes += self.runs.capacity() * (size_of::<RunId>() + size_of::<Run>() + 1);
         bytes += self.memo.capacity() * (size_of::<u64>() + size_of::<Memo>() + 1)
-            + self.memo.values().map(|m| match &m.verdict { Remembered::Attributed(n, _) => n.len(), _ => 0 }).sum::<usize>();
+            + self
+                .memo
+                .values()
+                .map(|m| match &m.verdict {
+                    Remembered::Attributed(n, _) => n.len(),
+                    _ => 0,
+                })
+                .sum::<usize>();
         bytes += self.memo_due.capacity() * size_of::<Reverse<(Time, u64)>>();
         s.bytes = bytes as u64;
         s
@@ -516,7 +557,7 @@ fn candidates<'a, R>(
         match claim.port {
             0 => c.whole.push(span()),
             port if port == row.remote_port => c.exact.push(span()),
-            _ => c.other_ports = true,
+            _ => c.other.push(span()),
         }
     }
     if let Some(x) = &entry.extra {
@@ -566,7 +607,13 @@ fn assignment_end(assigns: &[Assign], i: usize, runs: &Map<RunId, Run>) -> Time 
 }
 
 /// Adds the assignment claims (cut at their run's end) touching the band to `c`.
-fn assignments<'a>(assigns: &[Assign], arena: &'a Arena, runs: &Map<RunId, Run>, b: (Time, Time), c: &mut Candidates<'a>) {
+fn assignments<'a>(
+    assigns: &[Assign],
+    arena: &'a Arena,
+    runs: &Map<RunId, Run>,
+    b: (Time, Time),
+    c: &mut Candidates<'a>,
+) {
     for (i, a) in assigns.iter().enumerate() {
         if a.name == NONE || a.at >= b.1 {
             continue;

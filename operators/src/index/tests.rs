@@ -70,6 +70,7 @@ fn flow(local: (&str, u16), remote: (&str, u16), start: Time, end: Time, id: u64
         msg_off: 0,
         msg_len: bytes.len() as u32,
         remote_port: remote.1,
+        exporter: 0,
         flags: if open { flags::OPEN } else { 0 },
     };
     (FlowPiece { rows: vec![row], bytes, ..Default::default() }, row)
@@ -94,9 +95,13 @@ fn at(index: &mut Index, t: Time, ev: Ev) {
 #[test]
 fn regression_port_claim_is_not_a_claim_on_the_address() {
     let mut index = Index::new(params());
-    let ev = Ev::default()
-        .claim("10.200.0.1", 8080, EvidenceKind::Flow, T0 + S, T0 + 19 * S, "web")
-        .conn(("10.200.0.1", 8080), ("10.200.0.3", 50_000), T0 + S, T0 + 19 * S, "web");
+    let ev = Ev::default().claim("10.200.0.1", 8080, EvidenceKind::Flow, T0 + S, T0 + 19 * S, "web").conn(
+        ("10.200.0.1", 8080),
+        ("10.200.0.3", 50_000),
+        T0 + S,
+        T0 + 19 * S,
+        "web",
+    );
     at(&mut index, T0, ev);
     index.advance(T0 + 8 * S);
     let (p, r) = flow(("10.200.0.2", 40_001), ("10.200.0.1", 5432), T0 + 5 * S, T0 + 6 * S, 1, false);
@@ -111,9 +116,13 @@ fn regression_port_claim_is_not_a_claim_on_the_address() {
 #[test]
 fn peer_record_attributes_a_shared_address_client() {
     let mut index = Index::new(params());
-    let ev = Ev::default()
-        .claim("10.9.0.5", 9100, EvidenceKind::Heartbeat, T0, T0 + 60 * S, "node-exporter")
-        .conn(("10.9.0.5", 41_000), ("10.2.0.9", 443), T0 + 10 * S, T0 + 11 * S, "agent");
+    let ev = Ev::default().claim("10.9.0.5", 9100, EvidenceKind::Heartbeat, T0, T0 + 60 * S, "node-exporter").conn(
+        ("10.9.0.5", 41_000),
+        ("10.2.0.9", 443),
+        T0 + 10 * S,
+        T0 + 11 * S,
+        "agent",
+    );
     at(&mut index, T0, ev);
     index.advance(T0 + 13 * S);
     // The server's record: remote is the client's ephemeral port, start 300 ms off (skew).
@@ -130,9 +139,13 @@ fn peer_record_attributes_a_shared_address_client() {
 #[test]
 fn two_peers_naming_different_workloads_conflict() {
     let mut index = Index::new(params());
-    let ev = Ev::default()
-        .conn(("10.9.0.5", 41_000), ("10.2.0.9", 443), T0 + 10 * S, T0 + 11 * S, "a")
-        .conn(("10.9.0.5", 41_000), ("10.2.0.9", 443), T0 + 11 * S, T0 + 12 * S, "b");
+    let ev = Ev::default().conn(("10.9.0.5", 41_000), ("10.2.0.9", 443), T0 + 10 * S, T0 + 11 * S, "a").conn(
+        ("10.9.0.5", 41_000),
+        ("10.2.0.9", 443),
+        T0 + 11 * S,
+        T0 + 12 * S,
+        "b",
+    );
     at(&mut index, T0, ev);
     let (p, r) = flow(("10.2.0.9", 443), ("10.9.0.5", 41_000), T0 + 10 * S + S / 2, T0 + 11 * S, 3, false);
     assert_eq!(verdict(&mut index, &p, &r), Err(Reason::Conflict));

@@ -13,9 +13,12 @@
 //!    named by the peers is the verdict (`peer`); two different ones are a `conflict`.
 //! 2. **Exact port.** If claims scoped to `(R, p)` touch the band, decide on them together with
 //!    the whole-IP claims on `R` (a whole-IP claim speaks about every port, so a different owner
-//!    there is a conflict).
-//! 3. **Shared address.** Otherwise, if claims scoped to other ports of `R` touch the band, `R`
-//!    is shared and nothing vouches for `p`: `shared_ip`.
+//!    there is a conflict). A port claim from a flow that lies inside a whole-IP heartbeat of
+//!    the same workload adds nothing and is not counted here (so the index may leave it out).
+//! 3. **Shared address.** Otherwise, if a workload holds another port of `R` in the band
+//!    without holding the whole of `R` (no whole-IP claim of its own touches the band), `R` is
+//!    shared and nothing vouches for `p`: `shared_ip`. (A workload's own port claims on an
+//!    address it holds whole say nothing about sharing.)
 //! 4. **Whole address.** Otherwise decide on the whole-IP exporter claims.
 //! 5. **Assignments.** Only where no exporter evidence touches the band: decide on the
 //!    assignment claims, each cut where its source's promise ends. If that finds no owner (or a
@@ -53,8 +56,8 @@ pub struct Candidates<'a> {
     pub exact: Vec<Span<'a>>,
     /// Exporter claims on the whole address `R`.
     pub whole: Vec<Span<'a>>,
-    /// Whether exporter claims scoped to other ports of `R` touch the band.
-    pub other_ports: bool,
+    /// Exporter claims scoped to other ports of `R`.
+    pub other: Vec<Span<'a>>,
     /// Assignment claims on `R`, each already cut where its source's promise ends.
     pub assigned: Vec<Span<'a>>,
     /// Whether an assignment that would have reached the band was cut short by its source's
@@ -97,10 +100,10 @@ pub fn decide<'a>(c: &Candidates<'a>, at: Time, guard: Time) -> Decision<'a> {
     }
     let b = band(at, guard);
     let near = |s: &&Span<'a>| touches(s.from, s.to, b);
-    if c.exact.iter().any(|s| near(&s)) {
+    if c.exact.iter().any(|s| near(&s) && !inside_whole_heartbeat(s, &c.whole)) {
         return ranges(c.exact.iter().chain(&c.whole).filter(near), at, guard);
     }
-    if c.other_ports {
+    if shared(c, b) {
         return Decision::Unattributed(Reason::SharedIp);
     }
     if c.whole.iter().any(|s| near(&s)) {
@@ -113,6 +116,23 @@ pub fn decide<'a>(c: &Candidates<'a>, at: Time, guard: Time) -> Decision<'a> {
         }
         v => v,
     }
+}
+
+/// Whether `s` is a flow claim lying inside one whole-IP heartbeat claim of its workload.
+pub fn inside_whole_heartbeat(s: &Span<'_>, whole: &[Span<'_>]) -> bool {
+    s.kind == EvidenceKind::Flow
+        && whole
+            .iter()
+            .any(|w| w.kind == EvidenceKind::Heartbeat && w.workload == s.workload && w.from <= s.from && s.to <= w.to)
+}
+
+/// Whether a workload holds another port of the address in the band without a whole-IP claim
+/// of its own touching the band (rule 3).
+pub fn shared(c: &Candidates<'_>, b: (Time, Time)) -> bool {
+    c.other
+        .iter()
+        .filter(|s| touches(s.from, s.to, b))
+        .any(|o| !c.whole.iter().any(|w| w.workload == o.workload && touches(w.from, w.to, b)))
 }
 
 /// The range rule over claims that touch the band (see the module docs).

@@ -49,11 +49,15 @@ fn rule_pointwise<'a>(c: &Candidates<'a>, at: Time, guard: Time) -> Decision<'a>
     }
     let b = band(at, guard);
     let touching = |v: &[Span<'a>]| v.iter().any(|s| touches(s.from, s.to, b));
-    if touching(&c.exact) {
+    let exact_counts: Vec<Span<'a>> =
+        c.exact.iter().copied().filter(|s| !inside_whole_heartbeat(s, &c.whole)).collect();
+    if touching(&exact_counts) {
         let both: Vec<Span<'a>> = c.exact.iter().chain(&c.whole).copied().collect();
         return pointwise(&both, at, guard);
     }
-    if c.other_ports {
+    let (lo, hi) = b;
+    let holds_whole = |w: &str| c.whole.iter().any(|s| s.workload == w && touches(s.from, s.to, (lo, hi)));
+    if c.other.iter().any(|o| touches(o.from, o.to, (lo, hi)) && !holds_whole(o.workload)) {
         return no(Reason::SharedIp);
     }
     if touching(&c.whole) {
@@ -146,21 +150,24 @@ fn assignments_only_where_no_exporter_evidence() {
 #[test]
 fn a_port_claim_does_not_lend_its_identity_to_the_address() {
     let web = span(Flow, 1_000, 19_000, "web");
-    let c = Candidates { other_ports: true, ..Default::default() };
+    let c = Candidates { other: vec![web], ..Default::default() };
     assert_eq!(decide(&c, 5_000, 2_000), no(Reason::SharedIp));
     let c = Candidates { exact: vec![web], ..Default::default() };
     assert_eq!(decide(&c, 5_000, 2_000), ok("web", Flow));
     // A whole-IP claim of another workload contradicts the port claim: conflict.
     let c = Candidates { exact: vec![web], whole: vec![span(Heartbeat, 0, 20_000, "host")], ..Default::default() };
     assert_eq!(decide(&c, 5_000, 2_000), no(Reason::Conflict));
-    // Other ports outweigh whole-IP claims: the address is shared.
-    let c = Candidates { other_ports: true, whole: vec![span(Heartbeat, 0, 20_000, "host")], ..Default::default() };
+    // Another workload's port outweighs whole-IP claims: the address is shared.
+    let c = Candidates { other: vec![web], whole: vec![span(Heartbeat, 0, 20_000, "host")], ..Default::default() };
     assert_eq!(decide(&c, 5_000, 2_000), no(Reason::SharedIp));
+    // The whole address's own holder's port claims say nothing about sharing.
+    let c = Candidates { other: vec![web], whole: vec![span(Heartbeat, 0, 20_000, "web")], ..Default::default() };
+    assert_eq!(decide(&c, 5_000, 2_000), ok("web", Heartbeat));
 }
 
 #[test]
 fn peers_are_first_hand() {
-    let c = Candidates { peers: vec!["db", "db"], other_ports: true, ..Default::default() };
+    let c = Candidates { peers: vec!["db", "db"], other: vec![span(Flow, 0, 9_000, "x")], ..Default::default() };
     assert_eq!(decide(&c, 5_000, 2_000), ok("db", Peer));
     let c = Candidates { peers: vec!["db", "web"], ..Default::default() };
     assert_eq!(decide(&c, 5_000, 2_000), no(Reason::Conflict));
@@ -169,7 +176,8 @@ fn peers_are_first_hand() {
 /// The smallest input of kind 2: an assignment cut at its source's gap.
 #[test]
 fn an_assignment_cut_by_its_source_is_a_source_gap() {
-    let c = Candidates { assigned: vec![span(Assignment, 3, 10, "lb-old")], assignment_cut: true, ..Default::default() };
+    let c =
+        Candidates { assigned: vec![span(Assignment, 3, 10, "lb-old")], assignment_cut: true, ..Default::default() };
     assert_eq!(decide(&c, 25, 2), no(Reason::SourceGap));
     assert_eq!(decide(&c, 6, 2), ok("lb-old", Assignment));
     assert_eq!(decide(&c, 9, 2), no(Reason::SourceGap), "the cut inside the band");
@@ -191,7 +199,13 @@ fn arb_spans(max_time: Time, kind: EvidenceKind) -> impl Strategy<Value = Vec<Sp
             from,
             to: from + len,
             workload: NAMES[who],
-            kind: if kind == Assignment { Assignment } else if k == 0 { Heartbeat } else { Flow },
+            kind: if kind == Assignment {
+                Assignment
+            } else if k == 0 {
+                Heartbeat
+            } else {
+                Flow
+            },
         }),
         0..8,
     )
@@ -202,15 +216,15 @@ fn arb_candidates() -> impl Strategy<Value = Candidates<'static>> {
         proptest::collection::vec(0usize..3, 0..3),
         arb_spans(60, Heartbeat),
         arb_spans(60, Heartbeat),
-        any::<bool>(),
+        arb_spans(60, Heartbeat),
         arb_spans(60, Assignment),
         any::<bool>(),
     )
-        .prop_map(|(peers, exact, whole, other_ports, assigned, assignment_cut)| Candidates {
+        .prop_map(|(peers, exact, whole, other, assigned, assignment_cut)| Candidates {
             peers: peers.into_iter().map(|i| NAMES[i]).collect(),
             exact,
             whole,
-            other_ports,
+            other,
             assigned,
             assignment_cut,
         })
@@ -275,8 +289,8 @@ proptest! {
             let chosen: Vec<Span<'_>> = match evidence {
                 Peer => { prop_assert!(c.peers.iter().all(|p| *p == workload)); return Ok(()); }
                 Assignment => c.assigned.clone(),
-                _ if c.exact.iter().any(|s| touches(s.from, s.to, (lo, hi))) => c.exact.iter().chain(&c.whole).copied().collect(),
-                _ => { prop_assert!(!c.other_ports); c.whole.clone() }
+                _ if c.exact.iter().any(|s| touches(s.from, s.to, (lo, hi)) && !inside_whole_heartbeat(s, &c.whole)) => c.exact.iter().chain(&c.whole).copied().collect(),
+                _ => { prop_assert!(!shared(&c, (lo, hi))); c.whole.clone() }
             };
             for t in lo..hi {
                 prop_assert_eq!(owners_at(&chosen, t), vec![workload], "t = {}", t);
