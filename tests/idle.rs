@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flowmap::config::{JobConfig, RawJobConfig};
+use flowmap::feed::{Feed, FeedStatus, Lane, Message, Outcome};
 use flowmap::run::{run, OutputMode, SinkFactory};
-use flowmap::sink::FlowSink;
-use flowmap::source::{Feed, FeedStatus, Lane, Message, Outcome};
-use flowmap_operators::{AttributedFlow, Time};
+use flowmap::sink::{FlowSink, SinkError};
+use flowmap_operators::records::VerdictPiece;
+use flowmap_operators::Time;
 use flowmap_schema::{encode_batch, Direction, ExporterBatch, Flow, Ownership, SCHEMA_VERSION};
 
 const T0: u64 = 1_767_225_600_000_000_000;
@@ -92,21 +93,21 @@ impl Feed for LiveFeed {
 struct TimedSink(Arc<Mutex<Vec<(Instant, usize)>>>);
 
 impl FlowSink for TimedSink {
-    fn write(&mut self, _time: Time, flows: &[AttributedFlow]) -> Result<(), String> {
-        self.0.lock().unwrap().push((Instant::now(), flows.len()));
+    fn write(&mut self, _time: Time, piece: &VerdictPiece) -> Result<(), SinkError> {
+        self.0.lock().unwrap().push((Instant::now(), piece.verdicts.len()));
         Ok(())
     }
-    fn undelivered(&mut self) -> Result<Option<Time>, String> {
+    fn undelivered(&mut self) -> Result<Option<Time>, SinkError> {
         Ok(None)
     }
-    fn finish(&mut self) -> Result<(), String> {
+    fn finish(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
 }
 
 /// Runs the live feed; returns (flows output before b's return at 1.2 s, total, report).
 fn run_with_idle(idle: Duration) -> (usize, usize, flowmap::run::RunReport) {
-    let raw = RawJobConfig { idle_timeout: idle, coalesce_windows: 1, ..RawJobConfig::default() };
+    let raw = RawJobConfig { idle_timeout: idle, ..RawJobConfig::default() };
     let job = JobConfig::try_from(raw).unwrap();
     let writes: Arc<Mutex<Vec<(Instant, usize)>>> = Arc::default();
     let sink_writes = Arc::clone(&writes);

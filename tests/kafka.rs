@@ -322,9 +322,9 @@ fn broker_outage_producer_and_job_recover_by_themselves() {
 
     let records = settled_output(&b, &output, Duration::from_secs(1));
     let truth_flows = flowmap_sim::io::read_truth(&truth).unwrap();
-    let verdicts: Vec<_> = records.iter().map(OutputRecord::verdict).collect();
+    let verdicts: Vec<_> = records.iter().map(flowmap::cli::verdict).collect();
     let score = flowmap_sim::score(&truth_flows, &verdicts, &[]);
     assert_eq!(score.misattributed, 0, "{score:?}");
-    assert_eq!(score.missing, 0, "every flow is in the output: {score:?}");
+    assert_eq!(score.missing, 0, "every flow is in the output: {score:?} {summary}");
     assert_eq!(score.flows, truth_flows.len() as u64, "{score:?}");
 }

@@ -39,11 +39,6 @@ pub struct RawJobConfig {
     /// Flows looked up per operator activation, at most.
     #[serde(default = "defaults::fuel")]
     pub fuel: usize,
-    /// Heartbeats of consecutive batch windows merged into one ownership claim, at most
-    /// (1 turns merging off). More means less work and state, and a frontier that lags the
-    /// exporters by up to this many windows.
-    #[serde(default = "defaults::coalesce_windows")]
-    pub coalesce_windows: u32,
     /// Live Kafka input only: an exporter (or a partition) silent for this long (wall clock)
     /// stops holding the event-time frontier back; its later batches are late (counted, and
     /// attributed only where that is still safe). Replays never use it: they are deterministic.
@@ -78,9 +73,6 @@ mod defaults {
     pub const fn fuel() -> usize {
         1 << 20
     }
-    pub const fn coalesce_windows() -> u32 {
-        4
-    }
     pub fn idle_timeout() -> Duration {
         Duration::from_secs(60)
     }
@@ -99,7 +91,6 @@ impl Default for RawJobConfig {
             max_future: defaults::max_future(),
             fleet_cidrs: defaults::fleet_cidrs(),
             fuel: defaults::fuel(),
-            coalesce_windows: defaults::coalesce_windows(),
             idle_timeout: defaults::idle_timeout(),
             rebuild_window: defaults::rebuild_window(),
         }
@@ -154,8 +145,6 @@ pub struct JobConfig {
     pub fleet_cidrs: Vec<Cidr>,
     /// Lookups per activation.
     pub fuel: usize,
-    /// Heartbeat windows merged per claim, at most.
-    pub coalesce_windows: u32,
     /// Wall-clock silence after which a live exporter stops holding the frontier.
     pub idle_timeout: Duration,
     /// Event time re-read before the committed offsets on restart, ns.
@@ -189,9 +178,6 @@ impl TryFrom<RawJobConfig> for JobConfig {
         if raw.fuel == 0 {
             return Err(invalid("fuel", "must be positive"));
         }
-        if raw.coalesce_windows == 0 || raw.coalesce_windows > 60 {
-            return Err(invalid("coalesce_windows", "must be between 1 (off) and 60"));
-        }
         if raw.idle_timeout.is_zero() {
             return Err(invalid("idle_timeout", "must be positive"));
         }
@@ -203,7 +189,6 @@ impl TryFrom<RawJobConfig> for JobConfig {
             max_future: nanos(raw.max_future),
             fleet_cidrs: raw.fleet_cidrs,
             fuel: raw.fuel,
-            coalesce_windows: raw.coalesce_windows,
             idle_timeout: raw.idle_timeout,
             rebuild_window: nanos(raw.rebuild_window),
         })
@@ -266,7 +251,6 @@ mod tests {
             ("retention = \"10s\"", "retention"),
             ("fleet_cidrs = []", "fleet_cidrs"),
             ("fuel = 0", "fuel"),
-            ("coalesce_windows = 0", "coalesce_windows"),
             ("idle_timeout = \"0s\"", "idle_timeout"),
         ] {
             let err = JobConfig::parse(text, "t").unwrap_err().to_string();

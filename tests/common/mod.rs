@@ -42,13 +42,13 @@ pub fn attribute_paced(
 /// The output as sorted JSON-ready records (a canonical form to compare runs by).
 pub fn records(report: &RunReport) -> Vec<OutputRecord> {
     let mut out: Vec<OutputRecord> = report.flows.iter().map(OutputRecord::from).collect();
-    out.sort_by_key(|r| r.flow_id);
+    out.sort_by_key(OutputRecord::key);
     out
 }
 
 /// Scores a report against a simulation's truth.
 pub fn score(sim: &Simulation, report: &RunReport) -> Score {
-    let verdicts: Vec<_> = records(report).iter().map(OutputRecord::verdict).collect();
+    let verdicts: Vec<_> = records(report).iter().map(flowmap::cli::verdict).collect();
     flowmap_sim::score(&sim.truth, &verdicts, &sim.deliveries)
 }
 

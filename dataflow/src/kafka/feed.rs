@@ -11,8 +11,13 @@
 //! bookkeeping, and refused messages (wholly, or some of their records) go to the dead-letter
 //! topic with the reason in a header. The runner reports the delivered frontier; the feed then
 //! commits, per lane, up to the first message whose output is not yet delivered (and only when
-//! every dead letter so far is acknowledged). With `until_idle`, the feed ends once no input
-//! arrived for that long; with `bounded`, once every lane reached its end.
+//! every dead letter so far is acknowledged). With `until_idle`, the run ends once the *whole
+//! input* has been quiet that long: every feed of the process shares one "last input" clock
+//! (a message on any lane, or a consumer error, since a broker that cannot be reached is not
+//! quiet input), and a feed ends only when that clock is old enough *and* every one of its
+//! lanes has reached its end. At the end the feed checks each lane's end again against what it
+//! read and committed, and fails the run, naming the lanes, if input was left unread. With
+//! `bounded`, a feed ends once every lane reached the end it had at start-up.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,6 +74,29 @@ pub struct FeedCounters {
     pub consumer_errors: AtomicU64,
     /// Offset commits made.
     pub commits: AtomicU64,
+    /// The last time any feed of the process saw input or a consumer error (ms since the
+    /// process's [`FeedCounters`] were made): the "whole input is quiet" clock of `until_idle`.
+    last_activity_ms: AtomicU64,
+    /// When these counters were made.
+    born: std::sync::OnceLock<Instant>,
+}
+
+impl FeedCounters {
+    fn born(&self) -> Instant {
+        *self.born.get_or_init(Instant::now)
+    }
+
+    /// Notes input (or trouble) now, for every feed of the process.
+    fn touch(&self) {
+        let ms = self.born().elapsed().as_millis() as u64;
+        self.last_activity_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// How long the whole input of the process has been quiet.
+    fn quiet_for(&self) -> Duration {
+        let now = self.born().elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_activity_ms.load(Ordering::Relaxed)))
+    }
 }
 
 /// Logs librdkafka's client errors through `tracing`, sparsely.
@@ -82,6 +110,7 @@ impl ClientContext for Context {
         if matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
             return;
         }
+        self.errors.touch();
         let n = self.errors.consumer_errors.fetch_add(1, Ordering::Relaxed) + 1;
         if n.is_power_of_two() {
             tracing::warn!(%error, reason, total = n, "kafka consumer error");
@@ -97,8 +126,10 @@ struct LaneState {
     rebuild_until: i64,
     /// Has shown its first message, or had nothing to read at start-up.
     settled: bool,
-    /// Reached the end of the partition at least once (bounded reads end there).
+    /// At the end of the partition: reached it, and nothing read since.
     at_end: bool,
+    /// The offset after the last message read (the low watermark before any).
+    next_offset: i64,
     offsets: OffsetTracker,
 }
 
@@ -117,7 +148,6 @@ pub struct KafkaFeed {
     config: KafkaFeedConfig,
     dead_letters: Option<(Producer, String, Arc<Ticket>)>,
     counters: Arc<FeedCounters>,
-    last_input: Instant,
     ended: bool,
 }
 
@@ -227,6 +257,7 @@ impl KafkaFeed {
                 rebuild_until,
                 settled: false,
                 at_end: false,
+                next_offset: start,
                 offsets: OffsetTracker::new(config.rebuild_window),
             });
         }
@@ -248,16 +279,7 @@ impl KafkaFeed {
             }
             None => None,
         };
-        Ok(KafkaFeed {
-            consumers,
-            rebuild_group,
-            lanes,
-            config,
-            dead_letters,
-            counters,
-            last_input: Instant::now(),
-            ended: false,
-        })
+        Ok(KafkaFeed { consumers, rebuild_group, lanes, config, dead_letters, counters, ended: false })
     }
 
     /// Commits every lane as far as `frontier` allows (`None`: everything is delivered).
@@ -329,6 +351,7 @@ impl Feed for KafkaFeed {
                         continue;
                     }
                     Some(Err(e)) => {
+                        self.counters.touch();
                         let total = self.counters.consumer_errors.fetch_add(1, Ordering::Relaxed) + 1;
                         if total.is_power_of_two() {
                             tracing::warn!(error = %e, total, "kafka consumer error");
@@ -338,13 +361,15 @@ impl Feed for KafkaFeed {
                     Some(Ok(m)) => m,
                 };
                 n += 1;
-                self.last_input = Instant::now();
+                self.counters.touch();
                 let slot = usize::try_from(message.partition()).ok();
                 let Some(&Some(i)) = slot.and_then(|s| self.consumers[t].by_partition.get(s)) else { continue };
                 let lane = &mut self.lanes[i];
                 if self.config.bounded && lane.at_end {
                     continue; // Arrived after the end this replay reads to.
                 }
+                lane.at_end = false;
+                lane.next_offset = message.offset() + 1;
                 let offset = message.offset();
                 lane.settled = true;
                 if let Some((from, to)) = self.config.time_range {
@@ -402,7 +427,8 @@ impl Feed for KafkaFeed {
         }
         if n == 0 && !self.settling() {
             if let Some(idle) = self.config.until_idle {
-                if self.last_input.elapsed() >= idle {
+                // The whole input quiet for the idle period, and nothing left in our lanes.
+                if self.counters.quiet_for() >= idle && self.lanes.iter().all(|l| l.at_end) {
                     tracing::info!(idle = ?idle, "no input for the idle period: finishing");
                     self.ended = true;
                     return FeedStatus::Done;
@@ -434,6 +460,38 @@ impl Feed for KafkaFeed {
                 .flush(Duration::from_secs(60))
                 .map_err(|e| FeedError::Commit(format!("dead letters to '{topic}': {e}")))?;
         }
-        self.commit(None, CommitMode::Sync)
+        self.commit(None, CommitMode::Sync)?;
+        if self.config.until_idle.is_some() {
+            self.check_unread()?;
+        }
+        Ok(())
+    }
+}
+
+impl KafkaFeed {
+    /// Fails if a lane's end is past what this feed read: input arrived after the run decided
+    /// it was over (or was never read). The development broker reports partition ends low at
+    /// times, so this can miss unread input, but never invents it.
+    fn check_unread(&self) -> Result<(), FeedError> {
+        let mut unread = 0u64;
+        let mut detail = Vec::new();
+        for tc in &self.consumers {
+            for &i in tc.by_partition.iter().flatten() {
+                let lane = &self.lanes[i];
+                let (topic, partition) = (&lane.id.topic, lane.id.partition);
+                let Ok((_, high)) = tc.consumer.fetch_watermarks(topic, partition, self.config.timeout) else {
+                    continue;
+                };
+                if high > lane.next_offset {
+                    let n = (high - lane.next_offset) as u64;
+                    unread += n;
+                    detail.push(format!("{topic}/{partition}: {n}"));
+                }
+            }
+        }
+        if unread > 0 {
+            return Err(FeedError::Unread { unread, detail: detail.join(", ") });
+        }
+        Ok(())
     }
 }
