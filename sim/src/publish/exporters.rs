@@ -1,5 +1,5 @@
 //! Each host's exporter over the run: its id (two hosts share one when the scenario duplicates
-//! an id), its incarnations (a restart stops one and, after some downtime, starts the next with
+//! an id; those hosts do not also restart), its incarnations (a restart stops one and, after some downtime, starts the next with
 //! a new random incarnation and `seq` from 0), and the batch windows of each incarnation.
 //!
 //! Like the real exporter, an incarnation's windows start when it starts and follow its batch
@@ -117,16 +117,17 @@ pub(crate) fn plan(s: &Checked, world: &World, rng: &mut Rng, timing: &Timing) -
             incarnations: vec![Incarnation { id: incarnation_id(rng), up: timing.base, down: None }],
         })
         .collect();
+    // Distinct hosts for each fault: the first pairs share ids, the next hosts restart.
     let mut order: Vec<usize> = (0..plans.len()).collect();
     shuffle(rng, &mut order);
-    for pair in order.chunks_exact(2).take(s.duplicated_exporter_ids) {
+    let pairs = s.duplicated_exporter_ids;
+    for pair in order.chunks_exact(2).take(pairs) {
         let id = Arc::clone(&plans[pair[0]].id);
         plans[pair[1]].id = id;
         plans[pair[0]].duplicated = true;
         plans[pair[1]].duplicated = true;
     }
-    shuffle(rng, &mut order);
-    for &h in order.iter().take(s.exporter_restarts) {
+    for &h in order.iter().skip(2 * pairs).take(s.exporter_restarts) {
         let at = T0 + rng.range(0, s.duration_s * SEC);
         let downtime = rng.range(0, s.exporter_downtime_max_ms * MS + 1);
         let plan = &mut plans[h];

@@ -143,7 +143,8 @@ impl Emitter<'_> {
         let (s, e) = (skewed(c.start, plan.skew), skewed(c.end, plan.skew));
         let remote_down = side.remote_host.is_some_and(|h| {
             let remote = &plans[h];
-            remote.running_at(skewed(c.start, remote.skew), timing).is_none()
+            let t = skewed(c.start, remote.skew);
+            t >= remote.first_up() && remote.running_at(t, timing).is_none()
         });
         let conditions = conditions
             .with(Condition::DuplicatedId, plan.duplicated)

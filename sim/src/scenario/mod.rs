@@ -125,8 +125,8 @@ pub struct Scenario {
     pub ipam_silences: usize,
     /// Length of each assignment-feed outage, ms.
     pub ipam_silence_ms: u64,
-    /// Exporters that restart once during the run (distinct hosts): the new run has a new
-    /// incarnation and numbers its batches from 0.
+    /// Exporters that restart once during the run (distinct hosts, none of them sharing an
+    /// id): the new run has a new incarnation and numbers its batches from 0.
     pub exporter_restarts: usize,
     /// Longest time a restarting exporter stays down, ms (uniform from 0).
     pub exporter_downtime_max_ms: u64,

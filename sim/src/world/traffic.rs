@@ -13,6 +13,7 @@
 //! simulation starts, so that the exporters, which start with the simulation, find some of
 //! them already open.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::net::{IpAddr, Ipv6Addr};
 
 use super::owners::{NatIndex, OwnerIndex};
@@ -29,6 +30,13 @@ const LONG_FLOW: (u64, u64) = (60 * SEC, 480 * SEC);
 const STALE_DNS_TTL: u64 = 30 * SEC;
 /// Ephemeral ports, as Linux hands them out.
 const EPHEMERAL: (u64, u64) = (32_768, 61_000);
+/// How long a closed connection's 4-tuple stays unusable (TIME_WAIT on the client).
+const TIME_WAIT: u64 = 60 * SEC;
+/// Ephemeral ports tried before a connection is given up (the 4-tuple is in use).
+const PORT_TRIES: usize = 8;
+
+/// A connection's 4-tuple: client address and port, server address and port.
+type FourTuple = (IpAddr, u16, IpAddr, u16);
 
 /// Who opens connections, and from where.
 struct Client {
@@ -70,6 +78,10 @@ struct Traffic<'a> {
     nat_ips: Vec<IpAddr>,
     horizon: u64,
     candidates: Vec<usize>,
+    /// Per 4-tuple, the span `[first start, last end + TIME_WAIT)` of the connections that used
+    /// it: a new connection takes another port rather than overlap it (the kernel never has
+    /// two connections with one 4-tuple, and TIME_WAIT keeps it from reuse for a while).
+    tuples: HashMap<FourTuple, (u64, u64)>,
     out: Vec<Connection>,
 }
 
@@ -91,6 +103,7 @@ pub(super) fn generate(s: &Checked, rng: &mut Rng, world: &World, horizon: u64) 
         nat_ips,
         horizon,
         candidates: Vec::new(),
+        tuples: HashMap::new(),
         out: Vec::new(),
     };
     let ready = s.ready_delay_ms * MS;
@@ -173,10 +186,11 @@ impl Traffic<'_> {
         }
         let (bytes_up, bytes_down) =
             if established { (rng.log_uniform(64.0, 1e6) as u64, rng.log_uniform(64.0, 1e7) as u64) } else { (0, 0) };
+        let Some(client_port) = self.ephemeral_port(rng, c.ip, &target, start, end) else { return };
         self.out.push(Connection {
             client: c.end,
             client_ip: c.ip,
-            client_port: rng.range(EPHEMERAL.0, EPHEMERAL.1) as u16,
+            client_port,
             server: target.server,
             server_kind: target.kind,
             server_ip: target.ip,
@@ -187,6 +201,29 @@ impl Traffic<'_> {
             bytes_down,
             outcome: target.outcome,
         });
+    }
+
+    /// An ephemeral port whose 4-tuple with the target is free over `[start, end]` (and its
+    /// TIME_WAIT after an established connection); `None` after [`PORT_TRIES`] tries.
+    fn ephemeral_port(&mut self, rng: &mut Rng, ip: IpAddr, target: &Target, start: u64, end: u64) -> Option<u16> {
+        let until = if target.outcome == Outcome::Established { end + TIME_WAIT } else { end + 1 };
+        for _ in 0..PORT_TRIES {
+            let port = rng.range(EPHEMERAL.0, EPHEMERAL.1) as u16;
+            match self.tuples.entry((ip, port, target.ip, target.port)) {
+                Entry::Vacant(v) => {
+                    v.insert((start, until));
+                    return Some(port);
+                }
+                Entry::Occupied(mut o) => {
+                    let (first, last) = *o.get();
+                    if until <= first || last <= start {
+                        o.insert((first.min(start), last.max(until)));
+                        return Some(port);
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// A destination for a pod's app, by the scenario's mix (see the module docs).
