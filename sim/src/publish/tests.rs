@@ -9,6 +9,13 @@ use crate::scenario::Scenario;
 use crate::truth::{Condition, EndKind, RecordKey};
 use crate::world::{v4, Connection, End, Host, Outcome, Pod, Service, MS, SEC, SIDECAR_PORT, T0};
 
+/// Batch windows `(seq, from, to)` by (exporter id, incarnation).
+type Runs = BTreeMap<(String, u64), Vec<(u64, u64, u64)>>;
+/// Records `(incarnation, start, unobserved, window start)` by (exporter id, connection id).
+type ByConnection<'a> = HashMap<(&'a str, u64), Vec<(u64, u64, bool, u64)>>;
+/// A 4-tuple as the wire has it: local address and port, remote address and port.
+type Tuple = (Vec<u8>, u32, Vec<u8>, u32);
+
 /// Every decodable batch, once (by exporter id, incarnation and seq), in arrival order.
 fn batches(sim: &Simulation) -> Vec<ExporterBatch> {
     let mut seen = HashSet::new();
@@ -237,7 +244,7 @@ fn flows_state_the_scope_and_source_of_their_local_workload() {
 #[test]
 fn restarted_exporters_start_a_new_incarnation_from_seq_0() {
     let (_, sim) = simulate(adversarial_exporters());
-    let mut runs: BTreeMap<(String, u64), Vec<(u64, u64, u64)>> = BTreeMap::new();
+    let mut runs: Runs = BTreeMap::new();
     for b in batches(&sim).iter().filter(|b| b.exporter_id != IPAM_FEED) {
         runs.entry((b.exporter_id.clone(), b.incarnation)).or_default().push((b.seq, b.window_from_ns, b.window_to_ns));
         assert_ne!(b.incarnation, 0, "every batch states its incarnation");
@@ -273,7 +280,7 @@ fn connections_keep_their_id_and_start_across_a_restart() {
     let (_, sim) = simulate(adversarial_exporters());
     let all = batches(&sim);
     // (exporter, connection id) -> (incarnation, start, unobserved)
-    let mut seen: HashMap<(&str, u64), Vec<(u64, u64, bool, u64)>> = HashMap::new();
+    let mut seen: ByConnection<'_> = HashMap::new();
     let mut first_window: HashMap<(&str, u64), u64> = HashMap::new();
     for b in &all {
         let first = first_window.entry((b.exporter_id.as_str(), b.incarnation)).or_insert(u64::MAX);
@@ -367,7 +374,7 @@ fn every_flow_record_keeps_its_windows_promise() {
 fn both_ends_of_a_connection_mirror_each_other() {
     let (_, sim) = simulate(Scenario::steady());
     // Server records by 4-tuple: (start, end) of each connection that used it.
-    let mut by_tuple: HashMap<(Vec<u8>, u32, Vec<u8>, u32), Vec<(u64, u64)>> = HashMap::new();
+    let mut by_tuple: HashMap<Tuple, Vec<(u64, u64)>> = HashMap::new();
     let all = batches(&sim);
     for f in all.iter().flat_map(|b| &b.flows).filter(|f| f.direction == Direction::Server as i32 && !f.open) {
         let key = (f.local_ip.clone(), f.local_port, f.remote_ip.clone(), f.remote_port);

@@ -189,7 +189,8 @@ mod tests {
 
     #[test]
     fn invalid_settings_are_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Scenario)>)> = vec![
+        type Change = Box<dyn Fn(&mut Scenario)>;
+        let cases: Vec<(&str, Change)> = vec![
             ("loss", Box::new(|s| s.loss = 1.5)),
             ("ipam_loss", Box::new(|s| s.ipam_loss = -0.1)),
             ("sidecar_fraction", Box::new(|s| s.sidecar_fraction = f64::NAN)),

@@ -6,15 +6,18 @@ use std::net::IpAddr;
 
 use super::{End, LbTenure, NatTenure, Pod};
 
+/// Who held something, over time: `(start, end, holder)`, sorted by start.
+type Tenures = Vec<(u64, u64, End)>;
+
 /// The holders of whole addresses (pods and load balancers) over time.
 pub struct OwnerIndex {
-    by_ip: HashMap<IpAddr, Vec<(u64, u64, End)>>,
+    by_ip: HashMap<IpAddr, Tenures>,
 }
 
 impl OwnerIndex {
     /// Indexes the pods (as their apps) and load balancers of a fleet.
     pub fn new(pods: &[Pod], lbs: &[LbTenure]) -> Self {
-        let mut by_ip: HashMap<IpAddr, Vec<(u64, u64, End)>> = HashMap::new();
+        let mut by_ip: HashMap<IpAddr, Tenures> = HashMap::new();
         for (i, p) in pods.iter().enumerate() {
             by_ip.entry(p.ip).or_default().push((p.start, p.end, End::App(i)));
         }
@@ -35,13 +38,13 @@ impl OwnerIndex {
 
 /// The workloads on each (NAT address, port) over time.
 pub struct NatIndex {
-    by_slot: HashMap<(IpAddr, u16), Vec<(u64, u64, End)>>,
+    by_slot: HashMap<(IpAddr, u16), Tenures>,
 }
 
 impl NatIndex {
     /// Indexes NAT port tenures.
     pub fn new(nats: &[NatTenure]) -> Self {
-        let mut by_slot: HashMap<(IpAddr, u16), Vec<(u64, u64, End)>> = HashMap::new();
+        let mut by_slot: HashMap<(IpAddr, u16), Tenures> = HashMap::new();
         for (i, n) in nats.iter().enumerate() {
             by_slot.entry((n.ip, n.port)).or_default().push((n.start, n.end, End::Nat(i)));
         }
