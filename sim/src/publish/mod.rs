@@ -10,6 +10,8 @@
 //! - [`batches`]: records and heartbeats into batches, through delays and transport faults.
 //! - [`ipam`]: the assignment feed and its faults.
 
+use std::collections::HashSet;
+
 use serde::Serialize;
 
 use crate::rng::Rng;
@@ -121,9 +123,10 @@ pub fn publish(s: &Checked, world: &World) -> Simulation {
     }
     deliveries.sort_by_key(|d| d.arrival);
 
+    let mut listed: HashSet<&str> = HashSet::with_capacity(plans.len());
     let mut roster: Vec<String> = Vec::with_capacity(plans.len() + 1);
     for p in &plans {
-        if !roster.iter().any(|id| **id == *p.id) {
+        if listed.insert(&p.id) {
             roster.push(p.id.to_string());
         }
     }
