@@ -209,3 +209,62 @@ impl IpamPlan {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ten 10-ns windows from 0: window 3 lost, windows 5 and 6 silent (back at 7), windows 0
+    /// and 1 delivered late (nothing arrives before 25).
+    fn plan() -> IpamPlan {
+        let windows = 10;
+        let flags = |set: &[usize]| (0..windows).map(|k| set.contains(&k)).collect::<Vec<bool>>();
+        let (lost, silent, late) = (flags(&[3]), flags(&[5, 6]), flags(&[0, 1]));
+        let prefix = |f: &[bool]| {
+            let mut c = vec![0u32];
+            for &x in f {
+                c.push(c.last().copied().unwrap_or(0) + u32::from(x));
+            }
+            c
+        };
+        let broken: Vec<bool> = lost.iter().zip(&silent).map(|(a, b)| *a || *b).collect();
+        IpamPlan {
+            tenures: Vec::new(),
+            base: 0,
+            window: 10,
+            broken_before: prefix(&broken),
+            late_before: prefix(&late),
+            lost,
+            silent,
+            late,
+            silences: vec![(5, 7)],
+            incarnations: vec![1, 2],
+            hold_until: 25,
+            delay: 0,
+        }
+    }
+
+    #[test]
+    fn faults_touch_the_flows_between_an_assignment_and_their_start() {
+        let p = plan();
+        let cases = [
+            // (assigned at, flow start, touched)
+            (22, 28, false), // both in window 2, after the late batches arrived
+            (2, 24, true),   // the assignment came in a late batch, not there by the flow's start
+            (12, 18, true),
+            (2, 28, false), // the late batches had arrived by the flow's start
+            (12, 29, false),
+            (22, 35, true),  // window 3 lost between them
+            (41, 44, false), // after the loss
+            (41, 63, true),  // window 5 silent between them
+            (41, 78, false), // restated when the feed came back (window 7)
+            (55, 62, true),  // assigned while silent, flow before the restatement
+            (55, 88, false), // restated at window 7
+            (30, 31, true),  // assigned in the lost window
+            (95, 99, false),
+        ];
+        for (at, start, touched) in cases {
+            assert_eq!(p.affects(at, start), touched, "assigned at {at}, flow at {start}");
+        }
+    }
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use flowmap_schema::{decode_batch, ip_from_bytes, Direction, ExporterBatch, Flow, Scope, WorkloadSource};
 
 use super::*;
+use crate::rng::Rng;
 use crate::scenario::Scenario;
 use crate::truth::{Condition, EndKind, RecordKey};
 use crate::world::{v4, Connection, End, Host, Outcome, Pod, Service, MS, SEC, SIDECAR_PORT, T0};
@@ -520,4 +521,64 @@ fn a_duplicated_exporter_id_gives_distinct_flow_ids() {
     let incarnations: HashSet<u64> = duplicated.iter().map(|t| t.incarnation).collect();
     assert_eq!(incarnations.len(), 2, "two live incarnations of one id");
     assert!(duplicated.len() > 1_000);
+}
+
+#[test]
+fn records_around_a_restart() {
+    use super::exporters::{ExporterPlan, Incarnation, Timing};
+    let conn = |start: u64, end: u64| a_to_b(T0 + start * SEC, T0 + end * SEC, Outcome::Established);
+    // The exporter stops at T0 + 12 s and is back at T0 + 20 s.
+    let (s, world) = two_pods(vec![conn(5, 35), conn(14, 25), conn(13, 18), conn(8, 16)]);
+    let timing = Timing::new(&s);
+    let plans = vec![ExporterPlan {
+        id: Arc::from("host-0000"),
+        duplicated: false,
+        skew: 0,
+        incarnations: vec![
+            Incarnation { id: 1, up: T0 - 10 * SEC, down: Some(T0 + 12 * SEC) },
+            Incarnation { id: 2, up: T0 + 20 * SEC, down: None },
+        ],
+    }];
+    let ipam = super::ipam::IpamPlan::new(&s, &world, &mut Rng::new(1), &timing);
+    let mut out = records::empty(&plans, &timing);
+    let mut summary = Summary::default();
+    records::emit_all(&world, &plans, &ipam, &timing, &mut Rng::new(1), &mut out, &mut summary);
+    // (incarnation, start, end, open, unobserved) of the client side of each connection.
+    let mut client: Vec<(u64, u64, u64, bool, bool)> = Vec::new();
+    for (inc, windows) in out[0].iter().enumerate() {
+        for (k, records) in windows.iter().enumerate() {
+            let (from, to) = plans[0].incarnations[inc].window(k as u64, &timing);
+            for r in records.iter().filter(|r| r.flow.local_workload == "a") {
+                let f = &r.flow;
+                assert!(from <= f.end_ns && f.end_ns <= to);
+                assert_eq!(r.truth.incarnation, inc as u64 + 1);
+                assert!(r.truth.conditions.has(Condition::ExporterRestart), "every one of these spans the restart");
+                client.push((
+                    inc as u64 + 1,
+                    (f.start_ns - T0) / SEC,
+                    (f.end_ns - T0) / SEC,
+                    f.open,
+                    f.start_unobserved,
+                ));
+            }
+        }
+    }
+    client.sort();
+    assert_eq!(
+        client,
+        vec![
+            (1, 5, 10, true, false), // open across the restart: slices up to the stop ...
+            (1, 5, 12, true, false), // ... the last one at the stop (a short last window)
+            (1, 8, 10, true, false), // closed while the exporter was down: no final record
+            (1, 8, 12, true, false),
+            (2, 5, 30, true, false),  // ... and after it, with the same start
+            (2, 5, 35, false, false), // and its final record
+            (2, 20, 25, false, true), // began while down: start = when the exporter came back
+        ]
+    );
+    // The connection that began and ended while the exporter was down has no record.
+    assert_eq!((summary.sides_unseen, summary.finals_unseen), (2, 2), "both sides of each");
+    let ids: HashSet<u64> =
+        out[0].iter().flatten().flatten().filter(|r| r.truth.local.as_ref() == "a").map(|r| r.truth.id).collect();
+    assert_eq!(ids.len(), 3, "one flow id per connection seen, across incarnations");
 }
