@@ -582,3 +582,114 @@ fn records_around_a_restart() {
         out[0].iter().flatten().flatten().filter(|r| r.truth.local.as_ref() == "a").map(|r| r.truth.id).collect();
     assert_eq!(ids.len(), 3, "one flow id per connection seen, across incarnations");
 }
+
+/// Claims as a job reads them: per (address, port) (port 0: the whole address), the ranges
+/// `[from, to)` (an exporter's clock) and the workload.
+type ClaimIndex = HashMap<(IpAddr, u32), Vec<(u64, u64, String)>>;
+
+/// Whatever evidence names someone unambiguously for a record names the true remote end: the
+/// exporters' heartbeats (the exact (address, port), or the whole address when nothing claims a
+/// port of it), the whole-address claims of `SCOPE_IP` flows, the other end's own record of the
+/// connection (mirrored 4-tuple, start within the band), and the address manager's
+/// assignments. A sound job can therefore never be led to a wrong owner by this data.
+#[test]
+fn published_evidence_never_contradicts_the_truth() {
+    evidence_agrees_with_truth(Scenario::steady());
+    evidence_agrees_with_truth(adversarial_exporters());
+}
+
+fn evidence_agrees_with_truth(scenario: Scenario) {
+    let band = 2 * SEC;
+    let (_, sim) = simulate(scenario);
+    let all = batches(&sim);
+    let truth: HashMap<RecordKey, &TruthFlow> = sim.truth.iter().map(|t| (t.key(), t)).collect();
+    let mut claims: ClaimIndex = HashMap::new();
+    let mut ports_claimed: HashMap<IpAddr, Vec<(u64, u64)>> = HashMap::new();
+    let mut ends: HashMap<Tuple, Vec<(u64, String)>> = HashMap::new();
+    // (at, workload, incarnation), and how far each incarnation of the feed vouched.
+    let mut assignments: HashMap<IpAddr, Vec<(u64, String, u64)>> = HashMap::new();
+    let mut vouched: HashMap<u64, u64> = HashMap::new();
+    for b in &all {
+        for h in &b.heartbeats {
+            let ip = ip_from_bytes(&h.ip).unwrap();
+            claims.entry((ip, h.port)).or_default().push((h.from_ns, h.to_ns, h.workload.clone()));
+            if h.port != 0 {
+                ports_claimed.entry(ip).or_default().push((h.from_ns, h.to_ns));
+            }
+        }
+        for f in &b.flows {
+            let tuple = (f.local_ip.clone(), f.local_port, f.remote_ip.clone(), f.remote_port);
+            ends.entry(tuple).or_default().push((f.start_ns, f.local_workload.clone()));
+            if f.local_scope == Scope::Ip as i32 {
+                let ip = ip_from_bytes(&f.local_ip).unwrap();
+                claims.entry((ip, 0)).or_default().push((f.start_ns, f.end_ns + 1, f.local_workload.clone()));
+            }
+        }
+        for a in &b.assignments {
+            let entry = (a.at_ns, a.workload.clone(), b.incarnation);
+            assignments.entry(ip_from_bytes(&a.ip).unwrap()).or_default().push(entry);
+        }
+        if b.exporter_id == IPAM_FEED {
+            let until = vouched.entry(b.incarnation).or_default();
+            *until = (*until).max(b.window_to_ns);
+        }
+    }
+    for list in assignments.values_mut() {
+        list.sort();
+    }
+    for list in claims.values_mut() {
+        list.sort();
+    }
+    // The workloads whose claims overlap [lo, hi), and whether the claims cover all of it.
+    let overlapping = |list: Option<&Vec<(u64, u64, String)>>, lo: u64, hi: u64| -> (HashSet<String>, bool) {
+        let mut covered = lo;
+        let mut names = HashSet::new();
+        for (from, to, workload) in list.into_iter().flatten().filter(|(from, to, _)| *from < hi && lo < *to) {
+            names.insert(workload.clone());
+            if *from <= covered {
+                covered = covered.max(*to);
+            }
+        }
+        (names, covered >= hi)
+    };
+    let (mut checked, mut by_peer, mut by_assignment) = (0, 0, 0);
+    for b in all.iter().filter(|b| b.exporter_id != IPAM_FEED) {
+        let ids = flowmap_schema::FlowIdHasher::new(&b.exporter_id);
+        for f in &b.flows {
+            let t = truth[&RecordKey { id: ids.connection(f.connection_id), end_ns: f.end_ns, open: f.open }];
+            let ip = ip_from_bytes(&f.remote_ip).unwrap();
+            let (lo, hi) = (f.start_ns.saturating_sub(band), f.start_ns + band);
+            let (mut named, mut covered) = overlapping(claims.get(&(ip, f.remote_port)), lo, hi);
+            let shared = ports_claimed.get(&ip).into_iter().flatten().any(|&(from, to)| from < hi && lo < to);
+            if named.is_empty() && !shared {
+                (named, covered) = overlapping(claims.get(&(ip, 0)), lo, hi);
+            }
+            if named.len() == 1 && covered {
+                assert_eq!(t.remote.as_deref(), named.iter().next().map(String::as_str), "{f:?}");
+                checked += 1;
+            }
+            let mirrored = (f.remote_ip.clone(), f.remote_port, f.local_ip.clone(), f.local_port);
+            for (start, workload) in ends.get(&mirrored).into_iter().flatten() {
+                if start.abs_diff(f.start_ns) <= band && !f.start_unobserved {
+                    assert_eq!(t.remote.as_deref(), Some(workload.as_str()), "peer of {f:?}");
+                    by_peer += 1;
+                }
+            }
+            // The address manager: the last statement before the band, unchanged through it,
+            // by an incarnation of the feed that vouched past the band (an outage cuts it; this
+            // transport loses nothing).
+            if let Some(list) = assignments.get(&ip) {
+                let before = list.partition_point(|a| a.0 <= lo);
+                let within = list.partition_point(|a| a.0 < hi);
+                if let Some((_, workload, incarnation)) = before.checked_sub(1).map(|i| &list[i]) {
+                    let steady = list[before..within].iter().all(|a| a.1 == *workload);
+                    if steady && !workload.is_empty() && vouched[incarnation] >= hi {
+                        assert_eq!(t.remote.as_deref(), Some(workload.as_str()), "assignment for {f:?}");
+                        by_assignment += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 200_000 && by_peer > 100_000 && by_assignment > 100_000, "{checked} {by_peer} {by_assignment}");
+}
