@@ -117,7 +117,7 @@ pub(crate) fn emit_all(
                     received: c.bytes_up,
                     remote: world.name(c.client).cloned(),
                     remote_kind: world.kind(c.client),
-                    remote_host: Some(world.host_of(c.client).unwrap_or(host)),
+                    remote_host: world.host_of(c.client),
                 };
                 emitter.side(c, &side, Conditions::NONE, rng.next_u64().max(1), srtt, 0);
             }

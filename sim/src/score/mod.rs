@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use flowmap_schema as wire;
 use serde::Serialize;
 
 use crate::publish::Delivery;
@@ -45,6 +46,40 @@ impl Verdict {
     /// The record's identity.
     pub fn key(&self) -> RecordKey {
         RecordKey { id: self.id, end_ns: self.end_ns, open: self.open }
+    }
+
+    /// The verdict an output record on the wire carries (`attributed.proto`), with reasons and
+    /// evidence named as the job names them (`no_owner`, `shared_ip`, `peer`, ...; a value this
+    /// reader does not know is `unknown`).
+    pub fn from_wire(a: &wire::AttributedFlow) -> Self {
+        let attributed = !a.remote_workload.is_empty();
+        let reason = match wire::Reason::try_from(a.reason) {
+            Ok(wire::Reason::Unspecified) => None,
+            Ok(wire::Reason::NoOwner) => Some("no_owner"),
+            Ok(wire::Reason::Conflict) => Some("conflict"),
+            Ok(wire::Reason::NearBoundary) => Some("near_boundary"),
+            Ok(wire::Reason::External) => Some("external"),
+            Ok(wire::Reason::EvidenceExpired) => Some("evidence_expired"),
+            Ok(wire::Reason::SharedIp) => Some("shared_ip"),
+            Ok(wire::Reason::SourceGap) => Some("source_gap"),
+            Err(_) => Some("unknown"),
+        };
+        let evidence = match wire::Evidence::try_from(a.evidence) {
+            Ok(wire::Evidence::Unspecified) => None,
+            Ok(wire::Evidence::Heartbeat) => Some("heartbeat"),
+            Ok(wire::Evidence::Flow) => Some("flow"),
+            Ok(wire::Evidence::Assignment) => Some("assignment"),
+            Ok(wire::Evidence::Peer) => Some("peer"),
+            Err(_) => Some("unknown"),
+        };
+        Verdict {
+            id: a.flow_id,
+            end_ns: a.end_ns,
+            open: a.open,
+            remote: attributed.then(|| a.remote_workload.clone()),
+            reason: reason.filter(|_| !attributed).map(String::from),
+            evidence: evidence.filter(|_| attributed).map(String::from),
+        }
     }
 }
 

@@ -200,3 +200,28 @@ fn a_perfect_job_scores_perfectly_and_the_baseline_does_not() {
     assert!(s.baseline_misattributed > 10_000, "the old method misattributes: {}", s.baseline_misattributed);
     assert!(s.baseline_correct > 10_000, "and attributes many right: {}", s.baseline_correct);
 }
+
+#[test]
+fn verdicts_read_from_the_wire() {
+    let mut a = flowmap_schema::AttributedFlow {
+        flow_id: 7,
+        end_ns: 70,
+        open: true,
+        remote_workload: "w".into(),
+        evidence: flowmap_schema::Evidence::Peer as i32,
+        ..Default::default()
+    };
+    let v = Verdict::from_wire(&a);
+    assert_eq!(
+        (v.key(), v.remote.as_deref(), v.reason, v.evidence.as_deref()),
+        (RecordKey { id: 7, end_ns: 70, open: true }, Some("w"), None, Some("peer"))
+    );
+    a.remote_workload.clear();
+    a.evidence = 0;
+    a.reason = flowmap_schema::Reason::SharedIp as i32;
+    assert_eq!(Verdict::from_wire(&a).reason.as_deref(), Some("shared_ip"));
+    a.reason = flowmap_schema::Reason::SourceGap as i32;
+    assert_eq!(Verdict::from_wire(&a).reason.as_deref(), Some("source_gap"));
+    a.reason = 99;
+    assert_eq!((Verdict::from_wire(&a).remote, Verdict::from_wire(&a).reason.as_deref()), (None, Some("unknown")));
+}
