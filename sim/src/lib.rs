@@ -17,7 +17,7 @@
 //!   unobserved starts, failed connects), batches, the assignment feed and its faults,
 //!   deliveries.
 //! - [`truth`]: what really happened to each record.
-//! - [`score`]: verdicts against truth, and the baseline.
+//! - [`score`](mod@score): verdicts against truth, and the baseline.
 //! - [`io`]: delivery logs and truth files, read and written as streams.
 //! - [`lookup`]: the plain "flows against ownership ranges" data set of the peer benchmark.
 #![deny(missing_docs)]

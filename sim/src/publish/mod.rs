@@ -4,11 +4,11 @@
 //! batches.
 //!
 //! # Layout
-//! - [`exporters`]: each host's exporter id, incarnations and batch windows.
-//! - [`records`]: connections into flow records (slices, final records, unobserved starts,
+//! - `exporters`: each host's exporter id, incarnations and batch windows.
+//! - `records`: connections into flow records (slices, final records, unobserved starts,
 //!   failed attempts), each with its truth.
-//! - [`batches`]: records and heartbeats into batches, through delays and transport faults.
-//! - [`ipam`]: the assignment feed and its faults.
+//! - `batches`: records and heartbeats into batches, through delays and transport faults.
+//! - `ipam`: the assignment feed and its faults.
 
 use std::collections::HashSet;
 

@@ -179,3 +179,22 @@ fn local_scopes_follow_sharing() {
     assert_eq!(world.local_scope(End::Nat(0)), Some((Scope::Port, WorkloadSource::PortAssignment)));
     assert_eq!(world.local_scope(End::Lb(0)), None);
 }
+
+/// Regression: the destination class was drawn as a series of "r < fraction" tests that kept
+/// subtracting, so an IPv6 client that drew the (IPv4-only) load-balancer class matched every
+/// later class too and made stale-DNS calls, timing out, with a stale-DNS fraction of 0.
+#[test]
+fn destination_classes_are_drawn_once() {
+    let s = Scenario { ipv6_fraction: 1.0, lb_fraction: 0.5, stale_dns_fraction: 0.0, ..Scenario::steady() };
+    let world = world(s);
+    assert!(world.pods.iter().all(|p| p.ip.is_ipv6()));
+    let mut kinds: HashMap<EndKind, usize> = HashMap::new();
+    for c in world.connections.iter().filter(|c| matches!(c.client, End::App(_))) {
+        assert_eq!(c.outcome, Outcome::Established, "{c:?}");
+        *kinds.entry(c.server_kind).or_default() += 1;
+    }
+    let calls: usize = kinds.values().sum();
+    let external = kinds.get(&EndKind::External).copied().unwrap_or(0) as f64 / calls as f64;
+    assert!((0.03..0.07).contains(&external), "5% external: {kinds:?}");
+    assert!(!kinds.contains_key(&EndKind::LoadBalancer) && !kinds.contains_key(&EndKind::Vacant), "{kinds:?}");
+}
