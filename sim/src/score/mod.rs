@@ -125,7 +125,8 @@ pub struct Score {
     pub unattributed_by_reason: BTreeMap<String, u64>,
     /// Attributed records by evidence.
     pub attributed_by_evidence: BTreeMap<String, u64>,
-    /// Output records whose remote end is in the fleet.
+    /// Output records whose remote end was a workload of the fleet (someone to attribute them
+    /// to: not external, not a vacant address or a port nobody listened on).
     pub in_fleet: u64,
     /// Of those, attributed (percent).
     pub attributed_in_fleet_pct: f64,
@@ -191,6 +192,7 @@ pub fn score(truth: &[TruthFlow], verdicts: &[Verdict], deliveries: &[Delivery])
     let mut seen: HashSet<RecordKey> = HashSet::with_capacity(verdicts.len());
     let mut first: HashMap<u64, (Option<&str>, Option<&str>)> = HashMap::new();
     let mut changed: HashSet<u64> = HashSet::new();
+    let mut attributed_in_fleet = 0u64;
     for v in verdicts {
         if !seen.insert(v.key()) {
             s.duplicates_in_output += 1;
@@ -210,9 +212,9 @@ pub fn score(truth: &[TruthFlow], verdicts: &[Verdict], deliveries: &[Delivery])
         if t.fate == Fate::Corrupted {
             s.corrupted_in_output += 1;
         }
-        if !t.is_external() {
-            s.in_fleet += 1;
-        }
+        let someone = t.remote.is_some() && !t.is_external();
+        s.in_fleet += u64::from(someone);
+        attributed_in_fleet += u64::from(someone && v.remote.is_some());
         outcomes[i] = Some(match &v.remote {
             Some(w) => {
                 s.attributed += 1;
@@ -252,7 +254,6 @@ pub fn score(truth: &[TruthFlow], verdicts: &[Verdict], deliveries: &[Delivery])
         }
     }
     s.unaccounted = s.missing + s.corrupted;
-    let attributed_in_fleet = s.correct + s.misattributed;
     s.attributed_in_fleet_pct =
         if s.in_fleet == 0 { 0.0 } else { 100.0 * attributed_in_fleet as f64 / s.in_fleet as f64 };
     baseline::run(truth, &by_key, deliveries, &mut s);

@@ -62,7 +62,8 @@ fn counts_every_outcome() {
     assert_eq!((s.missing, s.lost_in_transit, s.corrupted), (1, 1, 1));
     assert_eq!((s.duplicates_in_output, s.unknown_in_output), (1, 2));
     assert_eq!((s.truth_records, s.truth_flows), (9, 8));
-    assert_eq!(s.in_fleet, 5);
+    assert_eq!(s.in_fleet, 4, "records 1 (twice), 2 and 3: not the external nor the vacant one");
+    assert_eq!(s.attributed_in_fleet_pct, 75.0);
     assert_eq!(s.unattributed_by_reason.get("shared_ip"), Some(&1));
     assert_eq!(s.attributed_by_evidence.get("heartbeat"), Some(&4));
     assert_eq!(s.unaccounted, 2, "missing + corrupted without dead letters");
@@ -190,6 +191,7 @@ fn a_perfect_job_scores_perfectly_and_the_baseline_does_not() {
     let delivered = sim.truth.iter().filter(|t| t.fate == Fate::Delivered).count() as u64;
     assert_eq!((s.records, s.misattributed, s.missing, s.verdict_changes), (delivered, 0, 0, 0));
     assert_eq!(s.correct + s.unattributed, delivered);
+    assert_eq!(s.attributed_in_fleet_pct, 100.0, "nobody to attribute vacant addresses and closed ports to");
     assert_eq!(s.records + s.lost_in_transit + s.corrupted, s.truth_records, "every record accounted for");
     for (kind, tally) in &s.by_kind {
         assert_eq!(tally.misattributed, 0, "{kind}");
