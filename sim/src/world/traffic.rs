@@ -7,7 +7,9 @@
 //! listens on (refused) of a dependency's, a node's or a NAT address, or else a serving pod of
 //! one of its service's dependencies: its app port, or its sidecar's port. IPv6 services have no load
 //! balancers, nodes or NAT to call (those calls go to a dependency instead). A hostNetwork
-//! workload calls serving pods of IPv4 services (a node agent scraping them).
+//! workload calls serving pods of IPv4 services (a node agent scraping them). So connections
+//! come out of shared addresses from hostNetwork workloads (node addresses) and from the apps of
+//! pods with a sidecar; sidecars and NAT workloads only accept connections.
 //!
 //! Long-lived connections (1 to 8 minutes) are also opened during the 8 minutes before the
 //! simulation starts, so that the exporters, which start with the simulation, find some of
