@@ -42,7 +42,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let sim = flowmap_sim::simulate(&scenario)?;
     let sim_secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "  {} flow records, {} deliveries from {} exporters in {:.1}s",
+        "  {} flow records (truth), {} deliveries from {} exporters in {:.1}s",
         sim.truth.len(),
         sim.deliveries.len(),
         sim.roster.len(),
@@ -66,15 +66,24 @@ pub fn run(args: DemoArgs) -> Result<()> {
 
     println!("flowmap demo — scenario {}", scenario.name);
     println!(
-        "  flows output        {:>10}   ({:.0} flows/s, {} workers, {:.2}s)",
-        score.flows, flows_per_sec, report.workers, secs
+        "  records output      {:>10}   of {} flows ({} open slices); {:.0} records/s, {} workers, {:.2}s",
+        score.records, score.flows, score.slices, flows_per_sec, report.workers, secs
     );
     println!(
-        "  attributed          {:>10}   correct {}, MISATTRIBUTED {}",
-        score.attributed, score.correct, score.misattributed
+        "  attributed          {:>10}   correct {}, MISATTRIBUTED {}   by evidence {:?}",
+        score.attributed, score.correct, score.misattributed, score.attributed_by_evidence
     );
     println!("  unattributed        {:>10}   {:?}", score.unattributed, score.unattributed_by_reason);
     println!("  in-fleet attributed {:>9.2}%", score.attributed_in_fleet_pct);
+    println!("  one verdict per flow: flows whose records disagree {}", score.verdict_changes);
+    println!("  by remote kind      (records, correct, misattributed, unattributed by reason)");
+    for (kind, t) in &score.by_kind {
+        println!("    {kind:<18} {:>8} {:>8} {:>4}   {:?}", t.records, t.correct, t.misattributed, t.unattributed);
+    }
+    println!("  by condition");
+    for (cond, t) in &score.by_condition {
+        println!("    {cond:<18} {:>8} {:>8} {:>4}   {:?}", t.records, t.correct, t.misattributed, t.unattributed);
+    }
     println!(
         "  input               lost in transit {}, corrupted records {}, missing {}, duplicates out {}",
         score.lost_in_transit, score.corrupted, score.missing, score.duplicates_in_output
@@ -89,14 +98,20 @@ pub fn run(args: DemoArgs) -> Result<()> {
         report.peak_state.bytes / 1024
     );
     println!(
-        "  baseline (IPAM map as it arrives): attributed {}, MISATTRIBUTED {}",
-        score.baseline_attributed, score.baseline_misattributed
+        "  baseline (IPAM map as it arrives): attributed {}, MISATTRIBUTED {}   by kind {:?}",
+        score.baseline_attributed, score.baseline_misattributed, score.baseline_misattributed_by_kind
     );
-    ensure!(score.missing == 0, "{} delivered flows are missing from the output", score.missing);
+    ensure!(score.missing == 0, "{} delivered records are missing from the output", score.missing);
     if args.run.json {
         let summary = json!({
             "scenario": scenario.name,
             "flows": score.flows,
+            "records": score.records,
+            "slices": score.slices,
+            "verdict_changes": score.verdict_changes,
+            "attributed_by_evidence": score.attributed_by_evidence,
+            "by_kind": score.by_kind,
+            "by_condition": score.by_condition,
             "attributed": score.attributed,
             "unattributed": score.unattributed,
             "misattributed": score.misattributed,

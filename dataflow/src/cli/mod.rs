@@ -176,7 +176,14 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 /// The scorer's view of an output record.
 pub fn verdict(r: &crate::output::OutputRecord) -> flowmap_sim::Verdict {
-    flowmap_sim::Verdict { id: r.flow_id, remote: r.remote_workload.clone(), reason: r.reason.clone() }
+    flowmap_sim::Verdict {
+        id: r.flow_id,
+        end_ns: r.end_ns,
+        open: r.open,
+        remote: r.remote_workload.clone(),
+        reason: r.reason.clone(),
+        evidence: r.evidence.clone(),
+    }
 }
 
 /// Prints the time per operator of a profiled run to stderr.
