@@ -36,7 +36,10 @@ fn demo_json_summary_has_the_promised_fields() {
     let scenario = repo("configs/scenarios/long.toml");
     // A shorter run of the small fleet, through a scenario file and a config file.
     let dir = scratch("demo");
-    let text = std::fs::read_to_string(&scenario).unwrap().replace("duration_s = 10800", "duration_s = 300");
+    let text = std::fs::read_to_string(&scenario)
+        .unwrap()
+        .replace("duration_s = 10800", "duration_s = 300")
+        .replace("ipam_silences = 3", "ipam_silences = 0");
     let file = dir.join("short.toml");
     std::fs::write(&file, text).unwrap();
     let out =
@@ -58,7 +61,10 @@ fn simulate_attribute_score_round_trip_is_deterministic() {
     let dir = scratch("files");
     let sim = dir.join("sim");
     let scenario = repo("configs/scenarios/long.toml");
-    let text = std::fs::read_to_string(&scenario).unwrap().replace("duration_s = 10800", "duration_s = 240");
+    let text = std::fs::read_to_string(&scenario)
+        .unwrap()
+        .replace("duration_s = 10800", "duration_s = 240")
+        .replace("ipam_silences = 3", "ipam_silences = 0");
     let file = dir.join("s.toml");
     std::fs::write(&file, text).unwrap();
     ok(&["simulate", "--scenario", file.to_str().unwrap(), "--out", sim.to_str().unwrap()]);

@@ -102,7 +102,8 @@ fn simulate_kafka_collect_score_misattributes_nothing_and_loses_nothing() {
     assert_eq!(score["misattributed"], 0, "{score}");
     assert_eq!(score["missing"], 0, "{score}");
     assert_eq!(score["unaccounted"], 0, "every flow received is output or dead-lettered: {score}");
-    assert_eq!(score["flows"], summary["output"], "{score}");
+    assert_eq!(score["records"], summary["output"], "{score}");
+    assert_eq!(score["verdict_changes"], 0, "one verdict per flow: {score}");
     assert!(score["dead_lettered"].as_u64().unwrap() > 0, "the scenario corrupts records: {score}");
     assert_eq!(score["dead_lettered"], score["corrupted"], "{score}");
     assert!(score["dead_lettered_messages"].as_u64().unwrap() >= summary["dead_lettered"].as_u64().unwrap());
@@ -326,5 +327,5 @@ fn broker_outage_producer_and_job_recover_by_themselves() {
     let score = flowmap_sim::score(&truth_flows, &verdicts, &[]);
     assert_eq!(score.misattributed, 0, "{score:?}");
     assert_eq!(score.missing, 0, "every flow is in the output: {score:?} {summary}");
-    assert_eq!(score.flows, truth_flows.len() as u64, "{score:?}");
+    assert_eq!(score.records, truth_flows.len() as u64, "{score:?}");
 }

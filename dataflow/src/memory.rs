@@ -1,5 +1,8 @@
 //! The in-memory feed: pre-generated deliveries (from the simulator or a delivery log), split
-//! between workers by the hash of their key, as Kafka would split them between partitions.
+//! into a fixed number of lanes by the hash of their key, as Kafka splits a topic into
+//! partitions, and the lanes between workers (lane `l` to worker `l % workers`), as the Kafka
+//! job does. Because the lanes do not depend on the number of workers, every worker count
+//! reads the same lanes in the same per-lane order and decides the same.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,14 +13,22 @@ use crate::config::JobConfig;
 use crate::feed::{Feed, FeedStatus, Lane, Message, Outcome};
 use crate::run::{run, OutputMode, RunError, RunReport};
 
-/// Which worker reads the messages of `key` (FNV-1a of the key, modulo the workers).
-pub fn worker_of(key: &str, peers: usize) -> usize {
+/// Lanes of the in-memory feed (the number of partitions of a topic it stands in for).
+pub const LANES: u32 = 8;
+
+/// The lane of the messages of `key` (FNV-1a of the key, modulo [`LANES`]).
+pub fn lane_of(key: &str) -> u32 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in key.as_bytes() {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    (hash % peers.max(1) as u64) as usize
+    (hash % u64::from(LANES)) as u32
+}
+
+/// Whether worker `index` of `peers` reads `lane`.
+fn reads(lane: u32, index: usize, peers: usize) -> bool {
+    lane as usize % peers.max(1) == index
 }
 
 /// One worker's view of a shared list of deliveries.
@@ -33,7 +44,7 @@ pub struct MemoryFeed {
 impl MemoryFeed {
     /// The share of worker `index` of `peers`, expecting the exporters of `roster` it reads.
     pub fn new(deliveries: Arc<Vec<Delivery>>, roster: &[String], index: usize, peers: usize) -> Self {
-        let roster = roster.iter().filter(|id| worker_of(id, peers) == index).cloned().collect();
+        let roster = roster.to_vec();
         MemoryFeed { deliveries, pos: 0, index, peers, roster, pace: usize::MAX }
     }
 
@@ -46,9 +57,12 @@ impl MemoryFeed {
 }
 
 impl Feed for MemoryFeed {
-    /// One lane per worker (its share of the keys), expecting the worker's share of the roster.
+    /// The worker's lanes, each expecting its share of the roster.
     fn lanes(&self) -> Vec<Lane> {
-        vec![Lane { id: self.index as u32, roster: self.roster.clone() }]
+        (0..LANES)
+            .filter(|&l| reads(l, self.index, self.peers))
+            .map(|id| Lane { id, roster: self.roster.iter().filter(|k| lane_of(k) == id).cloned().collect() })
+            .collect()
     }
 
     fn poll(&mut self, max: usize, deliver: &mut dyn FnMut(&Message<'_>) -> Outcome) -> FeedStatus {
@@ -56,8 +70,8 @@ impl Feed for MemoryFeed {
         while given < max.min(self.pace) {
             let Some(d) = self.deliveries.get(self.pos) else { return FeedStatus::Done };
             self.pos += 1;
-            if worker_of(&d.key, self.peers) == self.index {
-                let lane = self.index as u32;
+            let lane = lane_of(&d.key);
+            if reads(lane, self.index, self.peers) {
                 deliver(&Message { lane, key: &d.key, payload: &d.payload, arrival: d.arrival, rebuild: false });
                 given += 1;
             }

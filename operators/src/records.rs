@@ -165,6 +165,9 @@ pub mod flags {
     /// Re-read after a job restart only to rebuild state: looked up (so later records of the
     /// same connection keep its verdict) but not output again.
     pub const REBUILD: u8 = 4;
+    /// The connection started before this record's window: other records of it may exist (an
+    /// earlier slice, or, when batches arrive out of order, a later one).
+    pub const CONTINUED: u8 = 8;
 }
 
 /// What the lookup needs of one flow record, plus where its full report is.
@@ -202,6 +205,12 @@ impl FlowRow {
     /// Re-read only to rebuild state.
     pub fn rebuild(&self) -> bool {
         self.flags & flags::REBUILD != 0
+    }
+
+    /// One of several records of its connection (an open slice, or a record of a connection
+    /// that started before its window).
+    pub fn one_of_several(&self) -> bool {
+        self.flags & (flags::OPEN | flags::CONTINUED) != 0
     }
 }
 

@@ -60,21 +60,22 @@ pub fn simulate_and_score(scenario: &Scenario, workers: usize) -> (Simulation, R
     (sim, report, score)
 }
 
-/// A random interleaving of the deliveries that keeps each exporter's own order (what Kafka
-/// guarantees per key), seeded.
+/// A random interleaving of the deliveries that keeps each lane's own order (what Kafka
+/// guarantees per partition; the in-memory feed's lanes are its partitions), seeded.
 pub fn interleave(deliveries: &[Delivery], seed: u64) -> Vec<Delivery> {
     let mut rng = Rng::new(seed);
-    let mut queues: Vec<(String, std::collections::VecDeque<Delivery>)> = Vec::new();
+    let mut queues: Vec<(u32, std::collections::VecDeque<Delivery>)> = Vec::new();
     for d in deliveries {
-        match queues.iter_mut().find(|(k, _)| *k == d.key) {
+        let lane = flowmap::memory::lane_of(&d.key);
+        match queues.iter_mut().find(|(k, _)| *k == lane) {
             Some((_, q)) => q.push_back(d.clone()),
-            None => queues.push((d.key.clone(), [d.clone()].into())),
+            None => queues.push((lane, [d.clone()].into())),
         }
     }
     let mut out = Vec::with_capacity(deliveries.len());
     while !queues.is_empty() {
         let i = rng.index(queues.len());
-        // Take a run of 1-8 messages from one exporter, as a consumer polling a partition would.
+        // Take a run of 1-8 messages from one lane, as a consumer polling a partition would.
         for _ in 0..rng.range(1, 9) {
             match queues[i].1.pop_front() {
                 Some(d) => out.push(d),

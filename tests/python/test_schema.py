@@ -40,7 +40,7 @@ def read_deliveries(path):
 def simulated(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sim")
     scenario = tmp / "short.toml"
-    scenario.write_text(SCENARIO.read_text().replace("duration_s = 10800", "duration_s = 120"))
+    scenario.write_text(SCENARIO.read_text().replace("duration_s = 10800", "duration_s = 120").replace("ipam_silences = 3", "ipam_silences = 0"))
     flowmap("simulate", "--scenario", scenario, "--out", tmp / "sim")
     return tmp
 

@@ -343,6 +343,9 @@ impl Admission {
             if m.rebuild {
                 flag |= flags::REBUILD;
             }
+            if f.start_ns < from {
+                flag |= flags::CONTINUED;
+            }
             let row = FlowRow {
                 remote,
                 start: f.start_ns,

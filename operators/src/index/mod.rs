@@ -25,8 +25,10 @@
 //! and *where an assignment ends*: at the next event of the same source for the address, or
 //! where its source's run of contiguous batches ends, whichever is first.
 //!
-//! One verdict per connection: the first record of a connection still open is remembered by
-//! flow id (the *memo*), and its later slices and final record get the same verdict.
+//! One verdict per connection: the first record of a connection that has several (an open
+//! slice, or a record of a connection that started before its window) is remembered by flow id
+//! (the *memo*), and every other record of it gets the same verdict, until no record of it came
+//! for `retention`.
 
 mod arena;
 
@@ -444,12 +446,10 @@ impl Index {
     pub fn lookup(&mut self, piece: &FlowPiece, row: &FlowRow, names: Option<&mut Names>) -> Verdict {
         let p = self.params;
         if let Some(m) = self.memo.get_mut(&row.id) {
+            // Kept until it expires, not dropped at the final record: batches may arrive out of
+            // order, and a slice may come after its connection's final record.
             m.last_seen = self.now;
-            let verdict = remembered(&m.verdict, names);
-            if !row.open() {
-                self.memo.remove(&row.id);
-            }
-            return verdict;
+            return remembered(&m.verdict, names);
         }
         let verdict = if self.now >= row.start.saturating_sub(p.guard).saturating_add(p.retention) {
             Decision::Unattributed(Reason::EvidenceExpired)
@@ -466,14 +466,14 @@ impl Index {
         let out = match verdict {
             Decision::Attributed { workload, evidence } => {
                 let name = names.map(|n| n.push(workload)).unwrap_or_default();
-                if row.open() {
+                if row.one_of_several() {
                     let remembered = Remembered::Attributed(workload.into(), evidence);
                     self.remember(row.id, remembered);
                 }
                 Verdict::Attributed { name, evidence }
             }
             Decision::Unattributed(reason) => {
-                if row.open() {
+                if row.one_of_several() {
                     self.remember(row.id, Remembered::Unattributed(reason));
                 }
                 Verdict::Unattributed(reason)

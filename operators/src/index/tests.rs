@@ -232,9 +232,33 @@ fn later_records_of_an_open_connection_repeat_its_first_verdict() {
     index.advance(1_000 * S);
     let (p, r) = flow(("10.1.0.1", 40_000), ("10.2.0.1", 80), 5 * S, 990 * S, 7, false);
     assert_eq!(verdict(&mut index, &p, &r), Ok(("pod".into(), EvidenceKind::Heartbeat)));
-    // The final record forgot it: a replay of it is decided afresh.
-    let (p, r) = flow(("10.1.0.1", 40_000), ("10.2.0.1", 80), 5 * S, 990 * S, 7, false);
-    assert_eq!(verdict(&mut index, &p, &r), Err(Reason::EvidenceExpired));
+    // A slice arriving after the final record (batches out of order) still gets it.
+    let (p, r) = flow(("10.1.0.1", 40_000), ("10.2.0.1", 80), 5 * S, 980 * S, 7, true);
+    assert_eq!(verdict(&mut index, &p, &r), Ok(("pod".into(), EvidenceKind::Heartbeat)));
+    // Forgotten once no record came for the retention.
+    index.advance(1_000 * S + 900 * S);
+    assert_eq!(index.size().memo, 0);
+}
+
+/// Regression: the final record of a connection, looked up before an earlier slice that came
+/// late (its batch was lost, then arrived), fixed the verdict only for itself; the slice got
+/// another one. A record of a connection that started before its window is remembered too.
+#[test]
+fn regression_a_final_record_first_still_fixes_the_connection_verdict() {
+    let mut index = Index::new(params());
+    index.advance(30 * S);
+    let (mut p, mut r) = flow(("10.1.0.1", 40_000), ("10.2.0.1", 80), 5 * S, 25 * S, 8, false);
+    r.flags |= flags::CONTINUED;
+    p.rows[0] = r;
+    assert_eq!(verdict(&mut index, &p, &r), Err(Reason::NoOwner));
+    // The evidence arrives later; the late slice repeats the connection's verdict.
+    at(&mut index, 31 * S, Ev::default().claim("10.2.0.1", 0, EvidenceKind::Heartbeat, 0, 40 * S, "pod"));
+    let (p, r) = flow(("10.1.0.1", 40_000), ("10.2.0.1", 80), 5 * S, 10 * S, 8, true);
+    assert_eq!(verdict(&mut index, &p, &r), Err(Reason::NoOwner));
+    // A connection with a single record is not remembered.
+    let (p, r) = flow(("10.1.0.1", 40_001), ("10.2.0.1", 80), 20 * S, 21 * S, 9, false);
+    assert_eq!(verdict(&mut index, &p, &r), Ok(("pod".into(), EvidenceKind::Heartbeat)));
+    assert_eq!(index.size().memo, 1);
 }
 
 #[test]
