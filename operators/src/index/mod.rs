@@ -321,8 +321,8 @@ impl Index {
     /// heartbeat). Every choice here is one the rule is indifferent to, so the order in which
     /// the evidence of one instant is applied never shows in a verdict.
     fn claim(&mut self, ip: Ip, port: u16, kind: EvidenceKind, from: Time, to: Time, name: &str) {
-        if from >= to {
-            return;
+        if from >= to || to.saturating_add(self.params.retention) <= self.now {
+            return; // empty, or expired already (a late batch): no lookup can read it
         }
         let kind = kind.to_u8();
         let entry = self.entries.entry(ip).or_default();
@@ -384,6 +384,10 @@ impl Index {
     }
 
     fn conn(&mut self, c: &crate::records::ConnIn, name: &str) {
+        let due = c.end.saturating_add(self.params.guard).saturating_add(self.params.peer_horizon);
+        if due <= self.now {
+            return; // past its horizon already (a late batch): it would match nothing
+        }
         let entry = self.entries.entry(c.local).or_default();
         let extra = entry.extra.get_or_insert_with(Box::default);
         let arena = &mut self.arena;
