@@ -1,0 +1,350 @@
+//! The smallest inputs of the issues "Never the wrong owner" and "Nothing lost", as tests with
+//! the right values: hand-made batches through the real job, in memory with 1 and 2 workers,
+//! from a delivery log through `flowmap attribute`, and through Kafka (`flowmap collect` on a
+//! real broker).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use flowmap::config::JobConfig;
+use flowmap::output::OutputRecord;
+use flowmap_kafka::{ClientSettings, Producer, ProducerSettings, Record};
+use flowmap_schema::{encode_batch, Assignment, Direction, ExporterBatch, Flow, Ownership, Scope, SCHEMA_VERSION};
+use flowmap_sim::Delivery;
+
+const S: u64 = 1_000_000_000;
+/// 2026-01-01T00:00:00Z.
+const T0: u64 = 1_767_225_600 * S;
+
+fn ip(s: &str) -> Vec<u8> {
+    flowmap_schema::ip_to_bytes(s.parse().unwrap())
+}
+
+fn batch(exporter: &str, incarnation: u64, seq: u64, from: u64, to: u64) -> ExporterBatch {
+    ExporterBatch {
+        schema_version: SCHEMA_VERSION,
+        exporter_id: exporter.into(),
+        seq,
+        window_from_ns: from,
+        window_to_ns: to,
+        incarnation,
+        ..Default::default()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn flow(local: (&str, u32), remote: (&str, u32), dir: Direction, start: u64, end: u64, workload: &str) -> Flow {
+    Flow {
+        local_ip: ip(local.0),
+        local_port: local.1,
+        remote_ip: ip(remote.0),
+        remote_port: remote.1,
+        direction: dir as i32,
+        start_ns: start,
+        end_ns: end,
+        local_workload: workload.into(),
+        ..Default::default()
+    }
+}
+
+fn delivery(b: &ExporterBatch, arrival: u64) -> Delivery {
+    Delivery { key: b.exporter_id.clone(), arrival, payload: encode_batch(b) }
+}
+
+/// Output records by (exporter, remote port), from every way of running the job; asserts they
+/// agree, and returns them.
+fn everywhere(name: &str, deliveries: &[Delivery], roster: &[&str], partitions: i32) -> Vec<OutputRecord> {
+    let roster: Vec<String> = roster.iter().map(|s| s.to_string()).collect();
+    let one = common::records(&common::attribute(deliveries.to_vec(), roster.clone(), 1, JobConfig::default()));
+    let two = common::records(&common::attribute(deliveries.to_vec(), roster.clone(), 2, JobConfig::default()));
+    assert_eq!(one, two, "{name}: 1 and 2 workers");
+    let from_file = through_file(name, deliveries, &roster);
+    assert_eq!(one, from_file, "{name}: from a delivery log");
+    if let Some(kafka) = through_kafka(name, deliveries, partitions) {
+        assert_eq!(one, kafka, "{name}: through Kafka");
+    }
+    one
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("flowmap-smallest-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `flowmap attribute` over a delivery log.
+fn through_file(name: &str, deliveries: &[Delivery], roster: &[String]) -> Vec<OutputRecord> {
+    let dir = scratch(name);
+    flowmap_sim::io::write_deliveries(&dir.join("deliveries.fmd"), deliveries).unwrap();
+    std::fs::write(dir.join("roster.txt"), roster.join("\n") + "\n").unwrap();
+    let out = dir.join("out.jsonl");
+    let status = Command::new(env!("CARGO_BIN_EXE_flowmap"))
+        .args(["attribute", "--input"])
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    read_jsonl(&out)
+}
+
+fn read_jsonl(path: &Path) -> Vec<OutputRecord> {
+    let mut records: Vec<OutputRecord> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    records.sort_by_key(OutputRecord::key);
+    records
+}
+
+/// Produces the deliveries, in order, to a new topic of `partitions` partitions (keyed by
+/// exporter id), runs `flowmap collect -w 2` until idle, and reads the output topic. `None`
+/// when no broker is configured (`FLOWMAP_TEST_BROKERS`; `scripts/test` always sets it).
+fn through_kafka(name: &str, deliveries: &[Delivery], partitions: i32) -> Option<Vec<OutputRecord>> {
+    let brokers = std::env::var("FLOWMAP_TEST_BROKERS").ok()?;
+    let client = ClientSettings::new(&brokers);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let (input, output) = (format!("in-{name}-{nanos}"), format!("out-{name}-{nanos}"));
+    flowmap_kafka::admin::ensure_topics(&client, &[(&input, partitions)], Duration::from_secs(30)).unwrap();
+    let producer = Producer::new(&client, &ProducerSettings::default()).unwrap();
+    for d in deliveries {
+        let record =
+            Record { topic: &input, key: d.key.as_bytes(), payload: &d.payload, timestamp_ms: None, headers: &[] };
+        producer.send(&record).unwrap();
+    }
+    let stats = producer.flush(Duration::from_secs(60)).unwrap();
+    assert_eq!(stats.failed, 0);
+    let status = Command::new(env!("CARGO_BIN_EXE_flowmap"))
+        .args(["collect", "--brokers", &brokers, "--input-topic", &input, "--output-topic", &output])
+        .args(["--group", &format!("g-{name}-{nanos}"), "--until-idle", "2s", "-w", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{name}: collect");
+    let (mut records, unreadable) = flowmap::cli::kafka::read_output(&client, &output).unwrap();
+    assert_eq!(unreadable, 0);
+    records.sort_by_key(OutputRecord::key);
+    Some(records)
+}
+
+fn by_remote_port(records: &[OutputRecord]) -> BTreeMap<(String, u16), (Option<String>, Option<String>)> {
+    records
+        .iter()
+        .map(|r| ((r.exporter.clone(), r.remote_port), (r.remote_workload.clone(), r.reason.clone())))
+        .collect()
+}
+
+/// Kind 1: host-a reports a server-side flow on 10.200.0.1:8080 whose local workload `web` it
+/// knew through a per-(IP, port) assignment (a database with no workload listens on port 5432
+/// of the same address); host-b connects to 10.200.0.1:5432. Before the fix: `web`, evidence
+/// `flow`. Right: unattributed (`shared_ip`): web's evidence covers its port, not the address.
+/// With and without host-a's record of the database's side, and with the old exporter's
+/// unstated scope as with a stated port scope.
+#[test]
+fn regression_a_port_assignment_lends_no_identity_to_the_address() {
+    for (variant, with_db_side, scope) in
+        [("bare", false, Scope::Unspecified), ("db-side", true, Scope::Unspecified), ("port-scope", false, Scope::Port)]
+    {
+        let mut a = batch("host-a", 7, 0, T0, T0 + 20 * S);
+        let mut web = flow(("10.200.0.1", 8080), ("10.200.0.3", 50_000), Direction::Server, T0 + S, T0 + 19 * S, "web");
+        web.local_scope = scope as i32;
+        a.flows.push(web);
+        if with_db_side {
+            a.flows.push(flow(
+                ("10.200.0.1", 5432),
+                ("10.200.0.2", 40_001),
+                Direction::Server,
+                T0 + 5 * S,
+                T0 + 6 * S,
+                "",
+            ));
+        }
+        let mut b = batch("host-b", 9, 0, T0, T0 + 20 * S);
+        b.flows.push(flow(("10.200.0.2", 40_001), ("10.200.0.1", 5432), Direction::Client, T0 + 5 * S, T0 + 6 * S, ""));
+        let deliveries = [delivery(&a, T0 + 21 * S), delivery(&b, T0 + 21 * S)];
+        let records = everywhere(&format!("kind1-{variant}"), &deliveries, &["host-a", "host-b"], 2);
+        let v = by_remote_port(&records);
+        assert_eq!(v[&("host-b".into(), 5432)], (None, Some("shared_ip".into())), "{variant}: {records:?}");
+    }
+}
+
+/// Kind 2: the assignment source `ipam` and an exporter `a` publish 10 s windows [0, 10) to
+/// [40, 50) into one partition, interleaved. ipam's seq 0 assigns 10.9.0.1 to lb-old at 3 s; its
+/// seq 1, assigning lb-new at 15 s, is lost. `a`'s flow to 10.9.0.1:443 at 25 s was attributed
+/// to lb-old (evidence `assignment`). Right: unattributed (`source_gap`), and one lost batch
+/// counted. A flow at 6 s, inside ipam's promise, is still lb-old's.
+#[test]
+fn regression_an_assignment_ends_where_its_source_vouched() {
+    let mut deliveries = Vec::new();
+    for k in 0..5u64 {
+        let (from, to) = (T0 + k * 10 * S, T0 + (k + 1) * 10 * S);
+        let mut ipam = batch("ipam", 1, k, from, to);
+        if k == 0 {
+            ipam.assignments.push(Assignment { ip: ip("10.9.0.1"), workload: "lb-old".into(), at_ns: T0 + 3 * S });
+        }
+        if k != 1 {
+            deliveries.push(delivery(&ipam, to + S)); // seq 1 is lost
+        }
+        let mut a = batch("a", 2, k, from, to);
+        if k == 0 {
+            a.flows.push(flow(("10.1.0.1", 40_001), ("10.9.0.1", 443), Direction::Client, T0 + 6 * S, T0 + 7 * S, ""));
+        }
+        if k == 2 {
+            a.flows.push(flow(
+                ("10.1.0.1", 40_000),
+                ("10.9.0.1", 443),
+                Direction::Client,
+                T0 + 25 * S,
+                T0 + 26 * S,
+                "",
+            ));
+        }
+        deliveries.push(delivery(&a, to + S));
+    }
+    let records = everywhere("kind2", &deliveries, &["ipam", "a"], 1);
+    let by_start: BTreeMap<u64, (Option<String>, Option<String>)> =
+        records.iter().map(|r| (r.start_ns - T0, (r.remote_workload.clone(), r.reason.clone()))).collect();
+    assert_eq!(by_start[&(25 * S)], (None, Some("source_gap".into())));
+    assert_eq!(by_start[&(6 * S)], (Some("lb-old".into()), None));
+    let report = common::attribute(deliveries, vec!["ipam".into(), "a".into()], 1, JobConfig::default());
+    assert_eq!(report.ingest.lost_batches, 1);
+}
+
+/// "Nothing lost", 1: host-a seq 0 (one flow), host-b seq 0 (a heartbeat for that flow's
+/// remote over [T0, T0+30 s)), then host-a again after a restart, seq 0, window
+/// [T0+12 s, T0+22 s), one flow. Before the fix: one flow out, `duplicate_batches: 1`. Right:
+/// both flows, attributed alike, one restart counted, nothing dropped as a duplicate; also when
+/// the exporter does not state its incarnation.
+#[test]
+fn regression_a_restarted_exporter_loses_nothing() {
+    for (variant, first, second) in [("incarnations", 0xaaaa, 0xbbbb), ("unstated", 0, 0)] {
+        let mut a1 = batch("host-a", first, 0, T0, T0 + 10 * S);
+        a1.flows.push(flow(
+            ("10.2.0.1", 40_000),
+            ("10.2.0.9", 80),
+            Direction::Client,
+            T0 + 3 * S,
+            T0 + 4 * S,
+            "client",
+        ));
+        // host-b heartbeats the flows' remote over [T0, T0+30 s), in three windows.
+        let b: Vec<ExporterBatch> = (0..3u64)
+            .map(|k| {
+                let (from, to) = (T0 + k * 10 * S, T0 + (k + 1) * 10 * S);
+                let mut b = batch("host-b", 5, k, from, to);
+                b.heartbeats.push(Ownership {
+                    ip: ip("10.2.0.9"),
+                    workload: "server".into(),
+                    from_ns: from,
+                    to_ns: to,
+                    port: 0,
+                });
+                b
+            })
+            .collect();
+        let mut a2 = batch("host-a", second, 0, T0 + 12 * S, T0 + 22 * S);
+        a2.flows.push(flow(
+            ("10.2.0.1", 40_001),
+            ("10.2.0.9", 80),
+            Direction::Client,
+            T0 + 15 * S,
+            T0 + 16 * S,
+            "client",
+        ));
+        let deliveries = [
+            delivery(&b[0], T0 + 10 * S),
+            delivery(&a1, T0 + 11 * S),
+            delivery(&b[1], T0 + 20 * S),
+            delivery(&a2, T0 + 23 * S),
+            delivery(&b[2], T0 + 30 * S),
+        ];
+        let records = everywhere(&format!("restart-{variant}"), &deliveries, &["host-a", "host-b"], 2);
+        assert_eq!(records.len(), 2, "{variant}: both flows: {records:?}");
+        for r in &records {
+            assert_eq!(r.remote_workload.as_deref(), Some("server"), "{variant}: {r:?}");
+        }
+        let report =
+            common::attribute(deliveries.to_vec(), vec!["host-a".into(), "host-b".into()], 1, JobConfig::default());
+        assert_eq!((report.ingest.exporter_restarts, report.ingest.duplicate_batches), (1, 0), "{variant}");
+    }
+}
+
+/// "Nothing lost", 4: an open connection's slices and its final record are told apart in the
+/// output (`open`, `end_ns`), share the flow id, and carry one verdict, although the evidence
+/// about the connection's start has expired by the final record.
+#[test]
+fn slices_and_the_final_record_are_told_apart_and_agree() {
+    let retention = JobConfig::default().retention;
+    let mut deliveries = Vec::new();
+    let window = 60 * S;
+    let windows = retention / window + 3;
+    let mut server = batch("host-s", 1, 0, T0, T0 + window);
+    server.heartbeats.push(Ownership {
+        ip: ip("10.2.0.9"),
+        workload: "db".into(),
+        from_ns: T0,
+        to_ns: T0 + window,
+        port: 0,
+    });
+    deliveries.push(delivery(&server, T0 + window));
+    for k in 0..windows {
+        let (from, to) = (T0 + k * window, T0 + (k + 1) * window);
+        let mut client = batch("host-c", 1, k, from, to);
+        let last = k + 1 == windows;
+        let mut f = flow(
+            ("10.2.0.1", 40_000),
+            ("10.2.0.9", 5432),
+            Direction::Client,
+            T0 + 5 * S,
+            if last { to - S } else { to },
+            "app",
+        );
+        f.open = !last;
+        f.connection_id = 77;
+        f.bytes_sent = k * 100;
+        client.flows.push(f);
+        deliveries.push(delivery(&client, to));
+        if k > 0 {
+            // The server's exporter keeps reporting, without the address (it moved away).
+            deliveries.push(delivery(&batch("host-s", 1, k, from, to), to));
+        }
+    }
+    let records = everywhere("slices", &deliveries, &["host-s", "host-c"], 2);
+    assert_eq!(records.len() as u64, windows);
+    let ids: std::collections::BTreeSet<u64> = records.iter().map(|r| r.flow_id).collect();
+    assert_eq!(ids.len(), 1, "one flow id");
+    assert_eq!(records.iter().filter(|r| !r.open).count(), 1, "one final record");
+    for r in &records {
+        assert_eq!(r.remote_workload.as_deref(), Some("db"), "every record carries the first verdict: {r:?}");
+    }
+}
+
+/// "Nothing lost", 5: two hosts sharing an exporter id interleave two incarnations: both are
+/// used, and the conflict is counted.
+#[test]
+fn two_hosts_sharing_an_exporter_id_are_counted_and_both_used() {
+    let mut deliveries = Vec::new();
+    for k in 0..3u64 {
+        let (from, to) = (T0 + k * 10 * S, T0 + (k + 1) * 10 * S);
+        for (inc, port) in [(1u64, 40_000u32), (2, 50_000)] {
+            let mut b = batch("localhost", inc, k, from, to);
+            b.flows.push(flow(("10.2.0.1", port), ("10.2.0.9", 80), Direction::Client, from + S, from + 2 * S, ""));
+            deliveries.push(delivery(&b, to));
+        }
+    }
+    let records = everywhere("shared-id", &deliveries, &["localhost"], 1);
+    assert_eq!(records.len(), 6, "every batch of both hosts is used");
+    let report = common::attribute(deliveries, vec!["localhost".into()], 1, JobConfig::default());
+    assert!(report.ingest.exporter_id_conflicts >= 1, "{:?}", report.ingest);
+    assert_eq!(report.ingest.duplicate_batches, 0);
+}
