@@ -139,9 +139,7 @@ impl<'scope> Attribute<'scope> for Stream<'scope, Time, Vec<FlowPiece>> {
                     }
                     index.advance(t);
                     if next_e == Some(t) {
-                        for piece in evidence_at.remove(&t).unwrap_or_default() {
-                            index.apply(&piece);
-                        }
+                        index.apply(&evidence_at.remove(&t).unwrap_or_default());
                     }
                     if next_f != Some(t) {
                         continue;

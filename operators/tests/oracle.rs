@@ -59,7 +59,8 @@ struct Case {
     queries: Vec<(Time, Query)>,
 }
 
-const RETENTION: Time = 10_000;
+/// Short enough that expiry (of evidence, connection records, remembered verdicts) happens.
+const RETENTION: Time = 120;
 
 fn params(c: &Case) -> IndexParams {
     IndexParams { guard: c.guard, retention: RETENTION, peer_horizon: c.horizon }
@@ -102,7 +103,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
         0u64..5,
         0u64..30,
         proptest::collection::vec((0u64..80, arb_ev()), 0..40),
-        proptest::collection::vec((0u64..100, arb_query()), 1..30),
+        proptest::collection::vec((0u64..300, arb_query()), 1..30),
     )
         .prop_map(|(guard, horizon, evidence, queries)| {
             // A query is looked up no earlier than its start plus the guard band (the source's
@@ -211,13 +212,25 @@ fn answer(d: Decision<'_>) -> Answer {
 fn definition(c: &Case) -> Vec<Answer> {
     let mut order: Vec<usize> = (0..c.queries.len()).collect();
     order.sort_by_key(|&i| c.queries[i].0);
-    let mut memo: HashMap<u64, Answer> = HashMap::new();
+    let mut memo: HashMap<u64, (Answer, Time)> = HashMap::new();
     let mut out = vec![Err(Reason::NoOwner); c.queries.len()];
     let source_of = |run: RunId| if run == 3 { 1 } else { 0 };
     for i in order {
         let (q, query) = &c.queries[i];
-        if let Some(a) = memo.get(&query.id) {
-            out[i] = a.clone();
+        if let Some((a, last_seen)) = memo.get_mut(&query.id) {
+            if *last_seen + RETENTION > *q {
+                *last_seen = *q;
+                out[i] = a.clone();
+                continue;
+            }
+            memo.remove(&query.id);
+        }
+        if *q >= query.start.saturating_sub(c.guard) + RETENTION {
+            let a = Err(Reason::EvidenceExpired);
+            if query.several {
+                memo.insert(query.id, (a.clone(), *q));
+            }
+            out[i] = a;
             continue;
         }
         let known: Vec<&Ev> = c.evidence.iter().filter(|(t, _)| t <= q).map(|(_, e)| e).collect();
@@ -271,28 +284,35 @@ fn definition(c: &Case) -> Vec<Answer> {
                 *end = (*end).max(*to);
             }
         }
-        let mut events: Vec<(Time, RunId, Option<&str>)> = known
-            .iter()
-            .filter_map(|e| match e {
-                Ev::Assign { ip, at, who, run } if *ip == query.remote => Some((*at, *run, who.map(|w| NAMES[w]))),
-                _ => None,
-            })
-            .collect();
+        // Each event's source is its run's, if a promise of the run was applied at the event's
+        // time or before (promises of a time go first); otherwise it vouches for nothing.
+        let promised_by = |run: RunId, t: Time| {
+            c.evidence.iter().any(|(pt, e)| *pt <= t && matches!(e, Ev::Promise { run: r, .. } if *r == run))
+        };
+        let mut events: Vec<(Time, RunId, Option<&str>, Option<u8>)> = Vec::new();
+        for (t, e) in c.evidence.iter().filter(|(t, _)| t <= q) {
+            if let Ev::Assign { ip, at, who, run } = e {
+                if *ip == query.remote {
+                    let source = promised_by(*run, *t).then(|| source_of(*run));
+                    events.push((*at, *run, who.map(|w| NAMES[w]), source));
+                }
+            }
+        }
         events.sort();
-        events.dedup();
+        events.dedup_by(|a, b| (a.0, a.1, a.2) == (b.0, b.1, b.2));
         let (lo, hi) = flowmap_operators::rule::band(query.start, c.guard);
-        for (k, (at, run, who)) in events.iter().enumerate() {
-            let Some(who) = who else { continue };
+        for (k, (at, run, who, source)) in events.iter().enumerate() {
+            let (Some(who), Some(me)) = (who, source) else { continue };
             if *at >= hi {
                 continue;
             }
-            // A run unknown (its promise not yet in) has no source: it ends at once.
-            let me = runs.get(run).map(|_| source_of(*run));
-            let uncut = events[k + 1..]
-                .iter()
-                .find(|(_, r, _)| runs.get(r).map(|_| source_of(*r)) == me)
-                .map_or(Time::MAX, |(t, _, _)| *t);
-            let cut = uncut.min(runs.get(run).copied().unwrap_or(*at));
+            let uncut = events[k + 1..].iter().find(|e| e.3 == Some(*me)).map_or(Time::MAX, |e| e.0);
+            // A run whose promise was dropped (a retention after it ended) ends its events at once.
+            let run_end = if runs[run] + RETENTION <= *q { 0 } else { runs[run] };
+            let cut = uncut.min(run_end);
+            if cut + RETENTION <= *q {
+                continue; // forgotten
+            }
             if *at < hi && lo < cut && *at < cut {
                 cand.assigned.push(Span { from: *at, to: cut, workload: who, kind: EvidenceKind::Assignment });
             }
@@ -302,7 +322,7 @@ fn definition(c: &Case) -> Vec<Answer> {
         }
         let a = answer(decide(&cand, query.start, c.guard));
         if query.several {
-            memo.insert(query.id, a.clone());
+            memo.insert(query.id, (a.clone(), *q));
         }
         out[i] = a;
     }
@@ -318,11 +338,9 @@ fn by_index(c: &Case) -> Vec<Answer> {
     let mut out = vec![Err(Reason::NoOwner); c.queries.len()];
     for t in times {
         index.advance(t);
-        for (_, e) in c.evidence.iter().filter(|(at, _)| *at == t) {
-            for p in pieces(e, 1) {
-                index.apply(&p);
-            }
-        }
+        let now: Vec<EvidencePiece> =
+            c.evidence.iter().filter(|(at, _)| *at == t).flat_map(|(_, e)| pieces(e, 1)).collect();
+        index.apply(&now);
         for (i, (_, q)) in c.queries.iter().enumerate().filter(|(_, (at, _))| *at == t) {
             let (r, bytes) = row(q);
             let piece = FlowPiece { rows: vec![r], bytes, ..Default::default() };

@@ -32,8 +32,7 @@
 
 mod arena;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use foldhash::fast::FixedState;
 
@@ -81,12 +80,15 @@ struct Conn {
     start_unobserved: bool,
 }
 
-/// An assignment event; `name == NONE` releases the address.
+/// An assignment event; `name == NONE` releases the address. `source` is its source's id,
+/// taken from its run's promise when it was applied (`NONE`: no promise known then, so the
+/// event vouches for nothing and ends nothing).
 #[derive(Clone, Copy, Debug)]
 struct Assign {
     at: Time,
     run: RunId,
     name: u32,
+    source: u32,
 }
 
 const NONE: u32 = u32::MAX;
@@ -98,17 +100,38 @@ struct Extra {
     assigns: Vec<Assign>,
 }
 
+/// Everything about one address. Claims are a boxed slice sized to fit (a stable owner's
+/// claim grows in place; a new claim costs a reallocation, which is rare next to lookups and
+/// heartbeats), to keep the per-address state small.
 #[derive(Debug)]
 struct Entry {
-    claims: Vec<Claim>,
+    claims: Box<[Claim]>,
     extra: Option<Box<Extra>>,
-    /// The earliest time anything here may expire (a scheduled sweep).
-    due: Time,
+    /// The timer-wheel slot of this entry's next sweep (`u64::MAX`: none).
+    due: u64,
 }
 
 impl Default for Entry {
     fn default() -> Self {
-        Entry { claims: Vec::new(), extra: None, due: Time::MAX }
+        Entry { claims: Box::default(), extra: None, due: u64::MAX }
+    }
+}
+
+impl Entry {
+    fn push_claim(&mut self, claim: Claim) {
+        let mut v = std::mem::take(&mut self.claims).into_vec();
+        v.reserve_exact(1);
+        v.push(claim);
+        self.claims = v.into_boxed_slice();
+    }
+
+    fn retain_claims(&mut self, mut keep: impl FnMut(&Claim) -> bool) {
+        if self.claims.iter().all(&mut keep) {
+            return;
+        }
+        let mut v = std::mem::take(&mut self.claims).into_vec();
+        v.retain(keep);
+        self.claims = v.into_boxed_slice();
     }
 }
 
@@ -173,12 +196,17 @@ pub struct Index {
     params: IndexParams,
     entries: Map<Ip, Entry>,
     arena: Arena,
-    due: BinaryHeap<Reverse<(Time, Ip)>>,
+    /// A timer wheel of addresses to sweep: slot `k` holds addresses with something due in
+    /// `((k - 1) * slot, k * slot]`, so a sweep never comes before what it removes is due.
+    /// Sweeping late is harmless: lookups never read what expired (see the module docs), and
+    /// connection records and remembered verdicts, whose expiry does matter, are checked
+    /// against the clock where they are read.
+    wheel: BTreeMap<u64, Vec<Ip>>,
+    slot: Time,
     runs: Map<RunId, Run>,
     sources: Map<String, u32>,
-    next_runs_sweep: Time,
+    next_sweep: Time,
     memo: Map<u64, Memo>,
-    memo_due: BinaryHeap<Reverse<(Time, u64)>>,
     now: Time,
     /// Reusable buffers of a lookup.
     scratch: Scratch,
@@ -196,12 +224,13 @@ impl Index {
             params,
             entries: Map::default(),
             arena: Arena::default(),
-            due: BinaryHeap::new(),
+            wheel: BTreeMap::new(),
+            // 1/64 of the retention: sweeps are batched per slot.
+            slot: (params.retention / 64).max(1),
             runs: Map::default(),
             sources: Map::default(),
-            next_runs_sweep: 0,
+            next_sweep: 0,
             memo: Map::default(),
-            memo_due: BinaryHeap::new(),
             now: 0,
             scratch: Scratch::default(),
         }
@@ -212,7 +241,8 @@ impl Index {
         self.now
     }
 
-    /// Moves the index's clock to `now` (never backwards) and drops what expired by then.
+    /// Moves the index's clock to `now` (never backwards) and drops what expired by then (or a
+    /// little later: see `wheel`).
     pub fn advance(&mut self, now: Time) {
         if now <= self.now && self.now != 0 {
             return;
@@ -220,43 +250,32 @@ impl Index {
         self.now = now;
         let p = self.params;
         let mut released = false;
-        while let Some(&Reverse((due, ip))) = self.due.peek() {
-            if due > now {
+        let last_slot = now / self.slot;
+        while let Some(entry) = self.wheel.first_entry() {
+            if *entry.key() > last_slot {
                 break;
             }
-            self.due.pop();
-            let Some(entry) = self.entries.get_mut(&ip) else { continue };
-            if entry.due != due {
-                continue; // rescheduled since
-            }
-            sweep(entry, &mut self.arena, &self.runs, p, now);
-            released = true;
-            if entry.is_empty() {
-                self.entries.remove(&ip);
-            } else {
-                entry.due = next_due(entry, &self.runs, p);
-                if entry.due != Time::MAX {
-                    self.due.push(Reverse((entry.due, ip)));
+            let (slot, ips) = entry.remove_entry();
+            for ip in ips {
+                let Some(entry) = self.entries.get_mut(&ip) else { continue };
+                if entry.due != slot {
+                    continue; // rescheduled since
                 }
-            }
-        }
-        while let Some(&Reverse((due, id))) = self.memo_due.peek() {
-            if due > now {
-                break;
-            }
-            self.memo_due.pop();
-            if let Some(m) = self.memo.get(&id) {
-                let expires = m.last_seen.saturating_add(p.retention);
-                if expires <= now {
-                    self.memo.remove(&id);
+                sweep(entry, &mut self.arena, &self.runs, p, now);
+                released = true;
+                if entry.is_empty() {
+                    self.entries.remove(&ip);
                 } else {
-                    self.memo_due.push(Reverse((expires, id)));
+                    let due = next_due(entry, &self.runs, p);
+                    entry.due = u64::MAX;
+                    schedule(&mut self.wheel, self.slot, entry, ip, due);
                 }
             }
         }
-        if now >= self.next_runs_sweep {
+        if now >= self.next_sweep {
             self.runs.retain(|_, r| r.end.saturating_add(p.retention) > now);
-            self.next_runs_sweep = now.saturating_add((p.retention / 4).max(1));
+            self.memo.retain(|_, m| m.last_seen.saturating_add(p.retention) > now);
+            self.next_sweep = now.saturating_add((p.retention / 16).max(1));
         }
         if released && self.arena.wants_compaction() {
             self.compact();
@@ -282,23 +301,24 @@ impl Index {
         });
     }
 
-    fn schedule(&mut self, ip: Ip, at: Time) {
-        if let Some(entry) = self.entries.get_mut(&ip) {
-            if at < entry.due {
-                entry.due = at;
-                self.due.push(Reverse((at, ip)));
+    /// Applies the evidence pieces of the current time (see the module docs on time): every
+    /// piece's promises first, then everything else, so that the order the pieces arrived in
+    /// does not matter.
+    pub fn apply(&mut self, pieces: &[EvidencePiece]) {
+        for piece in pieces {
+            for p in &piece.promises {
+                let source = self.source(piece.names.get(p.source));
+                let run = self.runs.entry(p.run).or_insert(Run { source, end: p.to });
+                run.end = run.end.max(p.to);
             }
+        }
+        for piece in pieces {
+            self.apply_records(piece);
         }
     }
 
-    /// Applies one piece of evidence at the current time (see the module docs on time).
-    pub fn apply(&mut self, piece: &EvidencePiece) {
+    fn apply_records(&mut self, piece: &EvidencePiece) {
         let names = &piece.names;
-        for p in &piece.promises {
-            let source = self.source(names.get(p.source));
-            let run = self.runs.entry(p.run).or_insert(Run { source, end: p.to });
-            run.end = run.end.max(p.to);
-        }
         for c in &piece.claims {
             self.claim(c.ip, c.port, c.kind, c.from, c.to, names.get(c.name));
         }
@@ -325,14 +345,28 @@ impl Index {
             return; // empty, or expired already (a late batch): no lookup can read it
         }
         let kind = kind.to_u8();
+        let retention = self.params.retention;
         let entry = self.entries.entry(ip).or_default();
         let arena = &mut self.arena;
         let heartbeat = EvidenceKind::Heartbeat.to_u8();
+        let same = |c: &Claim| c.port == port && c.kind == kind && c.from <= to && from <= c.to;
+        // The common case: the claim grows one of its owner's at its end (the next heartbeat,
+        // the next window's flows) and reaches no other: grow it in place.
+        if let Some(i) = entry.claims.iter().position(|c| same(c) && arena.is(c.name, name)) {
+            let (lo, hi) = (entry.claims[i].from.min(from), entry.claims[i].to.max(to));
+            let reaches_another = entry.claims.iter().enumerate().any(|(j, c)| {
+                j != i && c.port == port && c.kind == kind && c.from <= hi && lo <= c.to && arena.is(c.name, name)
+            });
+            let flows_to_drop = kind == heartbeat && entry.claims.iter().any(|c| c.kind != heartbeat);
+            if !reaches_another && !flows_to_drop {
+                entry.claims[i].from = lo;
+                entry.claims[i].to = hi;
+                return schedule(&mut self.wheel, self.slot, entry, ip, hi.saturating_add(retention));
+            }
+        }
         // A flow claim inside a heartbeat of the same owner and scope changes no decision (the
         // union is the same, and the verdict names the heartbeat): leave it out. Whether it is
-        // left out depends on the order of evidence of one instant, so it must not matter;
-        // a port claim inside a whole-IP heartbeat does matter (it is evidence on that port
-        // even where the address turns out shared), so it is kept.
+        // left out depends on the order of evidence of one instant, so it must not matter.
         // The same holds for a port claim inside a whole-IP heartbeat of its owner (the rule
         // does not count it: `rule::inside_whole_heartbeat`).
         let covered = kind != heartbeat
@@ -350,22 +384,28 @@ impl Index {
         // (transitively, as the union grows) and put back their union.
         let (mut lo, mut hi) = (from, to);
         let mut kept: Option<u32> = None;
-        while let Some(j) = entry
-            .claims
-            .iter()
-            .position(|c| c.port == port && c.kind == kind && c.from <= hi && lo <= c.to && arena.is(c.name, name))
-        {
-            let c = entry.claims.swap_remove(j);
-            lo = lo.min(c.from);
-            hi = hi.max(c.to);
-            match kept {
-                None => kept = Some(c.name),
-                Some(_) => arena.release(c.name),
+        loop {
+            let mut grown = false;
+            entry.retain_claims(|c| {
+                let reached = c.port == port && c.kind == kind && c.from <= hi && lo <= c.to && arena.is(c.name, name);
+                if reached {
+                    lo = lo.min(c.from);
+                    hi = hi.max(c.to);
+                    grown = true;
+                    match kept {
+                        None => kept = Some(c.name),
+                        Some(_) => arena.release(c.name),
+                    }
+                }
+                !reached
+            });
+            if !grown {
+                break;
             }
         }
         if kind == heartbeat {
             // Flow claims of the same owner now inside this heartbeat change no decision.
-            entry.claims.retain(|c| {
+            entry.retain_claims(|c| {
                 let inside = c.kind != heartbeat
                     && (c.port == port || port == 0)
                     && lo <= c.from
@@ -378,14 +418,13 @@ impl Index {
             });
         }
         let name = kept.unwrap_or_else(|| arena.push(name));
-        entry.claims.push(Claim { from: lo, to: hi, name, port, kind });
-        let to = hi;
-        self.schedule(ip, to.saturating_add(self.params.retention));
+        entry.push_claim(Claim { from: lo, to: hi, name, port, kind });
+        schedule(&mut self.wheel, self.slot, entry, ip, hi.saturating_add(retention));
     }
 
     fn conn(&mut self, c: &crate::records::ConnIn, name: &str) {
-        let due = c.end.saturating_add(self.params.guard).saturating_add(self.params.peer_horizon);
-        if due <= self.now {
+        let horizon = self.params.guard.saturating_add(self.params.peer_horizon);
+        if c.end.saturating_add(horizon) <= self.now {
             return; // past its horizon already (a late batch): it would match nothing
         }
         let entry = self.entries.entry(c.local).or_default();
@@ -417,8 +456,7 @@ impl Index {
                 c.end
             }
         };
-        let due = end.saturating_add(self.params.guard).saturating_add(self.params.peer_horizon);
-        self.schedule(c.local, due);
+        schedule(&mut self.wheel, self.slot, entry, c.local, end.saturating_add(horizon));
     }
 
     fn assign(&mut self, ip: Ip, at: Time, name: Option<&str>, run: RunId) {
@@ -440,9 +478,10 @@ impl Index {
             }) == std::cmp::Ordering::Less
         });
         let name = name.map_or(NONE, |n| arena.push(n));
-        extra.assigns.insert(i, Assign { at, run, name });
-        let end = self.runs.get(&run).map_or(at, |r| r.end);
-        self.schedule(ip, end.saturating_add(self.params.retention));
+        let source = self.runs.get(&run).map_or(NONE, |r| r.source);
+        extra.assigns.insert(i, Assign { at, run, name, source });
+        let end = self.runs.get(&run).map_or(0, |r| r.end);
+        schedule(&mut self.wheel, self.slot, entry, ip, end.saturating_add(self.params.retention));
     }
 
     /// Looks up one flow record of `piece` at the current time. The verdict's workload name is
@@ -452,19 +491,28 @@ impl Index {
         if let Some(m) = self.memo.get_mut(&row.id) {
             // Kept until it expires, not dropped at the final record: batches may arrive out of
             // order, and a slice may come after its connection's final record.
-            m.last_seen = self.now;
-            return remembered(&m.verdict, names);
+            if m.last_seen.saturating_add(p.retention) > self.now {
+                m.last_seen = self.now;
+                return remembered(&m.verdict, names);
+            }
+            self.memo.remove(&row.id);
         }
         let verdict = if self.now >= row.start.saturating_sub(p.guard).saturating_add(p.retention) {
             Decision::Unattributed(Reason::EvidenceExpired)
         } else {
             match self.entries.get(&row.remote) {
                 None => Decision::Unattributed(Reason::NoOwner),
-                Some(entry) => {
-                    let peers = &mut self.scratch.peers;
-                    peers.clear();
-                    candidates(entry, piece, row, &self.arena, &self.runs, p, peers, |c| decide(c, row.start, p.guard))
-                }
+                Some(entry) => match whole_only(entry, row, &self.arena, p) {
+                    Some(decision) => decision,
+                    None => {
+                        let peers = &mut self.scratch.peers;
+                        peers.clear();
+                        let now = self.now;
+                        candidates(entry, piece, row, &self.arena, &self.runs, p, now, peers, |c| {
+                            decide(c, row.start, p.guard)
+                        })
+                    }
+                },
             }
         };
         let out = match verdict {
@@ -488,7 +536,6 @@ impl Index {
 
     fn remember(&mut self, id: u64, verdict: Remembered) {
         self.memo.insert(id, Memo { verdict, last_seen: self.now });
-        self.memo_due.push(Reverse((self.now.saturating_add(self.params.retention), id)));
     }
 
     /// The sizes of the index now (walks every entry: call it at a sampling rate, not per
@@ -498,7 +545,7 @@ impl Index {
         let mut bytes = self.entries.capacity() * (size_of::<Ip>() + size_of::<Entry>() + 1);
         for e in self.entries.values() {
             s.claims += e.claims.len() as u64;
-            bytes += e.claims.capacity() * size_of::<Claim>();
+            bytes += e.claims.len() * size_of::<Claim>();
             if let Some(x) = &e.extra {
                 s.conns += x.conns.len() as u64;
                 s.assignments += x.assigns.len() as u64;
@@ -508,7 +555,7 @@ impl Index {
             }
         }
         bytes += self.arena.heap_bytes();
-        bytes += self.due.capacity() * size_of::<Reverse<(Time, Ip)>>();
+        bytes += self.wheel.values().map(|v| v.capacity() * size_of::<Ip>() + 32).sum::<usize>();
         bytes += self.runs.capacity() * (size_of::<RunId>() + size_of::<Run>() + 1);
         bytes += self.memo.capacity() * (size_of::<u64>() + size_of::<Memo>() + 1)
             + self
@@ -519,7 +566,6 @@ impl Index {
                     _ => 0,
                 })
                 .sum::<usize>();
-        bytes += self.memo_due.capacity() * size_of::<Reverse<(Time, u64)>>();
         s.bytes = bytes as u64;
         s
     }
@@ -534,6 +580,27 @@ fn remembered(r: &Remembered, names: Option<&mut Names>) -> Verdict {
     }
 }
 
+/// The decision for an address with whole-IP claims only near the band and nothing else (the
+/// common case), without gathering candidates: exactly what [`decide`] gives then (no peers,
+/// no port claims, and no assignments to fall back on), or `None` when the case is not this one.
+fn whole_only<'a>(entry: &'a Entry, row: &FlowRow, arena: &'a Arena, p: IndexParams) -> Option<Decision<'a>> {
+    if entry.extra.is_some() {
+        return None;
+    }
+    let b = band(row.start, p.guard);
+    let near = entry.claims.iter().filter(move |c| touches(c.from, c.to, b));
+    if near.clone().any(|c| c.port != 0) {
+        return None;
+    }
+    let spans = near.map(|c| Span {
+        from: c.from,
+        to: c.to,
+        workload: arena.get(c.name),
+        kind: EvidenceKind::from_u8(c.kind).unwrap_or(EvidenceKind::Flow),
+    });
+    Some(crate::rule::ranges(spans, row.start, p.guard))
+}
+
 /// Gathers the candidates of `row` from `entry` and hands them to `f`.
 #[allow(clippy::too_many_arguments)]
 fn candidates<'a, R>(
@@ -543,6 +610,7 @@ fn candidates<'a, R>(
     arena: &'a Arena,
     runs: &Map<RunId, Run>,
     p: IndexParams,
+    now: Time,
     peers: &mut Vec<u32>,
     f: impl FnOnce(&Candidates<'a>) -> R,
 ) -> R {
@@ -568,7 +636,9 @@ fn candidates<'a, R>(
         if !x.conns.is_empty() {
             if let Ok(flow) = flowmap_schema::view::parse_flow(piece.message(row)) {
                 let local = Ip::from_wire(flow.local_ip);
-                for k in &x.conns {
+                let horizon = p.guard.saturating_add(p.peer_horizon);
+                // Connection records past their horizon match nothing, swept or not.
+                for k in x.conns.iter().filter(|k| k.end.saturating_add(horizon) > now) {
                     let mirrored = k.local_port == row.remote_port
                         && Some(k.peer) == local
                         && u32::from(k.peer_port) == flow.local_port;
@@ -579,7 +649,7 @@ fn candidates<'a, R>(
             }
             c.peers.extend(peers.iter().map(|n| arena.get(*n)));
         }
-        assignments(&x.assigns, arena, runs, b, &mut c);
+        assignments(&x.assigns, arena, runs, b, (now, p.retention), &mut c);
     }
     f(&c)
 }
@@ -597,33 +667,43 @@ fn same_connection(k: &Conn, start: Time, end: Time, unobserved: bool, guard: Ti
 
 /// Where assignment `i` would end by its source's next event for the address alone (`MAX`
 /// when there is none yet).
-fn uncut_end(assigns: &[Assign], i: usize, runs: &Map<RunId, Run>) -> Time {
-    let source = |a: &Assign| runs.get(&a.run).map(|r| r.source);
-    let me = source(&assigns[i]);
-    assigns[i + 1..].iter().find(|n| source(n) == me).map_or(Time::MAX, |n| n.at)
+fn uncut_end(assigns: &[Assign], i: usize) -> Time {
+    let me = assigns[i].source;
+    assigns[i + 1..].iter().find(|n| n.source == me && me != NONE).map_or(Time::MAX, |n| n.at)
 }
 
 /// Where assignment `i` ends: at its source's next event for the address, or where its run
-/// of contiguous batches ends, whichever is first (at its own time when the run is unknown).
+/// of contiguous batches ends, whichever is first. An assignment whose run is unknown (its
+/// promise dropped a retention after the run ended, or never sent) ends at 0: it is forgotten
+/// (which changes nothing: it ended a retention ago at the latest).
 fn assignment_end(assigns: &[Assign], i: usize, runs: &Map<RunId, Run>) -> Time {
     let a = &assigns[i];
-    uncut_end(assigns, i, runs).min(runs.get(&a.run).map_or(a.at, |r| r.end))
+    if a.source == NONE {
+        return 0;
+    }
+    uncut_end(assigns, i).min(runs.get(&a.run).map_or(0, |r| r.end))
 }
 
-/// Adds the assignment claims (cut at their run's end) touching the band to `c`.
+/// Adds the assignment claims (cut at their run's end) touching the band to `c`. Assignments
+/// that ended a retention or more before `now` are forgotten, swept or not: they can reach no
+/// band a lookup still reads, and their cut says nothing any more.
 fn assignments<'a>(
     assigns: &[Assign],
     arena: &'a Arena,
     runs: &Map<RunId, Run>,
     b: (Time, Time),
+    (now, retention): (Time, Time),
     c: &mut Candidates<'a>,
 ) {
     for (i, a) in assigns.iter().enumerate() {
-        if a.name == NONE || a.at >= b.1 {
+        if a.name == NONE || a.source == NONE || a.at >= b.1 {
             continue;
         }
-        let uncut = uncut_end(assigns, i, runs);
+        let uncut = uncut_end(assigns, i);
         let cut = assignment_end(assigns, i, runs);
+        if cut.saturating_add(retention) <= now {
+            continue;
+        }
         if touches(a.at, cut, b) {
             c.assigned.push(Span { from: a.at, to: cut, workload: arena.get(a.name), kind: EvidenceKind::Assignment });
         }
@@ -633,18 +713,28 @@ fn assignments<'a>(
     }
 }
 
+/// Schedules a sweep of `entry` (at address `ip`) for when something of it is due at `at`,
+/// unless one is scheduled no later.
+fn schedule(wheel: &mut BTreeMap<u64, Vec<Ip>>, slot: Time, entry: &mut Entry, ip: Ip, at: Time) {
+    if at == Time::MAX {
+        return;
+    }
+    let k = at.div_ceil(slot);
+    if k < entry.due {
+        entry.due = k;
+        wheel.entry(k).or_default().push(ip);
+    }
+}
+
 /// Drops what expired by `now` from one entry, releasing names.
 fn sweep(entry: &mut Entry, arena: &mut Arena, runs: &Map<RunId, Run>, p: IndexParams, now: Time) {
-    entry.claims.retain(|c| {
+    entry.retain_claims(|c| {
         let keep = c.to.saturating_add(p.retention) > now;
         if !keep {
             arena.release(c.name);
         }
         keep
     });
-    if entry.claims.capacity() > 2 * entry.claims.len() + 4 {
-        entry.claims.shrink_to_fit();
-    }
     let Some(x) = &mut entry.extra else { return };
     x.conns.retain(|k| {
         let keep = k.end.saturating_add(p.guard).saturating_add(p.peer_horizon) > now;

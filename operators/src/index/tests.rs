@@ -86,7 +86,7 @@ fn verdict(index: &mut Index, piece: &FlowPiece, row: &FlowRow) -> Result<(Strin
 
 fn at(index: &mut Index, t: Time, ev: Ev) {
     index.advance(t);
-    index.apply(&ev.0);
+    index.apply(std::slice::from_ref(&ev.0));
 }
 
 /// Kind 1, smallest input: `web` holds 10.200.0.1:8080 (a server-side flow on a port-scoped
@@ -266,8 +266,13 @@ fn connection_records_expire_after_the_peer_horizon() {
     let mut index = Index::new(params());
     at(&mut index, T0, Ev::default().conn(("10.9.0.5", 41_000), ("10.2.0.9", 443), T0, T0 + S, "a"));
     assert_eq!(index.size().conns, 1);
+    let (p, r) = flow(("10.2.0.9", 443), ("10.9.0.5", 41_000), T0, T0 + S, 3, false);
+    index.advance(T0 + S + params().guard + params().peer_horizon - 1);
+    assert_eq!(verdict(&mut index, &p, &r), Ok(("a".into(), EvidenceKind::Peer)), "within the horizon");
     index.advance(T0 + S + params().guard + params().peer_horizon);
-    assert_eq!(index.size().conns, 0);
+    assert_eq!(verdict(&mut index, &p, &r), Err(Reason::NoOwner), "past the horizon, swept or not");
+    index.advance(T0 + params().retention);
+    assert_eq!(index.size().conns, 0, "swept");
 }
 
 /// A connection whose records stop (its final record lost) is forgotten after the retention.

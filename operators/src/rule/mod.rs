@@ -101,15 +101,15 @@ pub fn decide<'a>(c: &Candidates<'a>, at: Time, guard: Time) -> Decision<'a> {
     let b = band(at, guard);
     let near = |s: &&Span<'a>| touches(s.from, s.to, b);
     if c.exact.iter().any(|s| near(&s) && !inside_whole_heartbeat(s, &c.whole)) {
-        return ranges(c.exact.iter().chain(&c.whole).filter(near), at, guard);
+        return ranges(c.exact.iter().chain(&c.whole).filter(near).copied(), at, guard);
     }
     if shared(c, b) {
         return Decision::Unattributed(Reason::SharedIp);
     }
     if c.whole.iter().any(|s| near(&s)) {
-        return ranges(c.whole.iter().filter(near), at, guard);
+        return ranges(c.whole.iter().filter(near).copied(), at, guard);
     }
-    let verdict = ranges(c.assigned.iter().filter(near), at, guard);
+    let verdict = ranges(c.assigned.iter().filter(near).copied(), at, guard);
     match verdict {
         Decision::Unattributed(Reason::NoOwner | Reason::NearBoundary) if c.assignment_cut => {
             Decision::Unattributed(Reason::SourceGap)
@@ -139,10 +139,7 @@ pub fn shared(c: &Candidates<'_>, b: (Time, Time)) -> bool {
 ///
 /// Works without building a range set in the common case of one claimant: grow the union of its
 /// ranges around `at`, and check it covers the band.
-pub fn ranges<'a, 'b>(claims: impl Iterator<Item = &'b Span<'a>> + Clone, at: Time, guard: Time) -> Decision<'a>
-where
-    'a: 'b,
-{
+pub fn ranges<'a>(claims: impl Iterator<Item = Span<'a>> + Clone, at: Time, guard: Time) -> Decision<'a> {
     let (lo, hi) = band(at, guard);
     let Some(first) = claims.clone().next() else {
         return Decision::Unattributed(Reason::NoOwner);
@@ -186,10 +183,7 @@ where
 }
 
 /// The strongest kind of `workload`'s evidence among `claims` (see [`EvidenceKind::rank`]).
-fn strongest<'a, 'b>(claims: impl Iterator<Item = &'b Span<'a>>, workload: &str) -> EvidenceKind
-where
-    'a: 'b,
-{
+fn strongest<'a>(claims: impl Iterator<Item = Span<'a>>, workload: &str) -> EvidenceKind {
     claims
         .filter(|c| c.workload == workload)
         .map(|c| c.kind)

@@ -271,7 +271,7 @@ proptest! {
     #[test]
     fn ranges_match_pointwise(claims in arb_spans(60, Heartbeat), at in 0..70u64, guard in 0..6u64) {
         let (lo, hi) = band(at, guard);
-        let got = ranges(claims.iter().filter(|c| touches(c.from, c.to, (lo, hi))), at, guard);
+        let got = ranges(claims.iter().filter(|c| touches(c.from, c.to, (lo, hi))).copied(), at, guard);
         prop_assert_eq!(got, pointwise(&claims, at, guard));
     }
 
