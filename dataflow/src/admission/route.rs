@@ -40,7 +40,12 @@ pub struct BatchRef {
 #[derive(Default)]
 pub struct Routed {
     batches: u64,
-    flows: BTreeMap<(Time, u32), Builder>,
+    /// Flow pieces being filled, found by (time, worker) through `flow_index`; the last one
+    /// used is tried first (consecutive flows of a batch often share a lookup time). A map
+    /// probe per flow was measured at about 5% of the core-lookup benchmark with a `BTreeMap`.
+    flows: Vec<((Time, u32), Builder)>,
+    flow_index: foldhash::HashMap<(Time, u32), usize>,
+    last_flow: usize,
     external: BTreeMap<Time, (Builder, Vec<Verdict>)>,
     evidence: BTreeMap<(Time, u32), EvidencePiece>,
 }
@@ -57,9 +62,22 @@ impl Routed {
 
     /// Adds a fleet flow with its encoded message, at lookup time `at`, for `worker`.
     pub fn flow(&mut self, at: Time, worker: usize, batch: &BatchRef, row: FlowRow, bytes: &[u8]) {
-        let b = self.flows.entry((at, worker as u32)).or_default();
-        b.piece.worker = worker as u32;
-        b.push(batch, row, bytes);
+        let key = (at, worker as u32);
+        let i = match self.flows.get(self.last_flow) {
+            Some((k, _)) if *k == key => self.last_flow,
+            _ => {
+                let next = self.flows.len();
+                let i = *self.flow_index.entry(key).or_insert(next);
+                if i == next {
+                    let mut b = Builder::default();
+                    b.piece.worker = key.1;
+                    self.flows.push((key, b));
+                }
+                self.last_flow = i;
+                i
+            }
+        };
+        self.flows[i].1.push(batch, row, bytes);
     }
 
     /// Adds a flow decided here (unattributed for `reason`), at `at`.
@@ -81,7 +99,11 @@ impl Routed {
 
     /// Takes the flow pieces, by time.
     pub fn take_flows(&mut self) -> ByTime<FlowPiece> {
-        group(std::mem::take(&mut self.flows).into_iter().map(|((t, _), b)| (t, b.piece)))
+        self.flow_index.clear();
+        self.last_flow = 0;
+        let mut flows = std::mem::take(&mut self.flows);
+        flows.sort_unstable_by_key(|(k, _)| *k);
+        group(flows.into_iter().map(|((t, _), b)| (t, b.piece)))
     }
 
     /// Takes the decided flows, by time.

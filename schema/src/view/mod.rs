@@ -112,21 +112,23 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    // Inlined: a call per field was measured at about a third of this function's time on the
+    // core-lookup benchmark (prologue and the result passed through memory).
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, DecodeError> {
-        let mut value = 0u64;
-        for i in 0..10 {
-            let Some((&byte, rest)) = self.buf.split_first() else {
-                return Err(DecodeError::Invalid("truncated varint"));
-            };
-            self.buf = rest;
-            value |= u64::from(byte & 0x7f) << (7 * i);
-            if byte < 0x80 {
-                return Ok(value);
+        // One-byte values (tags, small numbers) are most fields; longer ones (times) go to
+        // prost's unrolled decoder, which reads up to ten bytes at once from a slice.
+        match self.buf.first() {
+            Some(&b) if b < 0x80 => {
+                self.buf = &self.buf[1..];
+                Ok(u64::from(b))
             }
+            Some(_) => prost::encoding::decode_varint(&mut self.buf).map_err(|_| DecodeError::Invalid("bad varint")),
+            None => Err(DecodeError::Invalid("truncated varint")),
         }
-        Err(DecodeError::Invalid("varint longer than 10 bytes"))
     }
 
+    #[inline(always)]
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
             return Err(DecodeError::Invalid("truncated field"));
@@ -137,6 +139,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next (field number, value), or `None` at the end.
+    #[inline(always)]
     fn field(&mut self) -> Result<Option<(u64, Value<'a>)>, DecodeError> {
         if self.buf.is_empty() {
             return Ok(None);
