@@ -329,3 +329,74 @@ fn broker_outage_producer_and_job_recover_by_themselves() {
     assert_eq!(score.missing, 0, "every flow is in the output: {score:?} {summary}");
     assert_eq!(score.records, truth_flows.len() as u64, "{score:?}");
 }
+
+/// The partition librdkafka's default partitioner (`consistent_random`: CRC-32 of the key)
+/// puts `key` in.
+fn partition_of(key: &str, partitions: u32) -> i32 {
+    (crc32fast::hash(key.as_bytes()) % partitions) as i32
+}
+
+/// Regression ("Nothing lost", 3): with `-w 2` and two partitions, a partition quiet for
+/// longer than `--until-idle` while the other flowed on was no longer read, and what was
+/// published to it later was never consumed (the run exited 0). Now the run ends only when the
+/// whole input has been quiet that long: every message of both partitions is read.
+#[test]
+fn regression_until_idle_waits_for_the_whole_input() {
+    use flowmap_kafka::{Producer, ProducerSettings, Record};
+    use flowmap_schema::{encode_batch, ExporterBatch, SCHEMA_VERSION};
+    let b = brokers();
+    let client = ClientSettings::new(&b);
+    let (input, output, group) = (unique("idle-in"), unique("idle-out"), unique("g"));
+    flowmap_kafka::admin::ensure_topics(&client, &[(&input, 2)], Duration::from_secs(30)).unwrap();
+    // One exporter per partition.
+    let keys: Vec<String> = (0..).map(|i| format!("exp-{i}")).take(50).collect();
+    let busy = keys.iter().find(|k| partition_of(k, 2) == 0).unwrap().clone();
+    let pausing = keys.iter().find(|k| partition_of(k, 2) == 1).unwrap().clone();
+    let producer = Producer::new(&client, &ProducerSettings::default()).unwrap();
+    const T0: u64 = 1_767_225_600_000_000_000;
+    let send = |key: &str, seq: u64| {
+        let batch = ExporterBatch {
+            schema_version: SCHEMA_VERSION,
+            exporter_id: key.to_string(),
+            seq,
+            window_from_ns: T0 + seq * 10_000_000_000,
+            window_to_ns: T0 + (seq + 1) * 10_000_000_000,
+            incarnation: 1,
+            ..Default::default()
+        };
+        let payload = encode_batch(&batch);
+        producer
+            .send(&Record { topic: &input, key: key.as_bytes(), payload: &payload, timestamp_ms: None, headers: &[] })
+            .unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+    };
+    send(&busy, 0);
+    send(&pausing, 0);
+    let job = collect(&b, &input, &output, &group, &["-w", "2", "--until-idle", "3s"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The busy partition gets a batch every 200 ms for 8 s; the other pauses 5 s (longer than
+    // the idle period), then gets 10 more.
+    let started = Instant::now();
+    let (mut busy_seq, mut pausing_seq) = (1u64, 1u64);
+    while started.elapsed() < Duration::from_secs(8) {
+        send(&busy, busy_seq);
+        busy_seq += 1;
+        if started.elapsed() >= Duration::from_secs(5) && pausing_seq <= 10 {
+            send(&pausing, pausing_seq);
+            pausing_seq += 1;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let done = job.wait_with_output().unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let summary = json(&done);
+    let published = busy_seq + pausing_seq;
+    assert_eq!(
+        summary["messages"].as_u64().unwrap(),
+        published,
+        "every message of both partitions was read: {summary}"
+    );
+    assert_eq!(summary["ingest"]["lost_batches"], 0, "{summary}");
+}
