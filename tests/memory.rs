@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use flowmap::config::JobConfig;
+use flowmap::config::{JobConfig, RawJobConfig};
 use flowmap_sim::Scenario;
 
 fn long(duration_s: u64) -> Scenario {
@@ -14,7 +14,8 @@ fn long(duration_s: u64) -> Scenario {
 
 #[test]
 fn state_is_flat_as_the_stream_grows() {
-    let job = JobConfig { retention: 5 * 60 * 1_000_000_000, ..JobConfig::default() };
+    let raw = RawJobConfig { retention: std::time::Duration::from_secs(5 * 60), ..RawJobConfig::default() };
+    let job = JobConfig::try_from(raw).unwrap();
     let peak = |minutes: u64| {
         let sim = flowmap_sim::simulate(&long(minutes * 60)).unwrap();
         let report = attribute_paced(sim.deliveries, sim.roster, 1, job.clone(), 4);

@@ -284,7 +284,7 @@ fn regression_a_restarted_exporter_loses_nothing() {
 /// about the connection's start has expired by the final record.
 #[test]
 fn slices_and_the_final_record_are_told_apart_and_agree() {
-    let retention = JobConfig::default().retention;
+    let retention = JobConfig::default().retention();
     let mut deliveries = Vec::new();
     let window = 60 * S;
     let windows = retention / window + 3;

@@ -99,7 +99,7 @@ impl Default for RawJobConfig {
 
 /// A configuration that failed to load or validate.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum JobConfigError {
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -128,27 +128,59 @@ pub enum ConfigError {
     },
 }
 
-/// A validated job configuration, in nanoseconds.
+/// A validated job configuration, in nanoseconds. Its fields are read through methods, so a
+/// value that passed validation cannot be changed into one that would not (a zero tick, a
+/// retention shorter than the guard band); change a [`RawJobConfig`] and validate it again.
 #[derive(Clone, Debug)]
 pub struct JobConfig {
-    /// Guard band, ns.
-    pub guard: u64,
-    /// Evidence retention, ns.
-    pub retention: u64,
+    guard: u64,
+    retention: u64,
+    tick: u64,
+    max_window: u64,
+    max_future: u64,
+    fleet_cidrs: Vec<Cidr>,
+    fuel: usize,
+    idle_timeout: Duration,
+    rebuild_window: u64,
+}
+
+impl JobConfig {
+    /// Clock-skew guard band, ns: an owner must hold `[t - guard, t + guard]` alone.
+    pub fn guard(&self) -> u64 {
+        self.guard
+    }
+    /// How long evidence is kept after it ends, ns.
+    pub fn retention(&self) -> u64 {
+        self.retention
+    }
     /// Timestamp granularity, ns (at least 1).
-    pub tick: u64,
+    pub fn tick(&self) -> u64 {
+        self.tick
+    }
     /// Longest accepted batch window, ns.
-    pub max_window: u64,
+    pub fn max_window(&self) -> u64 {
+        self.max_window
+    }
     /// Largest accepted lead of a window start over the receiver's clock, ns.
-    pub max_future: u64,
+    pub fn max_future(&self) -> u64 {
+        self.max_future
+    }
     /// Fleet address blocks.
-    pub fleet_cidrs: Vec<Cidr>,
-    /// Lookups per activation.
-    pub fuel: usize,
+    pub fn fleet_cidrs(&self) -> &[Cidr] {
+        &self.fleet_cidrs
+    }
+    /// Flow records looked up per operator activation, at most (at least 1).
+    pub fn fuel(&self) -> usize {
+        self.fuel
+    }
     /// Wall-clock silence after which a live exporter stops holding the frontier.
-    pub idle_timeout: Duration,
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
     /// Event time re-read before the committed offsets on restart, ns.
-    pub rebuild_window: u64,
+    pub fn rebuild_window(&self) -> u64 {
+        self.rebuild_window
+    }
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -156,10 +188,10 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl TryFrom<RawJobConfig> for JobConfig {
-    type Error = ConfigError;
+    type Error = JobConfigError;
 
-    fn try_from(raw: RawJobConfig) -> Result<Self, ConfigError> {
-        let invalid = |field, why: &str| ConfigError::Invalid { field, why: why.to_string() };
+    fn try_from(raw: RawJobConfig) -> Result<Self, JobConfigError> {
+        let invalid = |field, why: &str| JobConfigError::Invalid { field, why: why.to_string() };
         if raw.tick.is_zero() {
             return Err(invalid("tick", "must be positive"));
         }
@@ -197,16 +229,16 @@ impl TryFrom<RawJobConfig> for JobConfig {
 
 impl JobConfig {
     /// Loads and validates a TOML file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub fn load(path: &Path) -> Result<Self, JobConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+            .map_err(|source| JobConfigError::Read { path: path.display().to_string(), source })?;
         Self::parse(&text, &path.display().to_string())
     }
 
     /// Parses and validates TOML text (`origin` names it in errors).
-    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+    pub fn parse(text: &str, origin: &str) -> Result<Self, JobConfigError> {
         let raw: RawJobConfig = toml::from_str(text)
-            .map_err(|source| ConfigError::Parse { path: origin.to_string(), source: Box::new(source) })?;
+            .map_err(|source| JobConfigError::Parse { path: origin.to_string(), source: Box::new(source) })?;
         raw.try_into()
     }
 

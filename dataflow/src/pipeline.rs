@@ -27,19 +27,19 @@ pub struct Built<'scope> {
 /// The index settings a job configuration implies.
 pub fn index_params(config: &JobConfig) -> IndexParams {
     IndexParams {
-        guard: config.guard,
-        retention: config.retention,
+        guard: config.guard(),
+        retention: config.retention(),
         // The other end's record of a connection enters with the batch of the window it
         // started in (as a slice, or closed), at most a window plus the guard after its
         // start; keep connection records that long after they end, and a tick more.
-        peer_horizon: config.max_window.saturating_add(config.guard).saturating_add(config.tick),
+        peer_horizon: config.max_window().saturating_add(config.guard()).saturating_add(config.tick()),
     }
 }
 
 /// Builds the attribution dataflow over the source's streams. With `names` false, verdicts do
 /// not carry workload names (for consumers that only count).
 pub fn attribution<'scope>(sourced: Sourced<'scope>, config: &JobConfig, names: bool) -> Built<'scope> {
-    let params = AttributeParams { index: index_params(config), fuel: config.fuel, names };
+    let params = AttributeParams { index: index_params(config), fuel: config.fuel(), names };
     let state = StateProbe::default();
     let output = sourced.flows.attribute(sourced.evidence, params, state.clone()).concat(sourced.decided);
     Built { output, state }

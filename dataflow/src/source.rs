@@ -71,8 +71,8 @@ pub fn batch_source<'scope>(
         let mut admission = Admission::new(config.clone(), &lanes, peers);
         // One capability per output, all at the same time; `None` once done.
         let mut caps: Option<Vec<Capability<Time>>> = (!lanes.is_empty()).then_some(capabilities);
-        let tick = config.tick.max(1);
-        let idle_ns = config.idle_timeout.as_nanos() as Time;
+        let tick = config.tick();
+        let idle_ns = config.idle_timeout().as_nanos() as Time;
         let mut last_sweep = Instant::now();
         let mut routed = Routed::default();
 
@@ -121,7 +121,7 @@ pub fn batch_source<'scope>(
             }
             if live && last_sweep.elapsed() >= Duration::from_millis(200) {
                 last_sweep = Instant::now();
-                admission.sweep(last_sweep, config.idle_timeout);
+                admission.sweep(last_sweep, config.idle_timeout());
             }
             *stats.borrow_mut() = admission.stats.clone();
             if feed.settling() {

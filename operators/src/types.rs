@@ -186,28 +186,6 @@ impl Reason {
     }
 }
 
-/// Which side opened a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Direction {
-    /// Not known.
-    Unknown,
-    /// The local end connected out.
-    Client,
-    /// The local end accepted.
-    Server,
-}
-
-impl Direction {
-    /// `client`, `server` or `unknown`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Direction::Client => "client",
-            Direction::Server => "server",
-            Direction::Unknown => "unknown",
-        }
-    }
-}
-
 /// What a piece of local ownership evidence vouches for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Scope {

@@ -238,18 +238,18 @@ impl Admission {
         let (from, to) = (view.window_from_ns, view.window_to_ns);
         let exporter = view.exporter_id;
         let config = &self.config;
-        if from >= to || to - from > config.max_window || exporter.is_empty() || exporter.len() > MAX_NAME {
-            let detail = format!("seq {} window [{from}, {to}) (at most {} ns)", view.seq, config.max_window);
+        if from >= to || to - from > config.max_window() || exporter.is_empty() || exporter.len() > MAX_NAME {
+            let detail = format!("seq {} window [{from}, {to}) (at most {} ns)", view.seq, config.max_window());
             reject(&mut self.stats.rejected_window, "impossible window or exporter id", exporter, &detail);
             return Outcome::Rejected { reason: Rejected::Window.name() };
         }
-        if from > m.arrival.saturating_add(config.max_future) {
+        if from > m.arrival.saturating_add(config.max_future()) {
             let detail = format!("seq {} starts at {from}, receiver clock {}", view.seq, m.arrival);
             reject(&mut self.stats.rejected_future, "from the future", exporter, &detail);
             return Outcome::Rejected { reason: Rejected::Future.name() };
         }
 
-        let tick = config.tick;
+        let tick = config.tick();
         let tracker = self.trackers.entry(m.lane).or_default();
         let lane_front = tracker.frontier().map(|f| f - f % tick);
         let decision = tracker.admit(exporter, view.incarnation, view.seq, (from, to), &mut self.stats);
@@ -358,7 +358,7 @@ impl Admission {
             };
             let fleet = self.config.in_fleet(remote);
             if fleet {
-                let lookup = at.max(round_up(f.start_ns.saturating_add(self.config.guard), tick));
+                let lookup = at.max(round_up(f.start_ns.saturating_add(self.config.guard()), tick));
                 until = until.max(lookup);
                 out.flow(lookup, remote.worker(self.peers), &batch, row, bytes);
             } else if !m.rebuild {

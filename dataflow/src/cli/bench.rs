@@ -91,10 +91,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         return Ok(());
     }
 
-    let mut job = super::job_config(None)?;
-    job.guard = 0;
-    job.max_window = job.max_window.max(args.window_ms * 1_000_000);
-    job.fleet_cidrs = vec!["10.0.0.0/8".parse::<Cidr>().context("fleet block")?];
+    let defaults = crate::config::RawJobConfig::default();
+    let raw = crate::config::RawJobConfig {
+        guard: Duration::ZERO,
+        max_window: defaults.max_window.max(Duration::from_millis(args.window_ms)),
+        fleet_cidrs: vec!["10.0.0.0/8".parse::<Cidr>().context("fleet block")?],
+        ..defaults
+    };
+    let job = crate::config::JobConfig::try_from(raw)?;
     let timely = args.run.timely.single_process_config()?;
     let deliveries = Arc::new(data.deliveries);
     let roster = Arc::new(data.roster);

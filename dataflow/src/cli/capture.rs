@@ -270,7 +270,7 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
                 until_idle: None,
                 bounded: true,
                 live: false,
-                rebuild_window: job.rebuild_window,
+                rebuild_window: job.rebuild_window(),
                 timeout: BROKER_TIMEOUT,
                 time_range: (args.since.is_some() || args.until.is_some())
                     .then(|| (args.since.unwrap_or(i64::MIN), args.until.unwrap_or(i64::MAX))),

@@ -106,7 +106,7 @@ pub fn collect(args: CollectArgs) -> Result<()> {
         topics.push((t.clone(), n));
     }
     admin::ensure_topics(&client, &[(&args.output_topic, args.partitions), (&dlq, args.partitions)], BROKER_TIMEOUT)?;
-    if job.rebuild_window < job.retention {
+    if job.rebuild_window() < job.retention() {
         tracing::warn!(
             "rebuild_window is shorter than retention: flows right after a restart may be left unattributed"
         );
@@ -119,7 +119,7 @@ pub fn collect(args: CollectArgs) -> Result<()> {
         until_idle: args.until_idle,
         bounded: false,
         live: true,
-        rebuild_window: job.rebuild_window,
+        rebuild_window: job.rebuild_window(),
         timeout: BROKER_TIMEOUT,
         time_range: None,
     };
