@@ -15,7 +15,7 @@
 //! - [`run`]: workers, output collection, statistics.
 //! - [`sink`]: delivering output and tracking the delivered frontier.
 //! - [`profile`]: per-operator time from timely's log (`--profile`).
-//! - [`memory`]: the in-memory feed over pre-generated deliveries.
+//! - `memory`: the in-memory feed over pre-generated deliveries (feature `sim`).
 //! - [`capture`]: captured topics on disk, and the replay feed.
 //! - [`kafka`]: the job on Kafka (committing feed, acknowledged sink, topic reader).
 //! - [`output`]: the JSON output record.
@@ -30,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod feed;
 pub mod kafka;
+#[cfg(feature = "sim")]
 pub mod memory;
 pub mod output;
 pub mod pipeline;

@@ -5,10 +5,12 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use flowmap_kafka::{ClientSettings, Producer, ProducerSettings, Record};
+use flowmap_sim::{Delivery, IPAM_FEED};
 
 use super::TimelyArgs;
 use crate::memory::run_deliveries;
@@ -120,8 +122,7 @@ pub fn simulate(args: SimulateArgs) -> Result<()> {
         let from = args.skip.min(sim.deliveries.len());
         let to = args.limit.map_or(sim.deliveries.len(), |n| from.saturating_add(n).min(sim.deliveries.len()));
         let part = &sim.deliveries[from..to];
-        let stats =
-            super::kafka::publish(&client, part, topic, args.events_topic.as_deref(), args.partitions, args.rate)?;
+        let stats = publish(&client, part, topic, args.events_topic.as_deref(), args.partitions, args.rate)?;
         eprintln!(
             "published {} batches (deliveries {from}..{to} of {}; {} flow records in the scenario) to '{}' at {brokers} in {:.1}s; truth in {}",
             stats.delivered,
@@ -233,4 +234,55 @@ pub fn score(args: ScoreArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&score)?);
     }
     Ok(())
+}
+
+/// Publishes a simulation's deliveries in arrival order: exporter batches to `topic`, the
+/// IPAM feed to `events_topic` when given. `rate` limits messages per second (0: no limit).
+pub fn publish(
+    client: &ClientSettings,
+    deliveries: &[Delivery],
+    topic: &str,
+    events_topic: Option<&str>,
+    partitions: i32,
+    rate: u64,
+) -> Result<flowmap_kafka::ProducerStats> {
+    let mut topics = vec![(topic, partitions)];
+    if let Some(e) = events_topic {
+        topics.push((e, 1));
+    }
+    flowmap_kafka::admin::ensure_topics(client, &topics, super::kafka::BROKER_TIMEOUT)?;
+    let producer = Producer::new(client, &ProducerSettings::default())?;
+    let started = Instant::now();
+    for (i, d) in deliveries.iter().enumerate() {
+        if rate > 0 {
+            let due = Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let to = match events_topic {
+            Some(e) if d.key == IPAM_FEED => e,
+            _ => topic,
+        };
+        let record = Record {
+            topic: to,
+            key: d.key.as_bytes(),
+            payload: &d.payload,
+            timestamp_ms: Some((d.arrival / 1_000_000) as i64),
+            headers: &[],
+        };
+        producer.send(&record).with_context(|| format!("publishing delivery {i}"))?;
+    }
+    let stats = producer.flush(Duration::from_secs(300))?;
+    if stats.failed > 0 || stats.dropped > 0 {
+        bail!(
+            "{} of {} batches were not delivered ({} failed, {} dropped): {}",
+            stats.failed + stats.dropped,
+            deliveries.len(),
+            stats.failed,
+            stats.dropped,
+            producer.last_error().unwrap_or_default()
+        );
+    }
+    Ok(stats)
 }

@@ -4,12 +4,11 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
-use flowmap_kafka::{admin, ClientSettings, FullPolicy, Producer, ProducerSettings, Record};
-use flowmap_sim::{Delivery, IPAM_FEED};
+use flowmap_kafka::{admin, ClientSettings, FullPolicy, Producer, ProducerSettings};
 use serde::Serialize;
 
 use super::TimelyArgs;
@@ -196,57 +195,6 @@ pub fn summarize(report: &RunReport, counters: &FeedCounters, producer: &Produce
         seconds,
         flows_per_s: if seconds > 0.0 { report.output as f64 / seconds } else { 0.0 },
     }
-}
-
-/// Publishes a simulation's deliveries in arrival order: exporter batches to `topic`, the
-/// IPAM feed to `events_topic` when given. `rate` limits messages per second (0: no limit).
-pub fn publish(
-    client: &ClientSettings,
-    deliveries: &[Delivery],
-    topic: &str,
-    events_topic: Option<&str>,
-    partitions: i32,
-    rate: u64,
-) -> Result<flowmap_kafka::ProducerStats> {
-    let mut topics = vec![(topic, partitions)];
-    if let Some(e) = events_topic {
-        topics.push((e, 1));
-    }
-    admin::ensure_topics(client, &topics, BROKER_TIMEOUT)?;
-    let producer = Producer::new(client, &ProducerSettings::default())?;
-    let started = Instant::now();
-    for (i, d) in deliveries.iter().enumerate() {
-        if rate > 0 {
-            let due = Duration::from_secs_f64(i as f64 / rate as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
-        let to = match events_topic {
-            Some(e) if d.key == IPAM_FEED => e,
-            _ => topic,
-        };
-        let record = Record {
-            topic: to,
-            key: d.key.as_bytes(),
-            payload: &d.payload,
-            timestamp_ms: Some((d.arrival / 1_000_000) as i64),
-            headers: &[],
-        };
-        producer.send(&record).with_context(|| format!("publishing delivery {i}"))?;
-    }
-    let stats = producer.flush(Duration::from_secs(300))?;
-    if stats.failed > 0 || stats.dropped > 0 {
-        bail!(
-            "{} of {} batches were not delivered ({} failed, {} dropped): {}",
-            stats.failed + stats.dropped,
-            deliveries.len(),
-            stats.failed,
-            stats.dropped,
-            producer.last_error().unwrap_or_default()
-        );
-    }
-    Ok(stats)
 }
 
 /// Reads an output topic: the records, and how many messages could not be read as records.

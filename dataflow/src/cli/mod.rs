@@ -6,15 +6,17 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
-use flowmap_sim::Scenario;
 
 use crate::config::JobConfig;
 
+#[cfg(feature = "sim")]
 pub mod bench;
 pub mod capture;
+#[cfg(feature = "sim")]
 pub mod demo;
+#[cfg(feature = "sim")]
 pub mod files;
 pub mod kafka;
 
@@ -31,10 +33,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Simulate a fleet, attribute its flows and score the result, all in this process.
+    #[cfg(feature = "sim")]
     #[command(disable_help_flag = true)]
     Demo(demo::DemoArgs),
     /// Simulate a fleet; write its deliveries and ground truth to a directory, or publish
     /// the batches to Kafka and the truth to a file.
+    #[cfg(feature = "sim")]
     Simulate(files::SimulateArgs),
     /// Run the job on Kafka: input topic(s) to an output topic, committing as it delivers.
     #[command(disable_help_flag = true)]
@@ -45,11 +49,14 @@ pub enum Command {
     #[command(disable_help_flag = true)]
     Replay(capture::ReplayArgs),
     /// Attribute the flows of a delivery log (from `simulate`) and write JSON lines.
+    #[cfg(feature = "sim")]
     #[command(disable_help_flag = true)]
     Attribute(files::AttributeArgs),
     /// Score attributed flows against ground truth, with the old method as a baseline.
+    #[cfg(feature = "sim")]
     Score(files::ScoreArgs),
     /// Measure attribution throughput on the core-lookup data set.
+    #[cfg(feature = "sim")]
     #[command(disable_help_flag = true)]
     Bench(bench::BenchArgs),
 }
@@ -57,13 +64,18 @@ pub enum Command {
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        #[cfg(feature = "sim")]
         Command::Demo(args) => demo::run(args),
+        #[cfg(feature = "sim")]
         Command::Simulate(args) => files::simulate(args),
         Command::Collect(args) => kafka::collect(args),
         Command::Capture(args) => capture::capture(args),
         Command::Replay(args) => capture::replay(args),
+        #[cfg(feature = "sim")]
         Command::Attribute(args) => files::attribute(args),
+        #[cfg(feature = "sim")]
         Command::Score(args) => files::score(args),
+        #[cfg(feature = "sim")]
         Command::Bench(args) => bench::run(args),
     }
 }
@@ -149,7 +161,10 @@ pub fn job_config(path: Option<&PathBuf>) -> Result<JobConfig> {
 }
 
 /// A built-in scenario by name, or a TOML file.
-pub fn scenario(name: &str, seed: Option<u64>) -> Result<Scenario> {
+#[cfg(feature = "sim")]
+pub fn scenario(name: &str, seed: Option<u64>) -> Result<flowmap_sim::Scenario> {
+    use anyhow::Context;
+    use flowmap_sim::Scenario;
     let mut scenario = match Scenario::builtin(name) {
         Some(s) => s,
         None => {
@@ -175,6 +190,7 @@ pub fn peak_rss_bytes() -> Option<u64> {
 }
 
 /// The scorer's view of an output record.
+#[cfg(feature = "sim")]
 pub fn verdict(r: &crate::output::OutputRecord) -> flowmap_sim::Verdict {
     flowmap_sim::Verdict {
         id: r.flow_id,
@@ -187,6 +203,7 @@ pub fn verdict(r: &crate::output::OutputRecord) -> flowmap_sim::Verdict {
 }
 
 /// Prints the time per operator of a profiled run to stderr.
+#[cfg(feature = "sim")]
 pub fn print_profile(report: &crate::run::RunReport) {
     eprintln!("time per operator (all workers):");
     for (name, d) in &report.operator_times.entries {
