@@ -1,0 +1,322 @@
+//! The processing thread: takes mouthfuls from the controller, reads each file (streamed from the
+//! object store, decompressed and parsed on the fly, or spooled to a temporary file for Parquet),
+//! hands the sink bounded batches, seals the mouthful, and reports back: file outcomes, failures
+//! a retry may cure, seals, and every move of the sink's delivered watermark.
+//!
+//! It is the only thread that touches the sink. Fetching runs on the controller's tokio runtime
+//! (through a handle), parsing here, so a slow sink pushes back on reading, and memory holds one
+//! batch and the decoder's buffers whatever the file's size.
+
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use crate::parse::{self, HeaderError, ParseError, ParseStats};
+use crate::sink::{
+    Batch, DeadLetter, DeadSource, FileInfo, FileOutcome, FileStatus, MouthfulId, ObjectId, Sealed, Sink, SinkError,
+};
+use crate::store::Stores;
+use crate::tracker::{FileRef, Item, MouthfulPlan};
+
+/// Work for the thread.
+pub(crate) enum Job {
+    Mouthful(MouthfulPlan),
+    Stop,
+}
+
+/// What the thread tells the controller, in order.
+#[derive(Debug)]
+pub(crate) enum Report {
+    /// A file was read (whatever the outcome) and its batches submitted.
+    File { outcome: FileOutcome, unknown: Vec<String>, dead_letters: u64 },
+    /// A file failed in a way a retry may cure; its messages must not be deleted.
+    Failed { mouthful: MouthfulId, file: FileRef, reason: String },
+    /// Message dead letters submitted.
+    DeadLetters(u64),
+    /// A mouthful was sealed.
+    Sealed(MouthfulId),
+    /// The sink's delivered watermark.
+    Watermark(MouthfulId),
+}
+
+pub(crate) struct Processor<S> {
+    pub sink: S,
+    pub stores: Arc<Stores>,
+    pub handle: Handle,
+    pub batch_records: usize,
+    pub poll: Duration,
+    pub reports: UnboundedSender<Report>,
+    pub read_bytes: Arc<AtomicU64>,
+    watermark: MouthfulId,
+}
+
+/// Counts bytes read, and remembers whether the object store (not the decoder) failed.
+struct Fetch<R> {
+    inner: R,
+    bytes: Arc<AtomicU64>,
+    failed: Arc<AtomicBool>,
+}
+
+impl<R: Read> Read for Fetch<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                Ok(n)
+            }
+            Err(e) => {
+                self.failed.store(true, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+}
+
+enum Opened {
+    Text(parse::text::AnyTextReader<'static>),
+    Parquet(parse::ParquetReader, tempfile::NamedTempFile),
+}
+
+impl<S: Sink> Processor<S> {
+    pub(crate) fn new(
+        sink: S,
+        stores: Arc<Stores>,
+        handle: Handle,
+        batch_records: usize,
+        poll: Duration,
+        reports: UnboundedSender<Report>,
+        read_bytes: Arc<AtomicU64>,
+    ) -> Self {
+        Processor { sink, stores, handle, batch_records, poll, reports, read_bytes, watermark: 0 }
+    }
+
+    /// Runs until [`Job::Stop`] (or the controller is gone); returns the sink.
+    pub(crate) fn run(mut self, jobs: Receiver<Job>) -> Result<S, SinkError> {
+        loop {
+            match jobs.recv_timeout(self.poll) {
+                Ok(Job::Mouthful(plan)) => self.mouthful(plan)?,
+                Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(self.sink),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            self.poll_delivered();
+        }
+    }
+
+    fn report(&self, r: Report) {
+        // The controller outlives this thread; a send error means it is already gone.
+        let _ = self.reports.send(r);
+    }
+
+    fn poll_delivered(&mut self) {
+        let w = self.sink.delivered();
+        if w > self.watermark {
+            self.watermark = w;
+            self.report(Report::Watermark(w));
+        }
+    }
+
+    fn submit(&mut self, batch: Batch) -> Result<(), SinkError> {
+        self.sink.submit(batch)?;
+        self.poll_delivered();
+        Ok(())
+    }
+
+    fn mouthful(&mut self, plan: MouthfulPlan) -> Result<(), SinkError> {
+        let mut files = Vec::new();
+        for item in plan.items {
+            match item {
+                Item::BadMessage { message_id, reason, body } => {
+                    let dead = DeadLetter { source: DeadSource::Message { message_id }, reason, text: body };
+                    self.submit(Batch {
+                        mouthful: plan.id,
+                        file: None,
+                        records: Vec::new(),
+                        dead_letters: vec![dead],
+                    })?;
+                    self.report(Report::DeadLetters(1));
+                }
+                Item::File(file) => {
+                    if let Some(outcome) = self.file(plan.id, file)? {
+                        files.push(outcome);
+                    }
+                }
+            }
+        }
+        self.sink.seal(Sealed { mouthful: plan.id, files })?;
+        self.report(Report::Sealed(plan.id));
+        self.poll_delivered();
+        Ok(())
+    }
+
+    /// Reads one file; `None` when it failed and will be retried (its messages released).
+    fn file(&mut self, mouthful: MouthfulId, file: FileRef) -> Result<Option<FileOutcome>, SinkError> {
+        let failed = Arc::new(AtomicBool::new(false));
+        let opened = self.open(&file, &failed);
+        let (info, opened) = match opened {
+            Ok(pair) => pair,
+            Err(Open::Retry(reason)) => {
+                self.report(Report::Failed { mouthful, file, reason });
+                return Ok(None);
+            }
+            Err(Open::Dead { status, reason, etag, size }) => {
+                let object = ObjectId { bucket: file.bucket.clone(), key: file.key.clone(), etag };
+                let dead = DeadLetter {
+                    source: DeadSource::File { object: object.clone(), line: None },
+                    reason,
+                    text: String::new(),
+                };
+                let info = Arc::new(FileInfo::new(object.clone(), size));
+                self.submit(Batch { mouthful, file: Some(info), records: Vec::new(), dead_letters: vec![dead] })?;
+                let outcome = FileOutcome { object, size, status, stats: ParseStats::default() };
+                self.report(Report::File { outcome: outcome.clone(), unknown: Vec::new(), dead_letters: 1 });
+                return Ok(Some(outcome));
+            }
+        };
+        let info = Arc::new(info);
+        let (stats, unknown, dead_count, status) = match opened {
+            Opened::Text(reader) => {
+                self.drain(mouthful, &info, reader, |r| (r.stats().clone(), r.header().unknown.clone()))?
+            }
+            Opened::Parquet(reader, _spool) => {
+                self.drain(mouthful, &info, reader, |r| (r.stats().clone(), r.header().unknown.clone()))?
+            }
+        };
+        if failed.load(Ordering::Relaxed) {
+            // The store failed mid-file, not the data: what was read was submitted (it will be
+            // read again, with the same record ids); the messages go back to the queue.
+            self.report(Report::Failed { mouthful, file, reason: "reading the object failed mid-file".into() });
+            return Ok(None);
+        }
+        let outcome = FileOutcome { object: info.id.clone(), size: info.size, status, stats };
+        self.report(Report::File { outcome: outcome.clone(), unknown, dead_letters: dead_count });
+        Ok(Some(outcome))
+    }
+
+    /// Feeds a reader's records and dead letters to the sink in batches.
+    fn drain<I>(
+        &mut self,
+        mouthful: MouthfulId,
+        info: &Arc<FileInfo>,
+        mut reader: I,
+        finish: impl Fn(&I) -> (ParseStats, Vec<String>),
+    ) -> Result<(ParseStats, Vec<String>, u64, FileStatus), SinkError>
+    where
+        I: Iterator<Item = Result<crate::Record, ParseError>>,
+    {
+        let mut records = Vec::with_capacity(self.batch_records);
+        let mut dead = Vec::new();
+        let mut dead_count = 0;
+        let mut status = FileStatus::Complete;
+        for item in &mut reader {
+            match item {
+                Ok(r) => records.push(r),
+                Err(ParseError::Line(e)) => dead.push(DeadLetter {
+                    source: DeadSource::File { object: info.id.clone(), line: Some(e.line) },
+                    reason: e.kind.to_string(),
+                    text: e.text,
+                }),
+                Err(ParseError::Damaged { after_line, truncated, reason }) => {
+                    status = FileStatus::Damaged;
+                    let what = if truncated { "truncated" } else { "damaged" };
+                    dead.push(DeadLetter {
+                        source: DeadSource::File { object: info.id.clone(), line: Some(after_line) },
+                        reason: format!("file {what} after line {after_line}: {reason}"),
+                        text: String::new(),
+                    });
+                }
+            }
+            if records.len() >= self.batch_records || dead.len() >= self.batch_records {
+                dead_count += dead.len() as u64;
+                let batch = Batch {
+                    mouthful,
+                    file: Some(info.clone()),
+                    records: std::mem::replace(&mut records, Vec::with_capacity(self.batch_records)),
+                    dead_letters: std::mem::take(&mut dead),
+                };
+                self.submit(batch)?;
+            }
+        }
+        if !records.is_empty() || !dead.is_empty() {
+            dead_count += dead.len() as u64;
+            self.submit(Batch { mouthful, file: Some(info.clone()), records, dead_letters: dead })?;
+        }
+        let (stats, unknown) = finish(&reader);
+        Ok((stats, unknown, dead_count, status))
+    }
+
+    fn open(&self, file: &FileRef, failed: &Arc<AtomicBool>) -> Result<(FileInfo, Opened), Open> {
+        let etag_of = |e: Option<&String>| e.cloned().unwrap_or_default();
+        let dead =
+            |status, reason: String| Open::Dead { status, reason, etag: etag_of(file.etag.as_ref()), size: file.size };
+        let store = self.stores.bucket(&file.bucket).map_err(|e| dead(FileStatus::Unreadable, e.to_string()))?;
+        let path = Path::parse(&file.key).map_err(|e| dead(FileStatus::Unreadable, format!("bad key: {e}")))?;
+        let got = match self.handle.block_on(store.get(&path)) {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(dead(FileStatus::Missing, "object not found".into()))
+            }
+            Err(e) => return Err(Open::Retry(e.to_string())),
+        };
+        let stored_etag = got.meta.e_tag.as_deref().map(|e| e.trim_matches('"').to_string());
+        if let (Some(announced), Some(stored)) = (&file.etag, &stored_etag) {
+            if announced != stored {
+                return Err(dead(
+                    FileStatus::Missing,
+                    format!("object changed since the notification (ETag {stored})"),
+                ));
+            }
+        }
+        let size = got.meta.size;
+        let info = FileInfo::new(
+            ObjectId {
+                bucket: file.bucket.clone(),
+                key: file.key.clone(),
+                etag: file.etag.clone().or(stored_etag).unwrap_or_default(),
+            },
+            size,
+        );
+        let stream = got.into_stream().map_err(io::Error::other);
+        let bridge = SyncIoBridge::new_with_handle(StreamReader::new(stream), self.handle.clone());
+        let fetch = Fetch { inner: bridge, bytes: self.read_bytes.clone(), failed: failed.clone() };
+        let header_err = |e: HeaderError| {
+            if failed.load(Ordering::Relaxed) {
+                Open::Retry(e.to_string())
+            } else {
+                Open::Dead { status: FileStatus::Unreadable, reason: e.to_string(), etag: info.id.etag.clone(), size }
+            }
+        };
+        match info.format {
+            crate::sink::Format::Text => {
+                let reader = parse::text::open(fetch).map_err(header_err)?;
+                Ok((info, Opened::Text(reader)))
+            }
+            crate::sink::Format::Parquet => {
+                // Parquet's footer comes last: spool to a temporary file (memory stays flat).
+                let mut spool = tempfile::NamedTempFile::new().map_err(|e| Open::Retry(e.to_string()))?;
+                let mut fetch = fetch;
+                if let Err(e) = io::copy(&mut fetch, spool.as_file_mut()) {
+                    return Err(Open::Retry(e.to_string()));
+                }
+                let f = spool.reopen().map_err(|e| Open::Retry(e.to_string()))?;
+                let reader = parse::ParquetReader::open(f).map_err(header_err)?;
+                Ok((info, Opened::Parquet(reader, spool)))
+            }
+        }
+    }
+}
+
+enum Open {
+    /// Unusable as it is: dead-letter it and count the file as done.
+    Dead { status: FileStatus, reason: String, etag: String, size: u64 },
+    /// Failed in a way a retry may cure.
+    Retry(String),
+}
