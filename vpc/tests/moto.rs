@@ -50,6 +50,11 @@ fn queue_end_to_end() {
     for (key, bytes) in &files {
         put_object(&bucket, key, bytes);
     }
+    // Parquet: compared below with the same rows as text (a Parquet row's line is its index + 2,
+    // the line the same row has in a text file).
+    let parquet_rows = rows(200, 5);
+    let parquet = flowmap_vpc::write::write_parquet(Vec::new(), DEFAULT, &parquet_rows).unwrap();
+    put_object(&bucket, "AWSLogs/1/vpcflowlogs/p.log.parquet", &parquet);
     // A file deleted before it is read.
     put_object(&bucket, "gone.log.gz", &gz_file(DEFAULT, &rows(5, 4)));
     delete_object(&bucket, "gone.log.gz");
@@ -73,7 +78,8 @@ fn queue_end_to_end() {
         assert!(got.insert((object.key.clone(), r.line), r).is_none());
     }
     let mut want = 0;
-    for (key, bytes) in &files {
+    let as_text = gz_file(DEFAULT, &parquet_rows);
+    for (key, bytes) in files.iter().chain([(&"AWSLogs/1/vpcflowlogs/p.log.parquet".to_string(), &as_text)]) {
         for (line, r) in expected(bytes) {
             assert_eq!(got.get(&(key.clone(), line)), Some(&&r), "{key} line {line}");
             want += 1;
@@ -104,7 +110,7 @@ fn queue_end_to_end() {
 
     // The summary adds up, the test event was ignored, and the queue is empty.
     assert_eq!(summary.test_events, 1);
-    assert_eq!(summary.files, 5);
+    assert_eq!(summary.files, 6);
     assert_eq!(summary.malformed, 1);
     assert_eq!((summary.files_damaged, summary.files_missing), (1, 1));
     assert_eq!(summary.unknown_fields.get("surprise-field"), Some(&1));
@@ -112,6 +118,7 @@ fn queue_end_to_end() {
     assert_eq!(summary.messages_deleted, 7);
     let nodata = files
         .values()
+        .chain([&as_text])
         .flat_map(|b| expected(b).into_values())
         .filter(|r| r.log_status == Some(flowmap_vpc::LogStatus::Nodata))
         .count();
@@ -147,21 +154,20 @@ fn deletion_waits_for_the_sink_and_the_cap_holds() {
         })
     };
     // Two files in (the test event took a slot, and was deleted at once: it announces nothing).
-    wait_until("two files", Duration::from_secs(20), || sink.0.lock().unwrap().sealed.len() >= 2);
+    let files_seen =
+        || -> HashSet<String> { sink.0.lock().unwrap().records.iter().map(|(_, o, _)| o.key.clone()).collect() };
+    wait_until("two files", Duration::from_secs(20), || files_seen().len() >= 2);
     // Held for longer than the visibility timeout: nothing deleted, nothing more received.
     for _ in 0..5 {
         thread::sleep(Duration::from_secs(1));
         let (visible, in_flight) = queue_counts(&url);
         assert_eq!(visible + in_flight, 6, "no file message deleted before the acknowledgement");
         assert!(in_flight <= 2, "in flight {in_flight} over the cap");
-        let files: HashSet<String> = sink.0.lock().unwrap().records.iter().map(|(_, o, _)| o.key.clone()).collect();
+        let files = files_seen();
         assert!(files.len() <= 2, "read {} files with 2 messages allowed", files.len());
     }
     sink.0.lock().unwrap().hold = false;
-    wait_until("all files", Duration::from_secs(30), || {
-        let files: HashSet<String> = sink.0.lock().unwrap().records.iter().map(|(_, o, _)| o.key.clone()).collect();
-        files.len() == 6
-    });
+    wait_until("all files", Duration::from_secs(30), || files_seen().len() == 6);
     wait_until("an empty queue", Duration::from_secs(30), || queue_counts(&url) == (0, 0));
     stop.request();
     let (summary, _) = run.join().unwrap().unwrap();

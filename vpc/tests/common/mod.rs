@@ -44,12 +44,17 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{t}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
 
+/// An Authorization header: moto checks no signatures, but treats a request without one as
+/// anonymous (and refuses anonymous overwrites and deletions).
+const AUTH: &str = "Authorization: AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/s3/aws4_request, \
+                    SignedHeaders=host, Signature=0\r\n";
+
 /// One plain HTTP/1.1 request to moto (it checks no signatures); returns status and body.
 pub fn http(method: &str, path: &str, body: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(host_port()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n{AUTH}\r\n",
         host_port(),
         body.len()
     );
