@@ -86,7 +86,7 @@ fn generate(out: &PathBuf, mb: u64) -> anyhow::Result<()> {
             let start = t0 + rows / 2000;
             line.clear();
             use std::fmt::Write as _;
-            if r % 1000 == 0 {
+            if r.is_multiple_of(1000) {
                 let _ = writeln!(line, "2 123456789010 eni-{eni:017x} - - - - - - - {start} {} - NODATA", start + 60);
             } else {
                 let _ = writeln!(
@@ -103,7 +103,7 @@ fn generate(out: &PathBuf, mb: u64) -> anyhow::Result<()> {
                     1 + (r >> 12) % 2000,
                     64 + (r >> 24) % 3_000_000,
                     start + 60,
-                    if (r >> 40) % 20 == 0 { "REJECT" } else { "ACCEPT" },
+                    if (r >> 40).is_multiple_of(20) { "REJECT" } else { "ACCEPT" },
                 );
             }
             gz.write_all(line.as_bytes())?;

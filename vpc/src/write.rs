@@ -117,7 +117,7 @@ pub fn write_parquet<W: Write + Send, S: AsRef<str>>(
             }
             column.typed::<Int64Type>().write_batch(&ints, Some(&defs), None)?;
         } else {
-            let strings: Vec<ByteArray> = values.filter(|v| *v != "-").map(|v| ByteArray::from(v)).collect();
+            let strings: Vec<ByteArray> = values.filter(|v| *v != "-").map(ByteArray::from).collect();
             column.typed::<ByteArrayType>().write_batch(&strings, Some(&defs), None)?;
         }
         column.close()?;

@@ -59,6 +59,9 @@ fn queue_end_to_end() {
     put_object(&bucket, "gone.log.gz", &gz_file(DEFAULT, &rows(5, 4)));
     delete_object(&bucket, "gone.log.gz");
 
+    // A message that is not an S3 event.
+    let client = sqs();
+    rt().block_on(client.send_message().queue_url(&url).message_body("{\"hello\": 1}").send()).unwrap();
     let s = settings(
         &url,
         &dir.path().join("state.jsonl"),
@@ -114,8 +117,10 @@ fn queue_end_to_end() {
     assert_eq!(summary.malformed, 1);
     assert_eq!((summary.files_damaged, summary.files_missing), (1, 1));
     assert_eq!(summary.unknown_fields.get("surprise-field"), Some(&1));
-    assert_eq!(summary.messages_received, 7, "6 uploads and the test event");
-    assert_eq!(summary.messages_deleted, 7);
+    assert_eq!(summary.messages_received, 8, "6 uploads, the test event, the bad message");
+    assert_eq!(summary.bad_messages, 1);
+    assert!(located.iter().any(|(what, _)| what.starts_with("message ")), "{located:?}");
+    assert_eq!(summary.messages_deleted, 8);
     let nodata = files
         .values()
         .chain([&as_text])
