@@ -13,12 +13,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryStreamExt;
+use futures::StreamExt;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc::UnboundedSender;
-use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::parse::{self, HeaderError, ParseError, ParseStats};
 use crate::sink::{
@@ -78,6 +77,31 @@ impl<R: Read> Read for Fetch<R> {
                 Err(e)
             }
         }
+    }
+}
+
+/// Chunks fetched ahead (per file).
+const PREFETCH: usize = 64;
+
+/// Reads the chunks a fetching task sends; an error from the store is an I/O error here.
+struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        bytes::Buf::advance(&mut self.current, n);
+        Ok(n)
     }
 }
 
@@ -284,9 +308,20 @@ impl<S: Sink> Processor<S> {
             },
             size,
         );
-        let stream = got.into_stream().map_err(io::Error::other);
-        let bridge = SyncIoBridge::new_with_handle(StreamReader::new(stream), self.handle.clone());
-        let fetch = Fetch { inner: bridge, bytes: self.read_bytes.clone(), failed: failed.clone() };
+        // Fetch ahead on the runtime while this thread decompresses and parses: a bounded
+        // channel of chunks (memory: at most PREFETCH chunks), so the two overlap.
+        let (tx, rx) = tokio::sync::mpsc::channel(PREFETCH);
+        let mut stream = got.into_stream();
+        self.handle.spawn(async move {
+            while let Some(chunk) = stream.next().await {
+                let stop = chunk.is_err();
+                if tx.send(chunk.map_err(io::Error::other)).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        let chunks = ChunkReader { rx, current: bytes::Bytes::new() };
+        let fetch = Fetch { inner: chunks, bytes: self.read_bytes.clone(), failed: failed.clone() };
         let header_err = |e: HeaderError| {
             if failed.load(Ordering::Relaxed) {
                 Open::Retry(e.to_string())
