@@ -6,6 +6,9 @@
 //! $B generate --out /tmp/vpc-75m.log.gz --mb 75   # a default-format gzip file of ~75 MB
 //! $B parse /tmp/vpc-75m.log.gz                     # records/s parsed from gzip, peak RSS
 //! $B ingest /tmp/vpc-75m.log.gz                    # the whole ingester (backfill, local store), peak RSS
+//! # the same over S3 (moto): create bucket "bench" first, then
+//! E=$(scripts/objectstore start | tail -1); export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+//! $B upload /tmp/vpc-75m.log.gz --s3-endpoint $E && $B ingest /tmp/vpc-75m.log.gz --s3-endpoint $E
 //! ```
 //!
 //! Each prints one JSON line: records, seconds, records per second, bytes, and `peak_rss_mib`
@@ -39,8 +42,24 @@ enum Cmd {
     },
     /// Parses a file (the parser alone).
     Parse { file: PathBuf },
-    /// Ingests a file through the whole ingester (backfill over a local store).
-    Ingest { file: PathBuf },
+    /// Ingests a file through the whole ingester (backfill over a local store, or with
+    /// `--s3-endpoint`, over bucket `bucket` of an S3-compatible service, after `upload`).
+    Ingest {
+        file: PathBuf,
+        #[arg(long)]
+        s3_endpoint: Option<String>,
+        #[arg(long, default_value = "bench")]
+        bucket: String,
+    },
+    /// Uploads a file to an S3-compatible service (its own process: the upload's memory is not
+    /// the ingester's).
+    Upload {
+        file: PathBuf,
+        #[arg(long)]
+        s3_endpoint: String,
+        #[arg(long, default_value = "bench")]
+        bucket: String,
+    },
 }
 
 /// The process's peak resident set, MiB (`VmHWM` in /proc/self/status).
@@ -177,22 +196,48 @@ impl Sink for Count {
     }
 }
 
-fn ingest(file: &PathBuf) -> anyhow::Result<()> {
+fn s3_settings(endpoint: &str, state: &std::path::Path) -> anyhow::Result<Settings> {
+    Ok(Settings::from_toml(&format!(
+        "[store]\nkind = \"s3\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\nallow_http = true\n\
+         [state]\npath = \"{}\"\nretention = \"1d\"\n",
+        state.display()
+    ))?)
+}
+
+fn upload(file: &PathBuf, endpoint: &str, bucket: &str) -> anyhow::Result<()> {
+    use object_store::ObjectStoreExt;
     let root = tempfile::tempdir()?;
-    let bucket = root.path().join("bench");
-    std::fs::create_dir_all(&bucket)?;
-    let name = file.file_name().context("file name")?;
-    // A hard link (or a copy across file systems) into the store's bucket directory.
-    if std::fs::hard_link(file, bucket.join(name)).is_err() {
-        std::fs::copy(file, bucket.join(name))?;
-    }
-    let settings = Settings::from_toml(&format!(
-        "[store]\nkind = \"local\"\nroot = \"{}\"\n[state]\npath = \"{}\"\nretention = \"1d\"\n",
-        root.path().display(),
-        root.path().join("state.jsonl").display()
-    ))?;
+    let stores = flowmap_vpc::store::Stores::new(s3_settings(endpoint, &root.path().join("s"))?.store);
+    let store = stores.bucket(bucket)?;
+    let name = file.file_name().context("file name")?.to_string_lossy().to_string();
+    let bytes = std::fs::read(file)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(store.put(&object_store::path::Path::from(name.as_str()), bytes.into()))?;
+    println!("{}", serde_json::json!({"uploaded": name, "bucket": bucket}));
+    Ok(())
+}
+
+fn ingest(file: &PathBuf, s3_endpoint: Option<String>, bucket_name: String) -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let settings = match &s3_endpoint {
+        Some(endpoint) => s3_settings(endpoint, &root.path().join("state.jsonl"))?,
+        None => {
+            let bucket = root.path().join(&bucket_name);
+            std::fs::create_dir_all(&bucket)?;
+            let name = file.file_name().context("file name")?;
+            // A hard link (or a copy across file systems) into the store's bucket directory.
+            if std::fs::hard_link(file, bucket.join(name)).is_err() {
+                std::fs::copy(file, bucket.join(name))?;
+            }
+            Settings::from_toml(&format!(
+                "[store]\nkind = \"local\"\nroot = \"{}\"\n[state]\npath = \"{}\"\nretention = \"1d\"\n",
+                root.path().display(),
+                root.path().join("state.jsonl").display()
+            ))?
+        }
+    };
     let range = BackfillRange {
-        bucket: "bench".into(),
+        bucket: bucket_name,
         prefix: String::new(),
         from: std::time::UNIX_EPOCH,
         to: std::time::SystemTime::now() + Duration::from_secs(86_400),
@@ -204,7 +249,7 @@ fn ingest(file: &PathBuf) -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "bench": "ingest", "records": sink.records, "files": summary.files, "bytes": summary.bytes,
+            "bench": "ingest", "store": if s3_endpoint.is_some() { "s3" } else { "local" }, "records": sink.records, "files": summary.files, "bytes": summary.bytes,
             "malformed": summary.malformed, "seconds": secs, "records_per_sec": sink.records as f64 / secs,
             "peak_rss_mib": peak_rss_mib(),
         })
@@ -216,6 +261,7 @@ fn main() -> anyhow::Result<()> {
     match Args::parse().cmd {
         Cmd::Generate { out, mb } => generate(&out, mb),
         Cmd::Parse { file } => parse(&file),
-        Cmd::Ingest { file } => ingest(&file),
+        Cmd::Ingest { file, s3_endpoint, bucket } => ingest(&file, s3_endpoint, bucket),
+        Cmd::Upload { file, s3_endpoint, bucket } => upload(&file, &s3_endpoint, &bucket),
     }
 }
