@@ -424,7 +424,9 @@ impl<S: Sink> Controller<S> {
         if let Some((client, url, permits)) = queue {
             let released = self.tracker.delivered(0);
             self.delete(client, url, permits, released.deletable).await;
-            if self.last_extension.elapsed() >= Duration::from_secs(1) {
+            // Checked several times within `extend_before`, so a busy loop still extends in time.
+            let every = (self.tracker.limits().extend_before / 4).min(Duration::from_secs(1));
+            if self.last_extension.elapsed() >= every {
                 self.last_extension = Instant::now();
                 let due = self.tracker.due_extensions(Instant::now());
                 self.extend(client, url, due).await;

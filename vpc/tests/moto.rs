@@ -146,7 +146,7 @@ fn deletion_waits_for_the_sink_and_the_cap_holds() {
     let s = settings(
         &url,
         &dir.path().join("state.jsonl"),
-        "max_in_flight = 2\nreceive_wait = \"1s\"\nvisibility_timeout = \"2s\"\nextend_before = \"1s\"",
+        "max_in_flight = 2\nreceive_wait = \"1s\"\nvisibility_timeout = \"3s\"\nextend_before = \"2s\"",
         "max_bytes = 1000000\nmax_files = 10\nmax_wait = \"200ms\"\nbatch_records = 1000",
     );
     let sink = Recorder::default();
