@@ -2,9 +2,9 @@
 //!
 //! Both block the calling thread and run their own tokio runtime (2 worker threads): the lead
 //! calls them from a thread of its own. Inside, one *controller* task owns the
-//! [`Tracker`](crate::tracker::Tracker) and the [`Processed`] state; a *receiver* task long-polls
+//! [`crate::tracker::Tracker`] and the [`Processed`] state; a *receiver* task long-polls
 //! SQS, never holding more messages than `max_in_flight` (a semaphore: a permit per message, given
-//! back when the message is deleted or released); the *processing thread* ([`crate::process`])
+//! back when the message is deleted or released); the *processing thread* (`process.rs`)
 //! reads files and calls the sink.
 //!
 //! The controller's order of work after the sink's watermark moves is the at-least-once

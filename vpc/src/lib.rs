@@ -35,7 +35,7 @@
 //! - [`backfill`]: listing a prefix for a time range.
 //! - [`jsonl`]: a JSON-lines file sink (the example ingester, tests).
 //! - [`output`]: records to `flowmap_schema::VpcFlowRecord`.
-//! - [`write`]: writing flow log files (text gzip, Parquet) for the simulator, tests, benchmarks.
+//! - [`mod@write`]: writing flow log files (text gzip, Parquet) for the simulator, tests, benchmarks.
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
