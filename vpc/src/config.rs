@@ -89,6 +89,13 @@ pub struct RawQueue {
     /// Extend a message's visibility when less than this is left of it.
     #[serde(with = "humantime_serde")]
     pub extend_before: Duration,
+    /// Receive calls in flight at once (1 to 16; each takes up to 10 messages).
+    #[serde(default = "default_receivers")]
+    pub receivers: u32,
+}
+
+const fn default_receivers() -> u32 {
+    4
 }
 
 /// Grouping of files into mouthfuls.
@@ -185,6 +192,8 @@ pub struct QueueSettings {
     pub visibility_timeout: Duration,
     /// Less than `visibility_timeout`.
     pub extend_before: Duration,
+    /// 1 to 16.
+    pub receivers: u32,
 }
 
 /// Settings, checked: every value is usable as it is.
@@ -268,6 +277,9 @@ impl Settings {
                 {
                     return Err(invalid("queue.visibility_timeout must be whole seconds, 1 s to 12 h"));
                 }
+                if !(1..=16).contains(&q.receivers) {
+                    return Err(invalid("queue.receivers must be 1 to 16"));
+                }
                 if q.extend_before >= q.visibility_timeout || q.extend_before.is_zero() {
                     return Err(invalid("queue.extend_before must be above 0 and below visibility_timeout"));
                 }
@@ -279,6 +291,7 @@ impl Settings {
                     receive_wait: q.receive_wait,
                     visibility_timeout: q.visibility_timeout,
                     extend_before: q.extend_before,
+                    receivers: q.receivers,
                 })
             }
         };
@@ -347,6 +360,8 @@ mod tests {
             ("max_in_flight = 0", "zero in flight"),
             ("max_in_flight = 120001", "above SQS's limit"),
             ("max_in_flight = 1\nsurprise = 1", "unknown key"),
+            ("max_in_flight = 1\nreceivers = 0", "no receiver"),
+            ("max_in_flight = 1\nreceivers = 17", "too many receivers"),
         ] {
             assert!(Settings::from_toml(&queue(extra)).is_err(), "{why}");
         }

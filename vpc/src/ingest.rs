@@ -2,7 +2,7 @@
 //!
 //! Both block the calling thread and run their own tokio runtime (2 worker threads): the lead
 //! calls them from a thread of its own. Inside, one *controller* task owns the
-//! [`crate::tracker::Tracker`] and the [`Processed`] state; a *receiver* task long-polls
+//! [`crate::tracker::Tracker`] and the [`Processed`] state; `receivers` *receiver* tasks long-poll
 //! SQS, never holding more messages than `max_in_flight` (a semaphore: a permit per message, given
 //! back when the message is deleted or released); the *processing thread* (`process.rs`)
 //! reads files and calls the sink.
@@ -123,14 +123,19 @@ pub fn run_queue<S: Sink>(
         let permits = Arc::new(Semaphore::new(queue.max_in_flight as usize));
         let (msg_tx, mut msg_rx) = mpsc::channel(64);
         let receiving = Arc::new(AtomicBool::new(true));
-        let receiver = tokio::spawn(receive_loop(
-            client.clone(),
-            queue.clone(),
-            permits.clone(),
-            msg_tx,
-            receiving.clone(),
-            c.receive_errors.clone(),
-        ));
+        let receivers: Vec<_> = (0..queue.receivers)
+            .map(|_| {
+                tokio::spawn(receive_loop(
+                    client.clone(),
+                    queue.clone(),
+                    permits.clone(),
+                    msg_tx.clone(),
+                    receiving.clone(),
+                    c.receive_errors.clone(),
+                ))
+            })
+            .collect();
+        drop(msg_tx);
         let mut last_message = Instant::now();
         let mut receiver_done = false;
         let mut tick = tokio::time::interval(settings.poll);
@@ -158,7 +163,9 @@ pub fn run_queue<S: Sink>(
                 break;
             }
         }
-        let _ = receiver.await;
+        for r in receivers {
+            let _ = r.await;
+        }
         c.finish()
     })
 }

@@ -12,6 +12,17 @@ use std::time::Duration;
 
 use crate::sink::{Batch, MouthfulId, Sealed, Sink, SinkError};
 
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    id: u64,
+    mouthful: MouthfulId,
+    bucket: &'a str,
+    key: &'a str,
+    etag: &'a str,
+    line: u64,
+    record: &'a crate::record::Record,
+}
+
 /// The JSON-lines file sink.
 pub struct JsonLinesSink {
     out: BufWriter<File>,
@@ -44,15 +55,18 @@ impl Sink for JsonLinesSink {
     fn submit(&mut self, batch: Batch) -> Result<(), SinkError> {
         if let Some(file) = &batch.file {
             for r in &batch.records {
-                self.line(&serde_json::json!({
-                    "id": file.record_id(r.line),
-                    "mouthful": batch.mouthful,
-                    "bucket": file.id.bucket,
-                    "key": file.id.key,
-                    "etag": file.id.etag,
-                    "line": r.line,
-                    "record": r,
-                }))?;
+                let line = Line {
+                    id: file.record_id(r.line),
+                    mouthful: batch.mouthful,
+                    bucket: &file.id.bucket,
+                    key: &file.id.key,
+                    etag: &file.id.etag,
+                    line: r.line,
+                    record: r,
+                };
+                // Serialized straight from the borrowed fields (no intermediate JSON tree).
+                serde_json::to_writer(&mut self.out, &line).map_err(err)?;
+                self.out.write_all(b"\n").map_err(err)?;
             }
         }
         for d in &batch.dead_letters {

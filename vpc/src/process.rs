@@ -83,6 +83,26 @@ impl<R: Read> Read for Fetch<R> {
 /// Chunks fetched ahead (per file).
 const PREFETCH: usize = 64;
 
+/// Files whose GETs are started ahead of the one being parsed (object stores answer a GET in
+/// tens of milliseconds: without this, small files are read one round trip at a time).
+const FETCH_AHEAD: usize = 4;
+
+/// A file being fetched: its metadata (once the GET answers), then its chunks.
+struct Started {
+    meta: tokio::sync::oneshot::Receiver<Result<object_store::ObjectMeta, GetError>>,
+    chunks: tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>,
+}
+
+/// Why a GET gave no object.
+enum GetError {
+    /// The object does not exist.
+    NotFound,
+    /// No store for the bucket, or a key that is not a path.
+    Unusable(String),
+    /// An error a retry may cure.
+    Retry(String),
+}
+
 /// Reads the chunks a fetching task sends; an error from the store is an I/O error here.
 struct ChunkReader {
     rx: tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>,
@@ -156,8 +176,17 @@ impl<S: Sink> Processor<S> {
 
     fn mouthful(&mut self, plan: MouthfulPlan) -> Result<(), SinkError> {
         let mut files = Vec::new();
-        for item in plan.items {
-            match item {
+        // Files fetched ahead (GETs in flight) while the current one is parsed.
+        let mut ahead: std::collections::VecDeque<Started> = std::collections::VecDeque::new();
+        let mut next = 0;
+        for i in 0..plan.items.len() {
+            while next < plan.items.len() && (next <= i || ahead.len() < FETCH_AHEAD) {
+                if let Item::File(f) = &plan.items[next] {
+                    ahead.push_back(self.start(f));
+                }
+                next += 1;
+            }
+            match plan.items[i].clone() {
                 Item::BadMessage { message_id, reason, body } => {
                     let dead = DeadLetter { source: DeadSource::Message { message_id }, reason, text: body };
                     self.submit(Batch {
@@ -169,7 +198,8 @@ impl<S: Sink> Processor<S> {
                     self.report(Report::DeadLetters(1));
                 }
                 Item::File(file) => {
-                    if let Some(outcome) = self.file(plan.id, file)? {
+                    let Some(started) = ahead.pop_front() else { continue };
+                    if let Some(outcome) = self.file(plan.id, file, started)? {
                         files.push(outcome);
                     }
                 }
@@ -182,9 +212,14 @@ impl<S: Sink> Processor<S> {
     }
 
     /// Reads one file; `None` when it failed and will be retried (its messages released).
-    fn file(&mut self, mouthful: MouthfulId, file: FileRef) -> Result<Option<FileOutcome>, SinkError> {
+    fn file(
+        &mut self,
+        mouthful: MouthfulId,
+        file: FileRef,
+        started: Started,
+    ) -> Result<Option<FileOutcome>, SinkError> {
         let failed = Arc::new(AtomicBool::new(false));
-        let opened = self.open(&file, &failed);
+        let opened = self.open(&file, started, &failed);
         let (info, opened) = match opened {
             Ok(pair) => pair,
             Err(Open::Retry(reason)) => {
@@ -277,20 +312,53 @@ impl<S: Sink> Processor<S> {
         Ok((stats, unknown, dead_count, status))
     }
 
-    fn open(&self, file: &FileRef, failed: &Arc<AtomicBool>) -> Result<(FileInfo, Opened), Open> {
+    /// Starts fetching a file on the runtime: the GET, then its chunks into a bounded channel
+    /// (at most [`PREFETCH`] chunks ahead of the parser).
+    fn start(&self, file: &FileRef) -> Started {
+        let (meta_tx, meta) = tokio::sync::oneshot::channel();
+        let (tx, chunks) = tokio::sync::mpsc::channel(PREFETCH);
+        let stores = self.stores.clone();
+        let (bucket, key) = (file.bucket.clone(), file.key.clone());
+        self.handle.spawn(async move {
+            let store = match stores.bucket(&bucket) {
+                Ok(s) => s,
+                Err(e) => return drop(meta_tx.send(Err(GetError::Unusable(e.to_string())))),
+            };
+            let path = match Path::parse(&key) {
+                Ok(p) => p,
+                Err(e) => return drop(meta_tx.send(Err(GetError::Unusable(format!("bad key: {e}"))))),
+            };
+            let got = match store.get(&path).await {
+                Ok(g) => g,
+                Err(object_store::Error::NotFound { .. }) => return drop(meta_tx.send(Err(GetError::NotFound))),
+                Err(e) => return drop(meta_tx.send(Err(GetError::Retry(e.to_string())))),
+            };
+            if meta_tx.send(Ok(got.meta.clone())).is_err() {
+                return;
+            }
+            let mut stream = got.into_stream();
+            while let Some(chunk) = stream.next().await {
+                let stop = chunk.is_err();
+                if tx.send(chunk.map_err(io::Error::other)).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Started { meta, chunks }
+    }
+
+    fn open(&self, file: &FileRef, started: Started, failed: &Arc<AtomicBool>) -> Result<(FileInfo, Opened), Open> {
         let etag_of = |e: Option<&String>| e.cloned().unwrap_or_default();
         let dead =
             |status, reason: String| Open::Dead { status, reason, etag: etag_of(file.etag.as_ref()), size: file.size };
-        let store = self.stores.bucket(&file.bucket).map_err(|e| dead(FileStatus::Unreadable, e.to_string()))?;
-        let path = Path::parse(&file.key).map_err(|e| dead(FileStatus::Unreadable, format!("bad key: {e}")))?;
-        let got = match self.handle.block_on(store.get(&path)) {
-            Ok(g) => g,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(dead(FileStatus::Missing, "object not found".into()))
-            }
-            Err(e) => return Err(Open::Retry(e.to_string())),
+        let meta = match started.meta.blocking_recv() {
+            Ok(Ok(meta)) => meta,
+            Ok(Err(GetError::NotFound)) => return Err(dead(FileStatus::Missing, "object not found".into())),
+            Ok(Err(GetError::Unusable(reason))) => return Err(dead(FileStatus::Unreadable, reason)),
+            Ok(Err(GetError::Retry(reason))) => return Err(Open::Retry(reason)),
+            Err(_) => return Err(Open::Retry("the fetching task ended".into())),
         };
-        let stored_etag = got.meta.e_tag.as_deref().map(|e| e.trim_matches('"').to_string());
+        let stored_etag = meta.e_tag.as_deref().map(|e| e.trim_matches('"').to_string());
         if let (Some(announced), Some(stored)) = (&file.etag, &stored_etag) {
             if announced != stored {
                 return Err(dead(
@@ -299,7 +367,7 @@ impl<S: Sink> Processor<S> {
                 ));
             }
         }
-        let size = got.meta.size;
+        let size = meta.size;
         let info = FileInfo::new(
             ObjectId {
                 bucket: file.bucket.clone(),
@@ -308,19 +376,7 @@ impl<S: Sink> Processor<S> {
             },
             size,
         );
-        // Fetch ahead on the runtime while this thread decompresses and parses: a bounded
-        // channel of chunks (memory: at most PREFETCH chunks), so the two overlap.
-        let (tx, rx) = tokio::sync::mpsc::channel(PREFETCH);
-        let mut stream = got.into_stream();
-        self.handle.spawn(async move {
-            while let Some(chunk) = stream.next().await {
-                let stop = chunk.is_err();
-                if tx.send(chunk.map_err(io::Error::other)).await.is_err() || stop {
-                    break;
-                }
-            }
-        });
-        let chunks = ChunkReader { rx, current: bytes::Bytes::new() };
+        let chunks = ChunkReader { rx: started.chunks, current: bytes::Bytes::new() };
         let fetch = Fetch { inner: chunks, bytes: self.read_bytes.clone(), failed: failed.clone() };
         let header_err = |e: HeaderError| {
             if failed.load(Ordering::Relaxed) {
