@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::backfill::BackfillRange;
 use crate::config::{QueueSettings, Settings};
 use crate::event::parse_notification;
-use crate::process::{Job, Processor, Report};
+use crate::process::{Job, Live, Processor, Report};
 use crate::progress::Progress;
 use crate::sink::{MouthfulId, Sink, SinkError};
 use crate::state::{Processed, StateError};
@@ -262,7 +262,7 @@ struct Controller<S> {
     started: Instant,
     stopping: Option<Instant>,
     last_extension: Instant,
-    read_bytes: Arc<AtomicU64>,
+    live: Arc<Live>,
     /// Failed receive calls (counted by the receiver task).
     receive_errors: Arc<AtomicU64>,
 }
@@ -282,7 +282,7 @@ impl<S: Sink> Controller<S> {
         let (report_tx, reports) = mpsc::unbounded_channel();
         // One mouthful queued beside the one being processed.
         let (jobs, job_rx) = std::sync::mpsc::sync_channel(1);
-        let read_bytes = Arc::new(AtomicU64::new(0));
+        let live = Arc::new(Live::default());
         let processor = Processor::new(
             sink,
             stores.clone(),
@@ -290,7 +290,7 @@ impl<S: Sink> Controller<S> {
             settings.batch_records,
             settings.poll,
             report_tx,
-            read_bytes.clone(),
+            live.clone(),
         );
         let thread = std::thread::Builder::new()
             .name("flowmap-vpc-process".into())
@@ -319,7 +319,7 @@ impl<S: Sink> Controller<S> {
             started: Instant::now(),
             stopping: None,
             last_extension: Instant::now(),
-            read_bytes,
+            live,
             receive_errors: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -441,7 +441,12 @@ impl<S: Sink> Controller<S> {
         }
         self.summary.elapsed_s = self.started.elapsed().as_secs_f64();
         self.summary.queue_errors += self.receive_errors.swap(0, Ordering::Relaxed);
-        self.progress.update(&self.summary, self.read_bytes.load(Ordering::Relaxed), self.tracker.in_flight());
+        self.progress.update(
+            &self.summary,
+            self.live.bytes.load(Ordering::Relaxed),
+            self.live.records.load(Ordering::Relaxed),
+            self.tracker.in_flight(),
+        );
         if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
             return Err(self.thread_error());
         }

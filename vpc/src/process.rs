@@ -54,14 +54,23 @@ pub(crate) struct Processor<S> {
     pub batch_records: usize,
     pub poll: Duration,
     pub reports: UnboundedSender<Report>,
-    pub read_bytes: Arc<AtomicU64>,
+    pub live: Arc<Live>,
     watermark: MouthfulId,
+}
+
+/// Live counts for the progress line, updated by the processing thread.
+#[derive(Default)]
+pub(crate) struct Live {
+    /// Bytes read from objects (as stored).
+    pub bytes: AtomicU64,
+    /// Records handed to the sink.
+    pub records: AtomicU64,
 }
 
 /// Counts bytes read, and remembers whether the object store (not the decoder) failed.
 struct Fetch<R> {
     inner: R,
-    bytes: Arc<AtomicU64>,
+    live: Arc<Live>,
     failed: Arc<AtomicBool>,
 }
 
@@ -69,7 +78,7 @@ impl<R: Read> Read for Fetch<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.inner.read(buf) {
             Ok(n) => {
-                self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                self.live.bytes.fetch_add(n as u64, Ordering::Relaxed);
                 Ok(n)
             }
             Err(e) => {
@@ -138,9 +147,9 @@ impl<S: Sink> Processor<S> {
         batch_records: usize,
         poll: Duration,
         reports: UnboundedSender<Report>,
-        read_bytes: Arc<AtomicU64>,
+        live: Arc<Live>,
     ) -> Self {
-        Processor { sink, stores, handle, batch_records, poll, reports, read_bytes, watermark: 0 }
+        Processor { sink, stores, handle, batch_records, poll, reports, live, watermark: 0 }
     }
 
     /// Runs until [`Job::Stop`] (or the controller is gone); returns the sink.
@@ -169,6 +178,7 @@ impl<S: Sink> Processor<S> {
     }
 
     fn submit(&mut self, batch: Batch) -> Result<(), SinkError> {
+        self.live.records.fetch_add(batch.records.len() as u64, Ordering::Relaxed);
         self.sink.submit(batch)?;
         self.poll_delivered();
         Ok(())
@@ -377,7 +387,7 @@ impl<S: Sink> Processor<S> {
             size,
         );
         let chunks = ChunkReader { rx: started.chunks, current: bytes::Bytes::new() };
-        let fetch = Fetch { inner: chunks, bytes: self.read_bytes.clone(), failed: failed.clone() };
+        let fetch = Fetch { inner: chunks, live: self.live.clone(), failed: failed.clone() };
         let header_err = |e: HeaderError| {
             if failed.load(Ordering::Relaxed) {
                 Open::Retry(e.to_string())

@@ -40,11 +40,11 @@ impl Progress {
         self.bar.set_length(total_bytes);
     }
 
-    pub(crate) fn update(&self, s: &Summary, read_bytes: u64, in_flight: usize) {
+    pub(crate) fn update(&self, s: &Summary, read_bytes: u64, records: u64, in_flight: usize) {
         self.bar.set_position(read_bytes);
         self.bar.set_message(format!(
             "files {} records {} malformed {} in flight {} mouthfuls {}/{}",
-            s.files, s.records, s.malformed, in_flight, s.mouthfuls_delivered, s.mouthfuls
+            s.files, records, s.malformed, in_flight, s.mouthfuls_delivered, s.mouthfuls
         ));
     }
 
