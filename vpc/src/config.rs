@@ -130,8 +130,10 @@ impl Default for RawMouthful {
 pub struct RawState {
     /// The state file (JSON lines; created if missing).
     pub path: PathBuf,
-    /// How long an entry is kept (past the queue's message retention, a notification can no
-    /// longer come back).
+    /// How long an entry is kept: at least the queue's visibility timeout (a message whose
+    /// object was recorded but not deleted comes back within it after a crash); longer also
+    /// skips duplicate notifications and repeated backfills. Memory: 30 to 60 bytes per object (a
+    /// 128-bit hash and a timestamp in a hash map).
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
 }
@@ -302,6 +304,13 @@ impl Settings {
         if raw.state.retention.is_zero() {
             return Err(invalid("state.retention must be above 0"));
         }
+        if let Some(q) = &queue {
+            // A message whose object was recorded but not yet deleted comes back within its
+            // visibility timeout after a crash: the record must still be there.
+            if raw.state.retention < q.visibility_timeout {
+                return Err(invalid("state.retention must be at least queue.visibility_timeout"));
+            }
+        }
         Ok(Settings {
             store,
             queue,
@@ -368,6 +377,8 @@ mod tests {
         let bad_extend = queue("max_in_flight = 1").replace("extend_before = \"10s\"", "extend_before = \"30s\"");
         assert!(Settings::from_toml(&bad_extend).is_err());
         let bad_wait = queue("max_in_flight = 1").replace("receive_wait = \"1s\"", "receive_wait = \"21s\"");
+        let short_state = queue("max_in_flight = 1").replace("retention = \"1d\"", "retention = \"29s\"");
+        assert!(Settings::from_toml(&short_state).is_err(), "state kept shorter than the visibility timeout");
         assert!(Settings::from_toml(&bad_wait).is_err());
         let no_unit = queue("max_in_flight = 1").replace("\"30s\"", "30");
         assert!(Settings::from_toml(&no_unit).is_err(), "durations carry their unit");

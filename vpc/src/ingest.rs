@@ -262,6 +262,7 @@ struct Controller<S> {
     started: Instant,
     stopping: Option<Instant>,
     last_extension: Instant,
+    last_maintenance: Instant,
     live: Arc<Live>,
     /// Failed receive calls (counted by the receiver task).
     receive_errors: Arc<AtomicU64>,
@@ -319,6 +320,7 @@ impl<S: Sink> Controller<S> {
             started: Instant::now(),
             stopping: None,
             last_extension: Instant::now(),
+            last_maintenance: Instant::now(),
             live,
             receive_errors: Arc::new(AtomicU64::new(0)),
         })
@@ -438,6 +440,10 @@ impl<S: Sink> Controller<S> {
                 let due = self.tracker.due_extensions(Instant::now());
                 self.extend(client, url, due).await;
             }
+        }
+        if self.last_maintenance.elapsed() >= Duration::from_secs(60) {
+            self.last_maintenance = Instant::now();
+            self.processed.maintain(SystemTime::now())?;
         }
         self.summary.elapsed_s = self.started.elapsed().as_secs_f64();
         self.summary.queue_errors += self.receive_errors.swap(0, Ordering::Relaxed);

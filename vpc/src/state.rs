@@ -6,10 +6,17 @@
 //! sink sees its records again, with the same record ids); a crash between recording and
 //! deletion brings the message back, and the object is skipped.
 //!
-//! The file is JSON lines, one object per line with the time it was recorded, appended and
-//! synced per mouthful. On opening, entries older than the retention are dropped and the file is
-//! rewritten (through a temporary file and a rename), so it holds about `retention` worth of
-//! objects. A line that does not parse (a torn last write) is counted and dropped.
+//! Each object is kept as a 128-bit hash of its identity (see [`object_hash`]) and the time it
+//! was recorded: 16 bytes and a timestamp per object, so a fleet's hundreds of thousands of
+//! files an hour fit in memory for hours. The file is JSON lines (`{"h": "<32 hex digits>",
+//! "at": <seconds>}`), appended and synced per mouthful. Entries older than the retention are
+//! dropped on opening and by [`Processed::maintain`], which also rewrites the file (through a
+//! temporary file and a rename) once the appended lines outnumber the live entries. A line that
+//! does not parse (a torn last write) is counted and dropped.
+//!
+//! The retention must cover at least the queue's visibility timeout (a message whose object was
+//! recorded but which was not yet deleted comes back within it after a crash); longer also skips
+//! duplicate notifications and backfills over the same range.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -30,16 +37,35 @@ pub struct StateError {
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Entry {
-    #[serde(flatten)]
-    id: ObjectId,
+    /// [`object_hash`], 32 hex digits.
+    h: String,
     /// Seconds since the epoch when recorded.
     at: u64,
+}
+
+/// A stable 128-bit hash of an object's identity: FNV-1a 128 over the bucket, key and ETag, each
+/// preceded by its length in bytes (64-bit little-endian). Stable across processes and versions,
+/// because it is kept in the state file.
+pub fn object_hash(id: &ObjectId) -> u128 {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    let mut h = OFFSET;
+    for part in [&id.bucket, &id.key, &id.etag] {
+        for &b in (part.len() as u64).to_le_bytes().iter().chain(part.as_bytes()) {
+            h ^= u128::from(b);
+            h = h.wrapping_mul(PRIME);
+        }
+    }
+    h
 }
 
 /// The processed objects.
 pub struct Processed {
     path: PathBuf,
-    entries: HashMap<ObjectId, u64>,
+    retention: Duration,
+    entries: HashMap<u128, u64>,
+    /// Lines appended since the file was last rewritten.
+    appended: usize,
     file: BufWriter<File>,
     /// Lines dropped when opening because they did not parse.
     pub torn_lines: u64,
@@ -64,12 +90,15 @@ impl Processed {
             Ok(f) => {
                 for line in BufReader::new(f).lines() {
                     let line = line.map_err(err)?;
-                    match serde_json::from_str::<Entry>(&line) {
-                        Ok(e) if e.at >= cutoff => {
-                            entries.insert(e.id, e.at);
+                    let parsed = serde_json::from_str::<Entry>(&line)
+                        .ok()
+                        .and_then(|e| u128::from_str_radix(&e.h, 16).ok().map(|h| (h, e.at)));
+                    match parsed {
+                        Some((h, at)) if at >= cutoff => {
+                            entries.insert(h, at);
                         }
-                        Ok(_) => {}
-                        Err(_) => torn_lines += 1,
+                        Some(_) => {}
+                        None => torn_lines += 1,
                     }
                 }
             }
@@ -79,24 +108,13 @@ impl Processed {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        // Compact: write the kept entries to a temporary file and rename it over the old one.
-        let tmp = path.with_extension("compacting");
-        {
-            let mut w = BufWriter::new(File::create(&tmp).map_err(err)?);
-            for (id, &at) in &entries {
-                serde_json::to_writer(&mut w, &Entry { id: id.clone(), at }).map_err(|e| err(e.into()))?;
-                w.write_all(b"\n").map_err(err)?;
-            }
-            w.into_inner().map_err(|e| err(e.into_error()))?.sync_all().map_err(err)?;
-        }
-        std::fs::rename(&tmp, path).map_err(err)?;
-        let file = OpenOptions::new().append(true).open(path).map_err(err)?;
-        Ok(Processed { path: path.to_path_buf(), entries, file: BufWriter::new(file), torn_lines })
+        let file = rewrite(path, &entries).map_err(err)?;
+        Ok(Processed { path: path.to_path_buf(), retention, entries, appended: 0, file, torn_lines })
     }
 
     /// True when `id` was processed.
     pub fn contains(&self, id: &ObjectId) -> bool {
-        self.entries.contains_key(id)
+        self.entries.contains_key(&object_hash(id))
     }
 
     /// The number of objects recorded.
@@ -122,10 +140,12 @@ impl Processed {
         let at = secs(now);
         let mut any = false;
         for id in ids {
-            if self.entries.insert(id.clone(), at).is_none() {
-                let entry = Entry { id: id.clone(), at };
+            let h = object_hash(id);
+            if self.entries.insert(h, at).is_none() {
+                let entry = Entry { h: format!("{h:032x}"), at };
                 serde_json::to_writer(&mut self.file, &entry).map_err(|e| err(e.into()))?;
                 self.file.write_all(b"\n").map_err(err)?;
+                self.appended += 1;
                 any = true;
             }
         }
@@ -135,6 +155,40 @@ impl Processed {
         }
         Ok(())
     }
+
+    /// Drops entries older than the retention, and rewrites the file when the lines appended
+    /// since it was last written outnumber the live entries (so the file stays within about twice
+    /// the live entries). Cheap when there is nothing to do; the ingester calls it every minute.
+    ///
+    /// # Errors
+    /// [`StateError`] when the file cannot be rewritten.
+    pub fn maintain(&mut self, now: SystemTime) -> Result<(), StateError> {
+        let cutoff = secs(now).saturating_sub(self.retention.as_secs());
+        self.entries.retain(|_, at| *at >= cutoff);
+        if self.appended > self.entries.len().max(1024) {
+            self.file.flush().map_err(|source| StateError { path: self.path.clone(), source })?;
+            self.file =
+                rewrite(&self.path, &self.entries).map_err(|source| StateError { path: self.path.clone(), source })?;
+            self.appended = 0;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the entries to a temporary file, syncs it, renames it over `path`, and opens `path`
+/// for appending.
+fn rewrite(path: &Path, entries: &HashMap<u128, u64>) -> std::io::Result<BufWriter<File>> {
+    let tmp = path.with_extension("compacting");
+    {
+        let mut w = BufWriter::new(File::create(&tmp)?);
+        for (h, &at) in entries {
+            serde_json::to_writer(&mut w, &Entry { h: format!("{h:032x}"), at })?;
+            w.write_all(b"\n")?;
+        }
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok(BufWriter::new(OpenOptions::new().append(true).open(path)?))
 }
 
 #[cfg(test)]
@@ -176,10 +230,55 @@ mod tests {
         p.record([&id("a", "1")], t0).unwrap();
         drop(p);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"{\"bucket\":\"b\",\"ke").unwrap();
+        f.write_all(b"{\"h\":\"00ff").unwrap();
         drop(f);
         let p = Processed::open(&path, Duration::from_secs(60), t0).unwrap();
         assert_eq!(p.torn_lines, 1);
         assert_eq!(p.len(), 1);
+    }
+
+    #[test]
+    fn maintain_expires_and_bounds_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.jsonl");
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let hour = Duration::from_secs(3600);
+        let mut p = Processed::open(&path, hour, t0).unwrap();
+        let ids: Vec<ObjectId> = (0..3000).map(|i| id(&format!("k{i}"), "e")).collect();
+        p.record(&ids[..2000], t0).unwrap();
+        p.record(&ids[2000..], t0 + hour).unwrap();
+        // Nothing expired yet; 3000 appended lines, 3000 live: no rewrite.
+        p.maintain(t0 + hour).unwrap();
+        assert_eq!((p.len(), std::fs::read_to_string(&path).unwrap().lines().count()), (3000, 3000));
+        // The first 2000 expire: 3000 lines for 1000 live entries, so the file is rewritten.
+        p.maintain(t0 + hour + Duration::from_secs(1)).unwrap();
+        assert_eq!(p.len(), 1000);
+        assert!(!p.contains(&ids[0]) && p.contains(&ids[2999]));
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1000);
+        // Appending goes on after the rewrite, and a reopening sees the same.
+        p.record([&ids[0]], t0 + hour + Duration::from_secs(2)).unwrap();
+        drop(p);
+        let p = Processed::open(&path, hour, t0 + hour + Duration::from_secs(2)).unwrap();
+        assert_eq!(p.len(), 1001);
+        assert!(p.contains(&ids[0]));
+    }
+
+    #[test]
+    fn object_hash_is_stable_and_length_prefixed() {
+        let a = ObjectId { bucket: "ab".into(), key: "c".into(), etag: "e".into() };
+        let b = ObjectId { bucket: "a".into(), key: "bc".into(), etag: "e".into() };
+        assert_ne!(object_hash(&a), object_hash(&b));
+        assert_eq!(object_hash(&a), object_hash(&a.clone()));
+        // The documented algorithm, written out.
+        let mut bytes = Vec::new();
+        for part in ["ab", "c", "e"] {
+            bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(part.as_bytes());
+        }
+        let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+        for b in bytes {
+            h = (h ^ u128::from(b)).wrapping_mul(0x0100_0000_0000_0000_0000_013b);
+        }
+        assert_eq!(object_hash(&a), h);
     }
 }
