@@ -166,7 +166,8 @@ fn deletion_waits_for_the_sink_and_the_cap_holds() {
     for _ in 0..5 {
         thread::sleep(Duration::from_secs(1));
         let (visible, in_flight) = queue_counts(&url);
-        assert_eq!(visible + in_flight, 6, "no file message deleted before the acknowledgement");
+        // 6 file messages (plus the test event, if it was not yet received and deleted).
+        assert!(visible + in_flight >= 6, "a file message was deleted before the acknowledgement");
         assert!(in_flight <= 2, "in flight {in_flight} over the cap");
         let files = files_seen();
         assert!(files.len() <= 2, "read {} files with 2 messages allowed", files.len());
