@@ -15,6 +15,8 @@
 //! - [`ip_from_bytes`] / [`ip_to_bytes`]: the raw 4- or 16-byte address form used on the wire.
 //! - [`flow_id`]: the stable id of a flow.
 //! - [`attributed`]: the job's output schema, [`AttributedFlow`] (`proto/flowmap/v1/attributed.proto`).
+//! - [`vpc`]: the output schema of VPC flow log rows, [`VpcFlowRecord`] (`proto/flowmap/v1/vpc.proto`),
+//!   and their stable id, [`vpc_record_id`].
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -24,8 +26,14 @@ use prost::Message;
 
 pub mod attributed;
 pub mod view;
+pub mod vpc;
 
 pub use attributed::{decode_attributed, encode_attributed, AttributedFlow, Evidence, Reason, ATTRIBUTED_PROTO};
+
+pub use vpc::{
+    decode_vpc_record, encode_vpc_record, vpc_record_id, VpcAction, VpcAddressField, VpcEnd, VpcFlowDirection,
+    VpcFlowRecord, VpcLogStatus, VpcReason, VpcRecordIdHasher, VpcTrafficType, VPC_PROTO,
+};
 
 pub use view::{view_batch, AssignmentView, BatchView, FlowView, OwnershipView};
 
@@ -355,3 +363,5 @@ impl FlowIdHasher {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vpc_tests;
