@@ -280,12 +280,14 @@ mod tests {
         let row = FlowRow {
             remote: Ip::from_wire(&flow.remote_ip).unwrap(),
             start: 5,
+            batch_at: 0,
             id: 42,
             msg_off: 0,
             msg_len: bytes.len() as u32,
             remote_port: 443,
             exporter: 0,
             flags: 0,
+            direction: 1,
         };
         let mut names = Names::default();
         let v = verdict(&mut names);
@@ -298,6 +300,7 @@ mod tests {
             },
             verdicts: vec![v],
             names,
+            ..Default::default()
         }
     }
 

@@ -28,7 +28,7 @@
 //! let name = evidence.names.push("db");
 //! evidence.claims.push(ClaimIn { ip: db, port: 0, kind: EvidenceKind::Heartbeat, from: 0, to: 1_000, name });
 //! let flow = FlowPiece {
-//!     rows: vec![FlowRow { remote: db, start: 500, id: 1, msg_off: 0, msg_len: 0, remote_port: 5432, exporter: 0, flags: 0 }],
+//!     rows: vec![FlowRow { remote: db, start: 500, batch_at: 0, id: 1, msg_off: 0, msg_len: 0, remote_port: 5432, exporter: 0, flags: 0, direction: 0 }],
 //!     ..Default::default()
 //! };
 //! let params = AttributeParams {
@@ -55,7 +55,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 use crate::index::{Index, IndexParams, IndexSize};
-use crate::records::{EvidencePiece, FlowPiece, FlowRow, Names, VerdictPiece};
+use crate::records::{Disagreement, EvidencePiece, FlowPiece, FlowRow, Names, VerdictPiece};
 use crate::types::Time;
 
 /// Parameters of the lookup.
@@ -151,20 +151,40 @@ impl<'scope> Attribute<'scope> for Stream<'scope, Time, Vec<FlowPiece>> {
                         let Some(piece) = pending.pop() else { break };
                         fuel = fuel.saturating_sub(piece.rows.len());
                         let mut names = Names::default();
-                        let mut verdicts: Vec<_> = piece
-                            .rows
-                            .iter()
-                            .map(|row| index.lookup(&piece, row, params.names.then_some(&mut names)))
-                            .collect();
+                        let n = piece.rows.len();
+                        let (mut verdicts, mut checks) = (Vec::with_capacity(n), Vec::with_capacity(n));
+                        let mut disagreements = Vec::new();
+                        for row in &piece.rows {
+                            let looked = index.lookup(&piece, row, params.names.then_some(&mut names));
+                            if let Some((peer, claims, evidence)) = looked.disagreement {
+                                let row = verdicts.len() as u32;
+                                disagreements.push(Disagreement { row, peer, claims, evidence });
+                            }
+                            verdicts.push(looked.verdict);
+                            checks.push(looked.check);
+                        }
                         let mut piece = piece;
                         if piece.rows.iter().any(FlowRow::rebuild) {
                             // Rows re-read to rebuild state were looked up for the memo only.
-                            let mut keep = piece.rows.iter().map(|r| !r.rebuild());
-                            verdicts.retain(|_| keep.next().unwrap_or(false));
+                            let keep: Vec<bool> = piece.rows.iter().map(|r| !r.rebuild()).collect();
+                            let mut index_of = Vec::with_capacity(n);
+                            let mut kept = 0u32;
+                            for k in &keep {
+                                index_of.push(kept);
+                                kept += u32::from(*k);
+                            }
+                            disagreements.retain(|d| keep[d.row as usize]);
+                            for d in &mut disagreements {
+                                d.row = index_of[d.row as usize];
+                            }
+                            let mut k = keep.iter();
+                            verdicts.retain(|_| *k.next().unwrap_or(&false));
+                            let mut k = keep.iter();
+                            checks.retain(|_| *k.next().unwrap_or(&false));
                             piece.rows.retain(|r| !r.rebuild());
                         }
                         if !piece.rows.is_empty() {
-                            session.give(VerdictPiece { flows: piece, verdicts, names });
+                            session.give(VerdictPiece { flows: piece, verdicts, checks, disagreements, names });
                         }
                     }
                     drop(session);

@@ -95,8 +95,25 @@ pub struct ConnIn {
     pub end: Time,
     /// The exporter did not see the connection established.
     pub start_unobserved: bool,
-    /// The reporting end's workload.
+    /// Which side the reporting end was ([`direction`]).
+    pub direction: u8,
+    /// When the reporting end's own record of the connection is looked up (its dataflow time):
+    /// the other end uses it to tell whether that lookup saw its own record (see
+    /// [`crate::index`], counting a connection once).
+    pub lookup: Time,
+    /// The reporting end's workload ("" when its exporter did not know it: the record still
+    /// tells the other end that both ends reported the connection).
     pub name: NameRef,
+}
+
+/// Which side of a connection an end was, as a byte.
+pub mod direction {
+    /// Not known.
+    pub const UNKNOWN: u8 = 0;
+    /// The end connected out.
+    pub const CLIENT: u8 = 1;
+    /// The end accepted.
+    pub const SERVER: u8 = 2;
 }
 
 /// An assignment event: from `at` on, `ip` belongs to `name` (released when `None`), as far as
@@ -177,6 +194,9 @@ pub struct FlowRow {
     pub remote: Ip,
     /// The flow's start (exporter clock; first seen, when the start was not observed).
     pub start: Time,
+    /// The dataflow time of the batch the record came in (when its own connection record
+    /// entered the other end's worker).
+    pub batch_at: Time,
     /// The flow id (the same for every record of one connection).
     pub id: u64,
     /// Offset of the flow's encoded message in the container's `bytes`.
@@ -189,6 +209,8 @@ pub struct FlowRow {
     pub exporter: u16,
     /// [`flags`].
     pub flags: u8,
+    /// Which side the reporting end was ([`direction`]).
+    pub direction: u8,
 }
 
 impl FlowRow {
@@ -263,6 +285,66 @@ pub enum Verdict {
     Unattributed(Reason),
 }
 
+/// What the other end's own record of a connection says about a verdict (two-sided
+/// verification), per record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Verification {
+    /// The other end's record was not seen (one end only, or the other end outside the fleet
+    /// or without an exporter).
+    OneSided,
+    /// The other end's workload and the claims about its address name the same workload.
+    Agree,
+    /// They name different workloads (or two records of the other end do): a wrong claim
+    /// somewhere; reported as an event.
+    Disagree,
+    /// The other end's record names a workload (or none) and the claims name nobody.
+    PeerOnly,
+}
+
+impl Verification {
+    /// snake_case name, as used in output and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verification::OneSided => "one_sided",
+            Verification::Agree => "agree",
+            Verification::Disagree => "disagree",
+            Verification::PeerOnly => "peer_only",
+        }
+    }
+}
+
+/// The lookup's notes on one record besides its verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Check {
+    /// Two-sided verification (decided at the connection's first record, repeated after).
+    pub verification: Verification,
+    /// The connection's first record looked up (the others repeat its verdict).
+    pub first: bool,
+    /// This end's records carry the connection in aggregates (edges): of the two ends' records
+    /// of one connection, exactly one end's (see [`crate::index`]).
+    pub counts: bool,
+}
+
+impl Default for Check {
+    fn default() -> Self {
+        Check { verification: Verification::OneSided, first: true, counts: true }
+    }
+}
+
+/// A disagreement between the two ends of a connection: what the other end's record says and
+/// what the claims about its address say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Disagreement {
+    /// The row of the piece.
+    pub row: u32,
+    /// The other end's workload(s) (the first one, for two differing records).
+    pub peer: NameRef,
+    /// The workload the claims name (empty when two peer records differ).
+    pub claims: NameRef,
+    /// What the claims rest on.
+    pub evidence: EvidenceKind,
+}
+
 /// Flow records with their verdicts, in the same order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct VerdictPiece {
@@ -270,7 +352,11 @@ pub struct VerdictPiece {
     pub flows: FlowPiece,
     /// One verdict per row of `flows`.
     pub verdicts: Vec<Verdict>,
-    /// The workloads the verdicts name.
+    /// One check per row (empty for flows decided without a lookup: one-sided, first, counts).
+    pub checks: Vec<Check>,
+    /// Disagreements found, for events.
+    pub disagreements: Vec<Disagreement>,
+    /// The workloads the verdicts and disagreements name.
     pub names: Names,
 }
 
@@ -286,5 +372,10 @@ impl VerdictPiece {
     /// Rows and verdicts together.
     pub fn iter(&self) -> impl Iterator<Item = (&FlowRow, &Verdict)> {
         self.flows.rows.iter().zip(&self.verdicts)
+    }
+
+    /// The check of row `i`.
+    pub fn check(&self, i: usize) -> Check {
+        self.checks.get(i).copied().unwrap_or_default()
     }
 }

@@ -145,12 +145,14 @@ fn row(q: &Query) -> (FlowRow, Vec<u8>) {
     let r = FlowRow {
         remote: addr(q.remote),
         start: q.start,
+        batch_at: 0,
         id: q.id,
         msg_off: 0,
         msg_len: bytes.len() as u32,
         remote_port: q.remote_port,
         exporter: 0,
         flags,
+        direction: 0,
     };
     (r, bytes)
 }
@@ -180,6 +182,8 @@ fn pieces(ev: &Ev, peers: usize) -> Vec<EvidencePiece> {
                 start: *start,
                 end: *end,
                 start_unobserved: *unobserved,
+                direction: 0,
+                lookup: 0,
                 name,
             });
         }
@@ -351,7 +355,7 @@ fn by_index_named(c: &Case, named: bool) -> Vec<Answer> {
             let (r, bytes) = row(q);
             let piece = FlowPiece { rows: vec![r], bytes, ..Default::default() };
             let mut names = Names::default();
-            out[i] = match index.lookup(&piece, &r, named.then_some(&mut names)) {
+            out[i] = match index.lookup(&piece, &r, named.then_some(&mut names)).verdict {
                 Verdict::Attributed { name, evidence } => Ok((names.get(name).to_string(), evidence)),
                 Verdict::Unattributed(reason) => Err(reason),
             };

@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use flowmap_operators::index::MAX_NAME;
-use flowmap_operators::records::{flags, AssignIn, ClaimIn, ConnIn, FlowRow, Promise, RunId};
+use flowmap_operators::records::{direction, flags, AssignIn, ClaimIn, ConnIn, FlowRow, Promise, RunId};
 use flowmap_operators::{EvidenceKind, Ip, Reason, Time};
 use flowmap_schema as wire;
 use serde::Serialize;
@@ -346,30 +346,55 @@ impl Admission {
             if f.start_ns < from {
                 flag |= flags::CONTINUED;
             }
+            let direction = match wire::Direction::try_from(f.direction) {
+                Ok(wire::Direction::Client) => direction::CLIENT,
+                Ok(wire::Direction::Server) => direction::SERVER,
+                _ => direction::UNKNOWN,
+            };
             let row = FlowRow {
                 remote,
                 start: f.start_ns,
+                batch_at: at,
                 id,
                 msg_off: 0,
                 msg_len: 0,
                 remote_port,
                 exporter: 0,
                 flags: flag,
+                direction,
             };
             let fleet = self.config.in_fleet(remote);
+            let lookup = at.max(round_up(f.start_ns.saturating_add(self.config.guard()), tick));
             if fleet {
-                let lookup = at.max(round_up(f.start_ns.saturating_add(self.config.guard()), tick));
                 until = until.max(lookup);
                 out.flow(lookup, remote.worker(self.peers), &batch, row, bytes);
             } else if !m.rebuild {
                 out.external(at, &batch, row, bytes, Reason::External);
             }
-            // The local end as evidence.
-            if f.local_workload.is_empty() {
+            // The local end as evidence: this very connection (for the other end's record, even
+            // without a workload: it still shows that both ends reported it), and claims.
+            if f.local_workload.is_empty() && !fleet {
                 continue;
             }
             let piece = out.evidence(at, local.worker(self.peers));
             let name = piece.names.push(f.local_workload);
+            if fleet {
+                piece.conns.push(ConnIn {
+                    local,
+                    local_port,
+                    peer: remote,
+                    peer_port: remote_port,
+                    start: f.start_ns,
+                    end: f.end_ns,
+                    start_unobserved: f.start_unobserved,
+                    direction,
+                    lookup,
+                    name,
+                });
+            }
+            if f.local_workload.is_empty() {
+                continue;
+            }
             let scope = wire::Scope::try_from(f.local_scope).unwrap_or(wire::Scope::Unspecified);
             let server_side = f.direction != wire::Direction::Client as i32;
             let port = match scope {
@@ -382,18 +407,6 @@ impl Admission {
             let (lo, hi) = (f.start_ns.max(from), f.end_ns.min(to));
             if let Some(port) = port.filter(|_| lo < hi) {
                 piece.claims.push(ClaimIn { ip: local, port, kind: EvidenceKind::Flow, from: lo, to: hi, name });
-            }
-            if fleet {
-                piece.conns.push(ConnIn {
-                    local,
-                    local_port,
-                    peer: remote,
-                    peer_port: remote_port,
-                    start: f.start_ns,
-                    end: f.end_ns,
-                    start_unobserved: f.start_unobserved,
-                    name,
-                });
             }
         }
         if m.rebuild {

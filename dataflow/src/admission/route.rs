@@ -110,7 +110,7 @@ impl Routed {
     pub fn take_external(&mut self) -> ByTime<VerdictPiece> {
         std::mem::take(&mut self.external)
             .into_iter()
-            .map(|(t, (b, verdicts))| (t, vec![VerdictPiece { flows: b.piece, verdicts, names: Default::default() }]))
+            .map(|(t, (b, verdicts))| (t, vec![VerdictPiece { flows: b.piece, verdicts, ..Default::default() }]))
             .collect()
     }
 

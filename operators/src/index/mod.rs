@@ -38,7 +38,9 @@ use foldhash::fast::FixedState;
 
 pub use arena::{Arena, MAX_NAME};
 
-use crate::records::{EvidencePiece, FlowPiece, FlowRow, Names, RunId, Verdict};
+use crate::records::{
+    direction, Check, EvidencePiece, FlowPiece, FlowRow, NameRef, Names, RunId, Verdict, Verification,
+};
 use crate::rule::{band, decide, touches, Candidates, Decision, Span};
 use crate::types::{EvidenceKind, Ip, Reason, Time};
 
@@ -74,10 +76,13 @@ struct Conn {
     peer: Ip,
     start: Time,
     end: Time,
+    /// The reporting end's first lookup of this connection.
+    lookup: Time,
     name: u32,
     local_port: u16,
     peer_port: u16,
     start_unobserved: bool,
+    direction: u8,
 }
 
 /// An assignment event; `name == NONE` releases the address. `source` is its source's id,
@@ -148,10 +153,12 @@ struct Run {
     end: Time,
 }
 
-/// A remembered verdict of a connection still open.
+/// A remembered verdict of a connection with several records.
 #[derive(Debug)]
 struct Memo {
     verdict: Remembered,
+    verification: Verification,
+    counts: bool,
     last_seen: Time,
 }
 
@@ -159,6 +166,41 @@ struct Memo {
 enum Remembered {
     Attributed(Box<str>, EvidenceKind),
     Unattributed(Reason),
+}
+
+/// What a lookup found about one record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Looked {
+    /// The verdict on the remote end.
+    pub verdict: Verdict,
+    /// Verification and counting.
+    pub check: Check,
+    /// The other end and the claims disagree: (the other end's workload, the claims' workload,
+    /// what the claims rest on); names in the caller's table.
+    pub disagreement: Option<(NameRef, NameRef, EvidenceKind)>,
+}
+
+/// Two-sided verification: the other end's workloads (`peers`, non-empty) against what the
+/// claims alone decide.
+fn verify(
+    peers: &[&str],
+    claims: Decision<'_>,
+    names: Option<&mut Names>,
+) -> (Verification, Option<(NameRef, NameRef, EvidenceKind)>) {
+    let first = peers[0];
+    let named = |a: &str, b: &str, e| match names {
+        Some(n) => (n.push(a), n.push(b), e),
+        None => (NameRef::default(), NameRef::default(), e),
+    };
+    if peers.iter().any(|w| *w != first) {
+        let other = peers.iter().find(|w| **w != first).copied().unwrap_or("");
+        return (Verification::Disagree, Some(named(first, other, EvidenceKind::Peer)));
+    }
+    match claims {
+        Decision::Attributed { workload, .. } if workload == first => (Verification::Agree, None),
+        Decision::Attributed { workload, evidence } => (Verification::Disagree, Some(named(first, workload, evidence))),
+        Decision::Unattributed(_) => (Verification::PeerOnly, None),
+    }
 }
 
 /// Sizes of an index, for state reports.
@@ -440,6 +482,7 @@ impl Index {
         let end = match found {
             Some(k) => {
                 k.end = k.end.max(c.end);
+                k.lookup = k.lookup.min(c.lookup);
                 k.end
             }
             None => {
@@ -448,10 +491,12 @@ impl Index {
                     peer: c.peer,
                     start: c.start,
                     end: c.end,
+                    lookup: c.lookup,
                     name,
                     local_port: c.local_port,
                     peer_port: c.peer_port,
                     start_unobserved: c.start_unobserved,
+                    direction: c.direction,
                 });
                 c.end
             }
@@ -484,19 +529,23 @@ impl Index {
         schedule(&mut self.wheel, self.slot, entry, ip, end.saturating_add(self.params.retention));
     }
 
-    /// Looks up one flow record of `piece` at the current time. The verdict's workload name is
-    /// written to `names` (or not at all, with `None`, for a caller that only counts).
-    pub fn lookup(&mut self, piece: &FlowPiece, row: &FlowRow, names: Option<&mut Names>) -> Verdict {
+    /// Looks up one flow record of `piece` at the current time. The verdict's workload name
+    /// (and a disagreement's names) are written to `names`, or not at all with `None`, for a
+    /// caller that only counts.
+    pub fn lookup(&mut self, piece: &FlowPiece, row: &FlowRow, mut names: Option<&mut Names>) -> Looked {
         let p = self.params;
         if let Some(m) = self.memo.get_mut(&row.id) {
             // Kept until it expires, not dropped at the final record: batches may arrive out of
             // order, and a slice may come after its connection's final record.
             if m.last_seen.saturating_add(p.retention) > self.now {
                 m.last_seen = self.now;
-                return remembered(&m.verdict, names);
+                let check = Check { verification: m.verification, first: false, counts: m.counts };
+                return Looked { verdict: remembered(&m.verdict, names), check, disagreement: None };
             }
             self.memo.remove(&row.id);
         }
+        let mut check = Check::default();
+        let mut disagreement = None;
         let verdict = if self.now >= row.start.saturating_sub(p.guard).saturating_add(p.retention) {
             Decision::Unattributed(Reason::EvidenceExpired)
         } else {
@@ -505,37 +554,45 @@ impl Index {
                 Some(entry) => match whole_only(entry, row, &self.arena, p, names.is_some() || row.one_of_several()) {
                     Some(decision) => decision,
                     None => {
-                        let peers = &mut self.scratch.peers;
-                        peers.clear();
                         let now = self.now;
-                        candidates(entry, piece, row, &self.arena, &self.runs, p, now, peers, |c| {
-                            decide(c, row.start, p.guard)
+                        let scratch = &mut self.scratch;
+                        candidates(entry, piece, row, &self.arena, &self.runs, p, now, scratch, |c, peers| {
+                            let verdict = decide(c, row.start, p.guard);
+                            check.counts = peers.counts;
+                            if !c.peers.is_empty() {
+                                let claims = decide(&Candidates { peers: Vec::new(), ..c.clone() }, row.start, p.guard);
+                                let (v, d) = verify(&c.peers, claims, names.as_deref_mut());
+                                check.verification = v;
+                                disagreement = d;
+                            }
+                            verdict
                         })
                     }
                 },
             }
         };
-        let out = match verdict {
+        let verdict = match verdict {
             Decision::Attributed { workload, evidence } => {
                 let name = names.map(|n| n.push(workload)).unwrap_or_default();
                 if row.one_of_several() {
                     let remembered = Remembered::Attributed(workload.into(), evidence);
-                    self.remember(row.id, remembered);
+                    self.remember(row.id, remembered, check);
                 }
                 Verdict::Attributed { name, evidence }
             }
             Decision::Unattributed(reason) => {
                 if row.one_of_several() {
-                    self.remember(row.id, Remembered::Unattributed(reason));
+                    self.remember(row.id, Remembered::Unattributed(reason), check);
                 }
                 Verdict::Unattributed(reason)
             }
         };
-        out
+        Looked { verdict, check, disagreement }
     }
 
-    fn remember(&mut self, id: u64, verdict: Remembered) {
-        self.memo.insert(id, Memo { verdict, last_seen: self.now });
+    fn remember(&mut self, id: u64, verdict: Remembered, check: Check) {
+        let memo = Memo { verdict, verification: check.verification, counts: check.counts, last_seen: self.now };
+        self.memo.insert(id, memo);
     }
 
     /// The sizes of the index now (walks every entry: call it at a sampling rate, not per
@@ -622,7 +679,15 @@ fn whole_only<'a>(
     Some(crate::rule::ranges(spans, row.start, p.guard))
 }
 
-/// Gathers the candidates of `row` from `entry` and hands them to `f`.
+/// What the other end's records of a connection tell about counting it.
+#[derive(Clone, Copy, Debug)]
+struct Peers {
+    /// This end's records carry the connection in aggregates (see [`counts`]).
+    counts: bool,
+}
+
+/// Gathers the candidates of `row` from `entry` and hands them to `f`, with what the other
+/// end's records say about counting the connection.
 #[allow(clippy::too_many_arguments)]
 fn candidates<'a, R>(
     entry: &'a Entry,
@@ -632,12 +697,13 @@ fn candidates<'a, R>(
     runs: &Map<RunId, Run>,
     p: IndexParams,
     now: Time,
-    peers: &mut Vec<u32>,
-    f: impl FnOnce(&Candidates<'a>) -> R,
+    scratch: &mut Scratch,
+    f: impl FnOnce(&Candidates<'a>, Peers) -> R,
 ) -> R {
     let b = band(row.start, p.guard);
     let mut c = Candidates::default();
-    for claim in &entry.claims {
+    let mut peers = Peers { counts: true };
+    for claim in entry.claims.iter() {
         if !touches(claim.from, claim.to, b) {
             continue;
         }
@@ -655,24 +721,55 @@ fn candidates<'a, R>(
     }
     if let Some(x) = &entry.extra {
         if !x.conns.is_empty() {
+            let matched = &mut scratch.peers;
+            matched.clear();
             if let Ok(flow) = flowmap_schema::view::parse_flow(piece.message(row)) {
                 let local = Ip::from_wire(flow.local_ip);
                 let horizon = p.guard.saturating_add(p.peer_horizon);
                 // Connection records past their horizon match nothing, swept or not.
-                for k in x.conns.iter().filter(|k| k.end.saturating_add(horizon) > now) {
+                for (i, k) in x.conns.iter().enumerate().filter(|(_, k)| k.end.saturating_add(horizon) > now) {
                     let mirrored = k.local_port == row.remote_port
                         && Some(k.peer) == local
                         && u32::from(k.peer_port) == flow.local_port;
                     if mirrored && same_connection(k, row.start, flow.end_ns, row.start_unobserved(), p.guard) {
-                        peers.push(k.name);
+                        matched.push(i as u32);
                     }
                 }
+                if !matched.is_empty() {
+                    let mine = (local, flow.local_port);
+                    let theirs = (Some(row.remote), u32::from(row.remote_port));
+                    peers.counts = matched.iter().any(|&i| counts(row, &x.conns[i as usize], mine < theirs));
+                }
             }
-            c.peers.extend(peers.iter().map(|n| arena.get(*n)));
+            for &i in matched.iter() {
+                let name = arena.get(x.conns[i as usize].name);
+                if !name.is_empty() {
+                    c.peers.push(name);
+                }
+            }
         }
         assignments(&x.assigns, arena, runs, b, (now, p.retention), &mut c);
     }
-    f(&c)
+    f(&c, peers)
+}
+
+/// Whether this end's record (`row`) carries a connection that the other end reported too
+/// (its record `k`) in aggregates, so that exactly one end does.
+///
+/// The client end does, if the server end's lookup saw the client's record (the client's
+/// record entered no later than the server's lookup); otherwise the server end counted it
+/// (it saw no other end) and the client does not. The server end never does when it sees the
+/// client's record. Which end is the server comes from the directions, and for two ends that
+/// do not know theirs, from the address order (`lower`: this end's (address, port) is the
+/// lower one, and plays the server). Both ends decide the same way from what each saw; only
+/// when neither end's record reached the other's lookup (both batches late) do both count.
+fn counts(row: &FlowRow, k: &Conn, lower: bool) -> bool {
+    let server = match (row.direction, k.direction) {
+        (direction::SERVER, _) | (_, direction::CLIENT) => true,
+        (direction::CLIENT, _) | (_, direction::SERVER) => false,
+        _ => lower,
+    };
+    !server && row.batch_at <= k.lookup
 }
 
 /// Whether a connection record and a flow record (start, end, start seen) are the same

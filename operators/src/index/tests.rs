@@ -34,6 +34,8 @@ impl Ev {
             start,
             end,
             start_unobserved: false,
+            direction: 0,
+            lookup: 0,
             name,
         });
         self
@@ -66,19 +68,21 @@ fn flow(local: (&str, u16), remote: (&str, u16), start: Time, end: Time, id: u64
     let row = FlowRow {
         remote: ip(remote.0),
         start,
+        batch_at: 0,
         id,
         msg_off: 0,
         msg_len: bytes.len() as u32,
         remote_port: remote.1,
         exporter: 0,
         flags: if open { flags::OPEN } else { 0 },
+        direction: 0,
     };
     (FlowPiece { rows: vec![row], bytes, ..Default::default() }, row)
 }
 
 fn verdict(index: &mut Index, piece: &FlowPiece, row: &FlowRow) -> Result<(String, EvidenceKind), Reason> {
     let mut names = Names::default();
-    match index.lookup(piece, row, Some(&mut names)) {
+    match index.lookup(piece, row, Some(&mut names)).verdict {
         Verdict::Attributed { name, evidence } => Ok((names.get(name).to_string(), evidence)),
         Verdict::Unattributed(r) => Err(r),
     }
