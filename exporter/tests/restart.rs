@@ -73,7 +73,10 @@ fn connection_older_than_the_exporter_gets_slices_a_flagged_start_and_one_id_acr
 
         let records_b = flows_of(&b, local, remote);
         assert!(records_b.iter().any(|f| f["open"] == false), "closed under the second exporter: {records_b:?}");
-        assert!(records_b.iter().all(|f| f["start_unobserved"] == true && f["direction"] == direction), "{records_b:?}");
+        assert!(
+            records_b.iter().all(|f| f["start_unobserved"] == true && f["direction"] == direction),
+            "{records_b:?}"
+        );
         assert_eq!(one_identity(&records_b), id, "one connection, one id, across the restart");
     }
     let incarnation = |lines: &[Value]| {
@@ -122,7 +125,11 @@ fn with_the_open_map_pinned_a_connection_keeps_its_real_start_and_direction_afte
     close(client, accepted);
     std::thread::sleep(Duration::from_millis(700));
     let b = second.stop();
-    assert!(common::exporter::log_of(&dir, "second").contains("reused"), "{}", common::exporter::log_of(&dir, "second"));
+    assert!(
+        common::exporter::log_of(&dir, "second").contains("reused"),
+        "{}",
+        common::exporter::log_of(&dir, "second")
+    );
 
     for (local, remote, direction) in [(c, s, "client"), (s, c, "server")] {
         let seen = flows_of(&a, local, remote);

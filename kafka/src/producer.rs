@@ -8,13 +8,17 @@
 //! - every delivery report is counted (`delivered` or `failed`, with the last error kept);
 //! - a caller that must know when *its* records are delivered (the job commits input offsets
 //!   only after that) passes a [`Ticket`], which counts its own outstanding and failed records;
-//! - after a *fatal* error (librdkafka's `fatal_error`: an idempotent producer whose sequence
-//!   the broker cannot continue, seen against Tansu 0.6 after a broker bounce with records in
-//!   flight), the producer is recreated and every record the old one had not got acknowledged
-//!   is sent again, in order, from a buffer bounded like the queue ([`crate::unacked`]);
-//!   counted (`recreations`, `resent`). A resent record may have reached the broker before the
-//!   error: consumers deduplicate (the job drops duplicate batches by sequence number). Tickets
-//!   settle only when the resent record is delivered.
+//! - after a *fatal* error, the producer is recreated and every record the old one had not got
+//!   acknowledged is sent again, in order, from a buffer bounded like the queue
+//!   ([`crate::unacked`]); counted (`recreations`, `resent`). Fatal means librdkafka's own
+//!   `fatal_error`, or a delivery failing with a broker error that says the idempotent
+//!   producer's sequence is broken ([`breaks_the_producer`]): against Tansu 0.6, a broker
+//!   bounced with records in flight answers "Unknown broker error" to every later record of
+//!   that producer (without a librdkafka fatal error), while a new producer (a new producer id)
+//!   is served. A resent record may have reached the broker before the error: consumers
+//!   deduplicate (the job drops duplicate batches by sequence number). A record that fails in
+//!   [`MAX_ATTEMPTS`] producers in a row fails for good (counted), so a record the broker
+//!   refuses every time cannot loop. Tickets settle only when a record is settled for good.
 //!
 //! The producer is idempotent with `acks=all`, so librdkafka's retries neither duplicate nor
 //! reorder records of one partition; records are keyed by the caller (the exporter id, for
@@ -164,6 +168,26 @@ impl Shared {
     }
 }
 
+/// How many producers a record is tried with before its failure is final.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// Whether a delivery error means this producer cannot go on (its records must be resent by a
+/// new one): librdkafka's fatal error, or a broker error about the idempotent producer's
+/// identity or sequence (Tansu answers `UNKNOWN_SERVER_ERROR` for those).
+pub fn breaks_the_producer(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::Fatal
+                | RDKafkaErrorCode::Unknown
+                | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                | RDKafkaErrorCode::UnknownProducerId
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::InvalidProducerIdMapping
+        )
+    )
+}
+
 /// The librdkafka context of one generation: counts delivery reports, settles tickets, and
 /// notices a fatal error.
 struct Context {
@@ -172,6 +196,16 @@ struct Context {
 }
 
 impl ClientContext for Context {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => tracing::error!(target: "librdkafka", fac, "{log_message}"),
+            L::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
+            L::Notice | L::Info => tracing::info!(target: "librdkafka", fac, "{log_message}"),
+            L::Debug => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
             self.fatal.store(true, Ordering::Release);
@@ -195,8 +229,8 @@ impl ProducerContext for Context {
                 }
             }
             Err((error, message)) => {
-                if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
-                    self.fatal.store(true, Ordering::Release);
+                if breaks_the_producer(error.rdkafka_error_code()) && !self.fatal.swap(true, Ordering::AcqRel) {
+                    tracing::error!(%error, "kafka producer broken: it will be recreated and its unacknowledged records resent");
                 }
                 if self.fatal.load(Ordering::Acquire) {
                     // This producer is dead: the record stays buffered for its successor.
@@ -329,6 +363,7 @@ impl Producer {
             payload: record.payload.to_vec(),
             timestamp_ms: record.timestamp_ms,
             headers: record.headers.iter().map(|(k, v)| ((*k).to_string(), v.to_vec())).collect(),
+            attempts: 0,
         };
         let current = inner.current.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         ticket.outstanding.fetch_add(1, Ordering::AcqRel);
@@ -426,8 +461,13 @@ impl Producer {
         drop(std::mem::replace(&mut *current, fresh));
         let pending = inner.shared.unacked().take_all();
         let mut resent = 0u64;
-        for (record, ticket) in pending {
+        for (mut record, ticket) in pending {
             let topic = record.topic.clone();
+            record.attempts += 1;
+            if record.attempts >= MAX_ATTEMPTS {
+                inner.shared.fail(&ticket, format!("failed in {MAX_ATTEMPTS} producers in a row (topic {topic})"));
+                continue;
+            }
             let pushed = inner.shared.unacked().push(record, &ticket);
             let result = match pushed {
                 Ok(id) => {

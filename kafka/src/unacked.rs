@@ -29,6 +29,8 @@ pub(crate) struct Buffered {
     pub payload: Vec<u8>,
     pub timestamp_ms: Option<i64>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// Producers that tried it before the current one.
+    pub attempts: u32,
 }
 
 #[derive(Debug)]
@@ -101,7 +103,14 @@ mod tests {
     use super::*;
 
     fn rec(n: u8) -> Buffered {
-        Buffered { topic: "t".into(), key: vec![n], payload: vec![n; 3], timestamp_ms: None, headers: Vec::new() }
+        Buffered {
+            topic: "t".into(),
+            key: vec![n],
+            payload: vec![n; 3],
+            timestamp_ms: None,
+            headers: Vec::new(),
+            attempts: 0,
+        }
     }
 
     #[test]

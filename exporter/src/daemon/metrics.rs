@@ -173,6 +173,16 @@ impl Metrics {
         }
     }
 
+    /// Copies the producer's own monotone totals.
+    pub fn producer(&self, p: &flowmap_kafka::ProducerStats) {
+        self.queue_sent.absolute(p.sent);
+        self.queue_delivered.absolute(p.delivered);
+        self.queue_dropped.absolute(p.dropped);
+        self.queue_failed.absolute(p.failed);
+        self.producer_recreations.absolute(p.recreations);
+        self.producer_resent.absolute(p.resent);
+    }
+
     /// Records this start: once per process.
     pub fn started(&self, incarnation: u64, pin: &PinOutcome) {
         describe_counter!(

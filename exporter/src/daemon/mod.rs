@@ -186,6 +186,10 @@ pub fn run(
             std::thread::sleep(wait);
             probe.events.read_available(&mut closed);
         }
+        // The producer's counters move between batches (deliveries): copied at every wake-up.
+        if let Some(p) = sink.producer_stats() {
+            metrics.producer(&p);
+        }
         while let Ok((request, reply)) = requests.try_recv() {
             let _ = reply.send(apply(&mut probe, &mut attributor, &request));
         }
@@ -246,20 +250,16 @@ pub fn run(
             metrics.stale_records.absolute(c.refresh_stale);
         }
         metrics.undecodable_ringbuf.absolute(probe.events.decode_errors());
-        if let Some(p) = sink.producer_stats() {
-            metrics.queue_sent.absolute(p.sent);
-            metrics.queue_delivered.absolute(p.delivered);
-            metrics.queue_dropped.absolute(p.dropped);
-            metrics.queue_failed.absolute(p.failed);
-            metrics.producer_recreations.absolute(p.recreations);
-            metrics.producer_resent.absolute(p.resent);
-        }
         process.collect();
         if stopping {
             break;
         }
     }
-    sink.close(Duration::from_secs(10))?;
+    let closed = sink.close(Duration::from_secs(10));
+    if let Some(p) = sink.producer_stats() {
+        metrics.producer(&p);
+    }
+    closed?;
     let _ = std::fs::remove_file(&config.control_socket);
     tracing::info!("stopped after the last batch");
     Ok(())
