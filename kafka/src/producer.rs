@@ -223,12 +223,22 @@ impl ProducerContext for Context {
         let id = id as u64;
         match result {
             Ok(_) => {
-                if let Some(ticket) = self.shared.unacked().settle(id) {
+                let settled = self.shared.unacked().settle(id);
+                if let Some(ticket) = settled {
                     self.shared.counters.delivered.fetch_add(1, Ordering::Relaxed);
                     ticket.outstanding.fetch_sub(1, Ordering::AcqRel);
                 }
             }
             Err((error, message)) => {
+                // A purge happens only when the producer goes away (librdkafka purges on a fatal
+                // error, and dropping a producer purges it): its records are the successor's.
+                let purged = matches!(
+                    error.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+                );
+                if purged {
+                    self.fatal.store(true, Ordering::Release);
+                }
                 if breaks_the_producer(error.rdkafka_error_code()) && !self.fatal.swap(true, Ordering::AcqRel) {
                     tracing::error!(%error, "kafka producer broken: it will be recreated and its unacknowledged records resent");
                 }
@@ -243,6 +253,12 @@ impl ProducerContext for Context {
             }
         }
     }
+}
+
+/// Takes a record that was not queued after all back out of the buffer (a function of its own,
+/// so that the buffer's lock is never held by the caller at the same time).
+fn cancel(shared: &Shared, id: u64) -> Option<Buffered> {
+    shared.unacked().cancel(id)
 }
 
 /// One librdkafka producer; replaced after a fatal error.
@@ -375,11 +391,13 @@ impl Producer {
                 ticket.outstanding.fetch_sub(1, Ordering::AcqRel);
                 return Err(SendError::Refused { topic: record.topic.to_string(), reason: "lost its buffer".into() });
             };
-            // Buffered first: the delivery report may come before `produce` returns.
-            let result = match inner.shared.unacked().push(buffered, ticket) {
+            // Buffered first: the delivery report may come before `produce` returns. (The guard
+            // is a statement of its own: held across `produce`, it would block the reports.)
+            let pushed = inner.shared.unacked().push(buffered, ticket);
+            let result = match pushed {
                 Ok(id) => match current.produce(record, id) {
                     Ok(()) => Ok(()),
-                    Err(e) => match inner.shared.unacked().cancel(id) {
+                    Err(e) => match cancel(&inner.shared, id) {
                         Some(back) => Err((e, back)),
                         None => {
                             ticket.outstanding.fetch_sub(1, Ordering::AcqRel);
@@ -471,12 +489,13 @@ impl Producer {
             let pushed = inner.shared.unacked().push(record, &ticket);
             let result = match pushed {
                 Ok(id) => {
-                    let produced = match inner.shared.unacked().entry(id) {
+                    let entry = inner.shared.unacked().entry(id);
+                    let produced = match entry {
                         Some(record) => current.produce_buffered(&record, id),
                         None => Ok(()), // already reported
                     };
                     produced.inspect_err(|_| {
-                        inner.shared.unacked().cancel(id);
+                        cancel(&inner.shared, id);
                     })
                 }
                 Err(_) => Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)),
@@ -673,8 +692,8 @@ mod tests {
         assert!(p.inject_fatal_error("test: broken sequence"));
         send(10); // recovers first: a new producer, the unacknowledged records resent
         let stats = p.flush(Duration::from_secs(30)).unwrap();
-        assert_eq!(stats.recreations, 1, "{stats:?}");
-        assert!(stats.resent >= 1 && stats.resent <= 5, "{stats:?}");
+        assert_eq!(stats.recreations, 1, "{stats:?} {:?}", p.last_error());
+        assert!(stats.resent >= 1 && stats.resent <= 5, "{stats:?} {:?}", p.last_error());
         assert_eq!((stats.sent, stats.failed, stats.dropped), (11, 0, 0), "{stats:?}");
         assert_eq!((ticket.outstanding(), ticket.failed()), (0, 0));
         let got: Vec<u32> =
@@ -686,6 +705,21 @@ mod tests {
             }
         }
         assert_eq!(first_seen, (0..11).collect::<Vec<_>>(), "every record arrives, in order (duplicates aside)");
+    }
+
+    /// Regression: a record librdkafka refuses (here: too large) took the buffer's lock twice
+    /// in one statement and hung the sender for good.
+    #[test]
+    fn refused_record_is_counted_and_the_next_send_goes_through() {
+        let mut client = away();
+        client.options.insert("message.max.bytes".into(), "1000".into());
+        let p = Producer::new(&client, &ProducerSettings::default()).unwrap();
+        let big = vec![0u8; 5000];
+        assert!(matches!(p.send(&record(&big)), Err(SendError::Refused { .. })));
+        assert!(p.send(&record(b"small")).is_ok());
+        let stats = p.stats();
+        assert_eq!((stats.refused, stats.sent), (1, 1));
+        assert_eq!(p.in_flight(), 1, "the refused record is not buffered");
     }
 
     #[test]
