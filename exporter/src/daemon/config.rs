@@ -210,6 +210,7 @@ impl RawExporterConfig {
         }
         let producer = self.producer.unwrap_or_else(|| ProducerSettings {
             when_full: flowmap_kafka::FullPolicy::Drop,
+            max_message_bytes: DEFAULT_MAX_BATCH_BYTES,
             ..ProducerSettings::default()
         });
         producer.validate().map_err(|e| invalid("producer", e.to_string()))?;
@@ -243,6 +244,10 @@ impl RawExporterConfig {
         })
     }
 }
+
+/// The largest batch the exporter's producer accepts by default (16 MiB): one batch holds a
+/// whole window, and librdkafka's own default (1 MB) is about 15,000 flows.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
 
 /// Where the open-connection map is pinned by default.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/flowmap";
@@ -333,6 +338,7 @@ mod tests {
         let c = RawExporterConfig::load(&path).unwrap().validate().unwrap();
         assert_eq!(c.batch_interval, Duration::from_secs(10));
         assert_eq!(c.producer.when_full, flowmap_kafka::FullPolicy::Drop);
+        assert_eq!(c.producer.max_message_bytes, DEFAULT_MAX_BATCH_BYTES);
         assert_eq!(c.metrics, Some(SocketAddr::from(([127, 0, 0, 1], 9464))));
     }
 
