@@ -51,6 +51,7 @@ pub const MANAGED: &[&str] = &[
     "enable.auto.offset.store",
     "queue.buffering.max.messages",
     "queue.buffering.max.kbytes",
+    "message.max.bytes",
 ];
 
 impl ClientSettings {
