@@ -114,7 +114,7 @@ pub fn lines(path: &Path) -> Vec<Value> {
 }
 
 /// The flow lines whose local and remote ends are these.
-pub fn flows_of<'a>(all: &'a [Value], local: std::net::SocketAddr, remote: std::net::SocketAddr) -> Vec<&'a Value> {
+pub fn flows_of(all: &[Value], local: std::net::SocketAddr, remote: std::net::SocketAddr) -> Vec<&Value> {
     all.iter()
         .filter(|v| {
             v["kind"] == "flow"
