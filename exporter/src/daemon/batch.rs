@@ -207,12 +207,18 @@ impl Batcher {
         let rules = attributor.has_rules();
         let mut flows: Vec<Resolved<'_>> = Vec::with_capacity(closed.len() + input.open.len());
         let open = input.open.iter().filter(|e| e.established.is_some_and(|t| t.0 < to));
+        // Runs of flows on one (IP, namespace) are common (a busy server): observed once a run.
+        let mut last: Option<(IpAddr, u32, bool)> = None;
         for (ev, is_open) in closed.iter().map(|e| (e, false)).chain(open.map(|e| (e, true))) {
             let end = if is_open { to - 1 } else { ev.closed.map_or(to - 1, |t| t.0) };
             let local = attributor.local(ev);
             let by_rule = rules
                 && (matches!(local, Some((_, Source::Cgroup))) || attributor.cgroup_workload(ev.cgroup_id).is_some());
-            shared.observe(ev.local.ip(), ev.netns_ino, by_rule, to);
+            let seen = (ev.local.ip(), ev.netns_ino, by_rule);
+            if last != Some(seen) {
+                shared.observe(seen.0, seen.1, seen.2, to);
+                last = Some(seen);
+            }
             flows.push(Resolved { ev, end, open: is_open, local });
         }
         shared.observe_port_assignments(attributor.by_port.keys(), to);
