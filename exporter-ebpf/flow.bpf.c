@@ -15,7 +15,15 @@
  *  - flow_refresh (raw_tp, never attached) walks flow_open and copies the live
  *    counters of each socket into its record. Userspace runs it with
  *    BPF_PROG_TEST_RUN right before it reads flow_open, so each batch can
- *    report every connection still open with its counters so far.
+ *    report every connection still open with its counters so far. Records
+ *    whose socket is gone (it closed while no probe was attached: the map can
+ *    be pinned and outlive the exporter) are deleted and counted.
+ *
+ *  - flow_seed (iter/task_file) walks every open file of every task on the
+ *    host (all network namespaces), and for each TCP socket: inserts an open
+ *    record for a connection the open map does not know (it predates the
+ *    probe; flagged FLOW_F_SEEDED), and lists listening sockets and the seeded
+ *    connections to userspace through the iterator's file (struct flow_sock).
  *
  * Times are CLOCK_TAI (bpf_ktime_get_tai_ns, kernel >= 6.1): a wall clock that
  * the kernel keeps in step with settimeofday/NTP, unlike ktime_get_ns.
@@ -305,21 +313,34 @@ static long refresh_one(void *map, __u64 *key, struct flow_open *rec, void *ctx)
 
 	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	if (cookie != *key)
-		goto stale;
+		goto gone;
 	__builtin_memcpy(&ev, &rec->ev, sizeof(ev));
 	ev.state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	/* The close was not seen (no probe attached when it happened): the
+	 * socket is done, and so is the record. */
+	if (ev.state == TCP_CLOSE)
+		goto gone;
+	/* The handshake completed while no probe was attached: established
+	 * from now on, as far as this probe knows. */
+	if (ev.established_ns == 0 && ev.state != TCP_SYN_SENT && ev.state != TCP_SYN_RECV) {
+		ev.established_ns = bpf_ktime_get_tai_ns();
+		ev.flags |= FLOW_F_SEEDED;
+	}
 	fill_identity(&ev, sk);
 	fill_counters(&ev, sk);
 	resolve_workload(&ev);
 	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	if (cookie != *key)
-		goto stale;
+		goto gone;
 	ev.flags = (ev.flags | FLOW_F_OPEN) & ~FLOW_F_STALE;
 	__builtin_memcpy(&rec->ev, &ev, sizeof(ev));
 	return 0;
-stale:
-	rec->ev.flags |= FLOW_F_STALE;
+gone:
+	/* The socket behind the record is gone (its memory is a free slab
+	 * object or another socket): the record can never be closed by
+	 * flow_state, so it is removed here. */
 	count(FLOW_CTR_REFRESH_STALE);
+	bpf_map_delete_elem(&flow_open, key);
 	return 0;
 }
 
@@ -327,5 +348,90 @@ SEC("raw_tp/flow_refresh")
 int flow_refresh(void *ctx)
 {
 	bpf_for_each_map_elem(&flow_open, refresh_one, (void *)0, 0);
+	return 0;
+}
+
+/* States of a connection that was established and is not closed yet. */
+static __always_inline int is_established_like(__u8 state)
+{
+	return state == TCP_ESTABLISHED || state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 ||
+	       state == TCP_CLOSE_WAIT || state == TCP_LAST_ACK || state == TCP_CLOSING;
+}
+
+/*
+ * Seed the open map from the sockets that exist now. Run by userspace through
+ * an iterator file: at start (connections that predate the exporter) and at
+ * every batch (listening sockets, for port-scoped heartbeats and for the
+ * direction of seeded connections). Visits each socket once per task whose
+ * file table holds it; the BPF_NOEXIST insert makes repeats harmless.
+ */
+SEC("iter/task_file")
+int flow_seed(struct bpf_iter__task_file *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct file *file = ctx->file;
+	struct flow_open rec = {};
+	struct flow_sock out = {};
+	struct socket *sock;
+	struct sock *sk;
+	__u16 family;
+	__u64 cookie;
+	__u8 state;
+	long err;
+
+	if (!file)
+		return 0;
+	sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	sk = sock->sk;
+	if (!sk)
+		return 0;
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state == TCP_LISTEN) {
+		out.kind = FLOW_SOCK_LISTENER;
+		cookie = bpf_get_socket_cookie(sk);
+		fill_identity(&rec.ev, sk);
+	} else if (is_established_like(state)) {
+		cookie = bpf_get_socket_cookie(sk);
+		if (bpf_map_lookup_elem(&flow_open, &cookie))
+			return 0; /* known: flow_state saw it open, or an earlier pass seeded it */
+		rec.sk = (__u64)sk;
+		rec.ev.cookie = cookie;
+		rec.ev.opened_ns = bpf_ktime_get_tai_ns();
+		rec.ev.established_ns = rec.ev.opened_ns;
+		rec.ev.direction = FLOW_DIR_UNKNOWN;
+		rec.ev.state = state;
+		rec.ev.flags = FLOW_F_OPEN | FLOW_F_SEEDED;
+		fill_identity(&rec.ev, sk);
+		fill_counters(&rec.ev, sk);
+		resolve_workload(&rec.ev);
+		err = bpf_map_update_elem(&flow_open, &cookie, &rec, BPF_NOEXIST);
+		if (err == -17 /* EEXIST: inserted meanwhile */)
+			return 0;
+		if (err) {
+			count(FLOW_CTR_OPEN_MAP_FULL);
+			return 0;
+		}
+		count(FLOW_CTR_SEEDED);
+		out.kind = FLOW_SOCK_SEEDED;
+	} else {
+		return 0;
+	}
+	out.cookie = cookie;
+	out.cgroup_id = rec.ev.cgroup_id;
+	out.netns_ino = rec.ev.netns_ino;
+	out.family = rec.ev.family;
+	out.local_port = rec.ev.local_port;
+	out.remote_port = rec.ev.remote_port;
+	out.state = state;
+	__builtin_memcpy(out.local_addr, rec.ev.local_addr, 16);
+	__builtin_memcpy(out.remote_addr, rec.ev.remote_addr, 16);
+	bpf_seq_write(seq, &out, sizeof(out));
 	return 0;
 }

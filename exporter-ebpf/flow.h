@@ -20,7 +20,7 @@
 #ifndef FLOWMAP_FLOW_H
 #define FLOWMAP_FLOW_H
 
-#define FLOW_ABI_VERSION 1
+#define FLOW_ABI_VERSION 2
 
 /* Map sizes (userspace may override max_entries at load time). */
 #define FLOW_RINGBUF_BYTES (256 * 1024)
@@ -49,11 +49,17 @@
 /* The last refresh could not confirm the socket behind the record; the
  * counters are those of the previous refresh. */
 #define FLOW_F_STALE (1u << 6)
+/* The probe did not see the handshake: the record was seeded from a socket
+ * that already existed (flow_seed), or its handshake completed while no probe
+ * was attached. opened_ns/established_ns are when the probe first saw it
+ * established, not when it was established. */
+#define FLOW_F_SEEDED (1u << 7)
 
 /* Indices of the per-CPU counter array FLOW_COUNTERS_MAP. */
 #define FLOW_CTR_RINGBUF_DROPS 0 /* bpf_ringbuf_reserve failed: a close event was lost */
 #define FLOW_CTR_OPEN_MAP_FULL 1 /* an open record could not be inserted */
-#define FLOW_CTR_REFRESH_STALE 2 /* refresh found a record whose socket is gone */
+#define FLOW_CTR_REFRESH_STALE 2 /* refresh found (and deleted) a record whose socket is gone */
+#define FLOW_CTR_SEEDED 3        /* flow_seed inserted an open record for an existing socket */
 #define FLOW_CTR_COUNT 4
 
 /*
@@ -111,6 +117,30 @@ struct workload_port_key {
 	__u16 _pad;    /* must be zero */
 };
 
+/* flow_sock.kind */
+#define FLOW_SOCK_LISTENER 1 /* a listening socket */
+#define FLOW_SOCK_SEEDED 2   /* a connection flow_seed inserted into the open map */
+
+/*
+ * One socket listed by the flow_seed iterator, read by userspace from the
+ * iterator's file: every listening socket, and every connection the pass
+ * inserted into the open map (so userspace can set its direction). Same
+ * address conventions as struct flow_event.
+ */
+struct flow_sock {
+	__u64 cookie;
+	__u64 cgroup_id;
+	__u32 netns_ino;
+	__u16 family;
+	__u16 local_port;
+	__u16 remote_port;
+	__u8 kind;  /* FLOW_SOCK_* */
+	__u8 state; /* TCP state */
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+	__u32 _pad; /* zero */
+};
+
 /* Names of the objects in flow.bpf.o (map names are limited to 15 chars). */
 #define FLOW_EVENTS_MAP "flow_events"
 #define FLOW_OPEN_MAP "flow_open"
@@ -119,5 +149,6 @@ struct workload_port_key {
 #define FLOW_COUNTERS_MAP "flow_counters"
 #define FLOW_STATE_PROG "flow_state"
 #define FLOW_REFRESH_PROG "flow_refresh"
+#define FLOW_SEED_PROG "flow_seed"
 
 #endif /* FLOWMAP_FLOW_H */

@@ -96,6 +96,28 @@ struct tcp_sock {
 	__u32 total_retrans;
 } PAI;
 
+/* The task_file iterator's context (include/linux/bpf.h, kernel/bpf/task_iter.c). */
+struct seq_file;
+struct task_struct;
+struct file;
+
+struct socket {
+	struct sock *sk;
+} PAI;
+
+struct bpf_iter_meta {
+	struct seq_file *seq;
+	__u64 session_id;
+	__u64 seq_num;
+} PAI;
+
+struct bpf_iter__task_file {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;
+	__u32 fd;
+	struct file *file;
+} PAI;
+
 /* Constants from the kernel headers (stable UAPI / enum values). */
 #define AF_INET 2
 #define AF_INET6 10
@@ -105,8 +127,15 @@ struct tcp_sock {
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
 #define TCP_SYN_RECV 3
+#define TCP_FIN_WAIT1 4
+#define TCP_FIN_WAIT2 5
+#define TCP_TIME_WAIT 6
 #define TCP_CLOSE 7
+#define TCP_CLOSE_WAIT 8
+#define TCP_LAST_ACK 9
 #define TCP_LISTEN 10
+#define TCP_CLOSING 11
+#define TCP_NEW_SYN_RECV 12
 
 /* enum sock_flags in include/net/sock.h: bit number in sk_flags */
 #define SOCK_DONE 1

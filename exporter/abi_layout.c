@@ -52,6 +52,17 @@ int main(void)
 	FIELD(workload_port_key, addr);
 	FIELD(workload_port_key, port);
 	FIELD(workload_port_key, _pad);
+	FIELD(flow_sock, cookie);
+	FIELD(flow_sock, cgroup_id);
+	FIELD(flow_sock, netns_ino);
+	FIELD(flow_sock, family);
+	FIELD(flow_sock, local_port);
+	FIELD(flow_sock, remote_port);
+	FIELD(flow_sock, kind);
+	FIELD(flow_sock, state);
+	FIELD(flow_sock, local_addr);
+	FIELD(flow_sock, remote_addr);
+	FIELD(flow_sock, _pad);
 	printf("];\n");
 
 	printf("/// Generated: (struct, sizeof).\n");
@@ -60,6 +71,7 @@ int main(void)
 	SIZE(flow_open);
 	SIZE(workload_addr_key);
 	SIZE(workload_port_key);
+	SIZE(flow_sock);
 	printf("];\n");
 
 	printf("/// Generated: (constant, value).\n");
@@ -78,9 +90,13 @@ int main(void)
 	CONST(FLOW_F_FIN_RECEIVED);
 	CONST(FLOW_F_OPEN);
 	CONST(FLOW_F_STALE);
+	CONST(FLOW_F_SEEDED);
 	CONST(FLOW_CTR_RINGBUF_DROPS);
 	CONST(FLOW_CTR_OPEN_MAP_FULL);
 	CONST(FLOW_CTR_REFRESH_STALE);
+	CONST(FLOW_CTR_SEEDED);
+	CONST(FLOW_SOCK_LISTENER);
+	CONST(FLOW_SOCK_SEEDED);
 	CONST(FLOW_CTR_COUNT);
 	printf("];\n");
 
@@ -93,6 +109,7 @@ int main(void)
 	STR(FLOW_COUNTERS_MAP);
 	STR(FLOW_STATE_PROG);
 	STR(FLOW_REFRESH_PROG);
+	STR(FLOW_SEED_PROG);
 	printf("];\n");
 	return 0;
 }

@@ -14,7 +14,7 @@
 use std::mem::size_of;
 
 /// Version of the ABI in `flow.h` (`FLOW_ABI_VERSION`).
-pub const FLOW_ABI_VERSION: u32 = 1;
+pub const FLOW_ABI_VERSION: u32 = 2;
 
 /// Default ring buffer size in bytes (`FLOW_RINGBUF_BYTES`).
 pub const FLOW_RINGBUF_BYTES: u32 = 256 * 1024;
@@ -44,6 +44,8 @@ pub const FLOW_F_FIN_RECEIVED: u32 = 1 << 4;
 pub const FLOW_F_OPEN: u32 = 1 << 5;
 /// Refresh could not confirm the socket (`FLOW_F_STALE`).
 pub const FLOW_F_STALE: u32 = 1 << 6;
+/// The handshake was not observed; times are when the probe first saw it (`FLOW_F_SEEDED`).
+pub const FLOW_F_SEEDED: u32 = 1 << 7;
 
 /// Counter index: failed ring buffer reservations (`FLOW_CTR_RINGBUF_DROPS`).
 pub const FLOW_CTR_RINGBUF_DROPS: u32 = 0;
@@ -51,6 +53,8 @@ pub const FLOW_CTR_RINGBUF_DROPS: u32 = 0;
 pub const FLOW_CTR_OPEN_MAP_FULL: u32 = 1;
 /// Counter index: stale records seen by refresh (`FLOW_CTR_REFRESH_STALE`).
 pub const FLOW_CTR_REFRESH_STALE: u32 = 2;
+/// Counter index: open records seeded from existing sockets (`FLOW_CTR_SEEDED`).
+pub const FLOW_CTR_SEEDED: u32 = 3;
 /// Number of slots in the counter array (`FLOW_CTR_COUNT`).
 pub const FLOW_CTR_COUNT: u32 = 4;
 
@@ -68,6 +72,13 @@ pub const FLOW_COUNTERS_MAP: &str = "flow_counters";
 pub const FLOW_STATE_PROG: &str = "flow_state";
 /// Open-record refresh program (`FLOW_REFRESH_PROG`).
 pub const FLOW_REFRESH_PROG: &str = "flow_refresh";
+/// Socket iterator that seeds the open map and lists listeners (`FLOW_SEED_PROG`).
+pub const FLOW_SEED_PROG: &str = "flow_seed";
+
+/// `flow_sock.kind`: a listening socket (`FLOW_SOCK_LISTENER`).
+pub const FLOW_SOCK_LISTENER: u8 = 1;
+/// `flow_sock.kind`: a connection the pass seeded into the open map (`FLOW_SOCK_SEEDED`).
+pub const FLOW_SOCK_SEEDED: u8 = 2;
 
 /// `AF_INET` as stored in [`RawFlowEvent::family`].
 pub const AF_INET: u16 = 2;
@@ -172,6 +183,47 @@ pub struct RawWorkloadPortKey {
     pub _pad: u16,
 }
 
+/// `struct flow_sock`: one socket listed by the `flow_seed` iterator.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RawFlowSock {
+    /// Socket cookie.
+    pub cookie: u64,
+    /// cgroup v2 id of the socket.
+    pub cgroup_id: u64,
+    /// Network namespace inode.
+    pub netns_ino: u32,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// Local port, host order.
+    pub local_port: u16,
+    /// Remote port, host order (0 for a listener).
+    pub remote_port: u16,
+    /// `FLOW_SOCK_*`.
+    pub kind: u8,
+    /// TCP state.
+    pub state: u8,
+    /// Local address, network order, IPv4 as `::ffff:a.b.c.d`.
+    pub local_addr: [u8; 16],
+    /// Remote address, network order, IPv4 as `::ffff:a.b.c.d`.
+    pub remote_addr: [u8; 16],
+    /// Zero.
+    pub _pad: u32,
+}
+
+impl RawFlowSock {
+    /// Decodes one record of the iterator's output; `None` unless `bytes` is exactly one.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != size_of::<Self>() {
+            return None;
+        }
+        // SAFETY: the length is checked above; `RawFlowSock` is `repr(C)` and made of
+        // integers and byte arrays only, so every bit pattern is a valid value;
+        // `read_unaligned` makes no alignment assumption.
+        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+    }
+}
+
 // SAFETY: all four are `repr(C)`, `Copy`, contain only integers and byte
 // arrays (every bit pattern valid) and have no implicit padding: the layout
 // test below checks that the fields cover each struct (sizes match flow.h,
@@ -272,8 +324,23 @@ mod tests {
         checked += check_fields!(RawFlowOpen, "flow_open", ev, sk);
         checked += check_fields!(RawWorkloadAddrKey, "workload_addr_key", addr);
         checked += check_fields!(RawWorkloadPortKey, "workload_port_key", addr, port, _pad);
+        checked += check_fields!(
+            RawFlowSock,
+            "flow_sock",
+            cookie,
+            cgroup_id,
+            netns_ino,
+            family,
+            local_port,
+            remote_port,
+            kind,
+            state,
+            local_addr,
+            remote_addr,
+            _pad,
+        );
         assert_eq!(checked, c::C_FIELDS.len(), "every field printed by abi_layout.c is checked");
-        assert_eq!(c::C_SIZES.len(), 4, "every struct printed by abi_layout.c is checked");
+        assert_eq!(c::C_SIZES.len(), 5, "every struct printed by abi_layout.c is checked");
     }
 
     #[test]
@@ -293,9 +360,13 @@ mod tests {
             ("FLOW_F_FIN_RECEIVED", FLOW_F_FIN_RECEIVED.into()),
             ("FLOW_F_OPEN", FLOW_F_OPEN.into()),
             ("FLOW_F_STALE", FLOW_F_STALE.into()),
+            ("FLOW_F_SEEDED", FLOW_F_SEEDED.into()),
             ("FLOW_CTR_RINGBUF_DROPS", FLOW_CTR_RINGBUF_DROPS.into()),
             ("FLOW_CTR_OPEN_MAP_FULL", FLOW_CTR_OPEN_MAP_FULL.into()),
             ("FLOW_CTR_REFRESH_STALE", FLOW_CTR_REFRESH_STALE.into()),
+            ("FLOW_CTR_SEEDED", FLOW_CTR_SEEDED.into()),
+            ("FLOW_SOCK_LISTENER", FLOW_SOCK_LISTENER.into()),
+            ("FLOW_SOCK_SEEDED", FLOW_SOCK_SEEDED.into()),
             ("FLOW_CTR_COUNT", FLOW_CTR_COUNT.into()),
         ];
         for (name, value) in rust {
@@ -311,6 +382,7 @@ mod tests {
             ("FLOW_COUNTERS_MAP", FLOW_COUNTERS_MAP),
             ("FLOW_STATE_PROG", FLOW_STATE_PROG),
             ("FLOW_REFRESH_PROG", FLOW_REFRESH_PROG),
+            ("FLOW_SEED_PROG", FLOW_SEED_PROG),
         ];
         for (name, value) in names {
             let c = c::C_NAMES.iter().find(|(n, _)| n == name).map(|(_, v)| *v);

@@ -17,8 +17,11 @@ pub struct CounterSnapshot {
     /// Connections not tracked as open because the open map was full (their
     /// close event carries `no_open_record`).
     pub open_map_full: u64,
-    /// Open records whose socket could not be confirmed at refresh.
+    /// Open records whose socket was gone at refresh (it closed while no probe was
+    /// attached), deleted by the refresh program.
     pub refresh_stale: u64,
+    /// Open records the socket iterator seeded from existing connections.
+    pub seeded: u64,
 }
 
 /// Handle on the per-CPU counter array.
@@ -47,6 +50,7 @@ impl Counters {
             ringbuf_drops: self.total(abi::FLOW_CTR_RINGBUF_DROPS)?,
             open_map_full: self.total(abi::FLOW_CTR_OPEN_MAP_FULL)?,
             refresh_stale: self.total(abi::FLOW_CTR_REFRESH_STALE)?,
+            seeded: self.total(abi::FLOW_CTR_SEEDED)?,
         })
     }
 }

@@ -45,7 +45,7 @@ pub enum WorkloadSource {
 pub struct FlowFlags(pub u32);
 
 impl FlowFlags {
-    const NAMES: [(u32, &'static str); 7] = [
+    const NAMES: [(u32, &'static str); 8] = [
         (abi::FLOW_F_NEVER_ESTABLISHED, "never_established"),
         (abi::FLOW_F_NO_OPEN_RECORD, "no_open_record"),
         (abi::FLOW_F_WORKLOAD_BY_PORT, "workload_by_port"),
@@ -53,6 +53,7 @@ impl FlowFlags {
         (abi::FLOW_F_FIN_RECEIVED, "fin_received"),
         (abi::FLOW_F_OPEN, "open"),
         (abi::FLOW_F_STALE, "stale"),
+        (abi::FLOW_F_SEEDED, "seeded"),
     ];
 
     /// The connection closed before ESTABLISHED (refused, timed out, aborted).
@@ -75,6 +76,17 @@ impl FlowFlags {
     /// The last refresh could not confirm the socket; counters may lag.
     pub const fn stale(self) -> bool {
         self.0 & abi::FLOW_F_STALE != 0
+    }
+    /// The probe did not see the handshake (the socket was seeded from the kernel's sockets,
+    /// or completed its handshake while no probe was attached): `opened`/`established` are
+    /// when the probe first saw it.
+    pub const fn seeded(self) -> bool {
+        self.0 & abi::FLOW_F_SEEDED != 0
+    }
+    /// The start of the connection was not observed: [`Self::seeded`] or
+    /// [`Self::no_open_record`].
+    pub const fn start_unobserved(self) -> bool {
+        self.0 & (abi::FLOW_F_SEEDED | abi::FLOW_F_NO_OPEN_RECORD) != 0
     }
     /// Names of the bits that are set, in bit order; unknown bits are ignored.
     pub fn names(self) -> impl Iterator<Item = &'static str> {

@@ -33,6 +33,7 @@
 //! - [`loader`]: load and attach; errors that name what is missing.
 //! - [`events`]: ring buffer reader and the typed [`FlowEvent`].
 //! - [`open`]: open-connection snapshots with live counters.
+//! - [`sockets`]: the socket iterator: listeners, and connections older than the probe.
 //! - [`assign`]: per-address and per-(address, port) workload assignments.
 //! - [`counters`]: kernel-side loss counters.
 //! - [`bpf_stats`]: the kernel's run-time statistics for the flow programs (benchmarks).
@@ -51,11 +52,13 @@ pub mod daemon;
 pub mod events;
 pub mod loader;
 pub mod open;
+pub mod sockets;
 mod sys;
 
 pub use assign::{AssignError, Assignments};
 pub use clock::{TaiClock, UnixNanos};
 pub use counters::{CounterSnapshot, Counters};
 pub use events::{DecodeError, Direction, FlowEvent, FlowEvents, FlowFlags, WorkloadSource};
-pub use loader::{load, Attachment, FlowProbe, LoadError, LoaderConfig};
+pub use loader::{load, open_map_pin_path, Attachment, FlowProbe, LoadError, LoaderConfig, PinOutcome};
 pub use open::{OpenFlows, OpenFlowsError, OpenSnapshot};
+pub use sockets::{Listener, ScanError, SeededConnection, SocketScan};

@@ -14,8 +14,8 @@ use std::error::Error as StdError;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
-use aya::programs::{BtfTracePoint, ProgramError, RawTracePoint};
+use aya::maps::{HashMap, Map, MapData, MapError, MapInfo, PerCpuArray, RingBuf};
+use aya::programs::{BtfTracePoint, Iter, ProgramError, RawTracePoint};
 use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader, Endianness};
 
 use crate::abi::{self, RawFlowOpen, RawWorkloadAddrKey, RawWorkloadPortKey};
@@ -46,6 +46,36 @@ pub struct LoaderConfig {
     pub workload_max_entries: u32,
     /// Kernel BTF file.
     pub btf_path: PathBuf,
+    /// A bpffs directory where the open-connection map is pinned, so that it outlives the
+    /// process: the next probe loaded with the same directory reuses it, and the connections
+    /// the previous one saw keep their start and direction. `None`: not pinned.
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// What became of the open-connection map's pin (see [`LoaderConfig::pin_dir`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinOutcome {
+    /// No pin directory was configured.
+    Off,
+    /// A new map was created and pinned.
+    Created,
+    /// The map a previous probe pinned was reused.
+    Reused,
+    /// Pinning was not possible (no bpffs, no write access, an incompatible pinned map);
+    /// the map lives only as long as this process. The reason, for the log.
+    Unavailable(String),
+}
+
+impl PinOutcome {
+    /// A short, bounded label (`off`, `created`, `reused`, `unavailable`) for metrics.
+    pub const fn label(&self) -> &'static str {
+        match self {
+            PinOutcome::Off => "off",
+            PinOutcome::Created => "created",
+            PinOutcome::Reused => "reused",
+            PinOutcome::Unavailable(_) => "unavailable",
+        }
+    }
 }
 
 impl Default for LoaderConfig {
@@ -55,6 +85,7 @@ impl Default for LoaderConfig {
             open_max_entries: abi::FLOW_OPEN_MAX_ENTRIES,
             workload_max_entries: abi::FLOW_WORKLOAD_MAX_ENTRIES,
             btf_path: PathBuf::from(DEFAULT_BTF_PATH),
+            pin_dir: None,
         }
     }
 }
@@ -218,9 +249,11 @@ where
 }
 
 /// Keeps the programs loaded and attached; dropping it detaches them (the map
-/// handles stay valid but stop receiving data).
+/// handles stay valid but stop receiving data). It also runs the socket iterator
+/// ([`Attachment::scan_sockets`], in [`crate::sockets`]).
 pub struct Attachment {
-    _ebpf: Ebpf,
+    pub(crate) ebpf: Ebpf,
+    pub(crate) clock: TaiClock,
 }
 
 impl std::fmt::Debug for Attachment {
@@ -240,8 +273,10 @@ pub struct FlowProbe {
     pub open_flows: OpenFlows,
     /// Kernel-side loss counters.
     pub counters: Counters,
-    /// Keep alive while the other parts are in use.
+    /// Keep alive while the other parts are in use; lists sockets.
     pub attachment: Attachment,
+    /// Whether the open-connection map is pinned, and how.
+    pub pin: PinOutcome,
 }
 
 fn check_config(config: &LoaderConfig) -> Result<(), LoadError> {
@@ -279,19 +314,84 @@ fn typed<T>(name: &'static str, r: Result<T, MapError>) -> Result<T, LoadError> 
     })
 }
 
+/// The pin path of the open-connection map in `dir` (the ABI version is part of the name, so
+/// a probe never reuses a map of another layout).
+pub fn open_map_pin_path(dir: &Path) -> PathBuf {
+    dir.join(format!("{}_v{}", abi::FLOW_OPEN_MAP, abi::FLOW_ABI_VERSION))
+}
+
+fn loader<'a>(config: &LoaderConfig, btf: &'a Btf) -> EbpfLoader<'a> {
+    let mut loader = EbpfLoader::new();
+    loader
+        .btf(Some(btf))
+        .map_max_entries(abi::FLOW_EVENTS_MAP, config.ringbuf_bytes)
+        .map_max_entries(abi::FLOW_OPEN_MAP, config.open_max_entries)
+        .map_max_entries(abi::FLOW_WL_ADDR_MAP, config.workload_max_entries)
+        .map_max_entries(abi::FLOW_WL_PORT_MAP, config.workload_max_entries);
+    loader
+}
+
+/// Loads the object with the open map pinned in `dir` when possible; otherwise without a pin,
+/// saying why.
+fn load_object(config: &LoaderConfig, btf: &Btf) -> Result<(Ebpf, PinOutcome), LoadError> {
+    let unpinned = || {
+        loader(config, btf)
+            .load(FLOW_BPF_OBJECT)
+            .map_err(|e| classify("loading flow.bpf.o (maps and relocations)", None, e))
+    };
+    let Some(dir) = &config.pin_dir else { return Ok((unpinned()?, PinOutcome::Off)) };
+    let path = open_map_pin_path(dir);
+    let unavailable =
+        |why: String| -> Result<(Ebpf, PinOutcome), LoadError> { Ok((unpinned()?, PinOutcome::Unavailable(why))) };
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return unavailable(format!("cannot create {}: {e}", dir.display()));
+    }
+    let existed = path.exists();
+    if existed {
+        // A map pinned by a probe of this ABI version has this layout; check anyway, since a
+        // wrong value size would make every record unreadable.
+        match MapInfo::from_pin(&path) {
+            Ok(info) if info.value_size() as usize == std::mem::size_of::<RawFlowOpen>() && info.key_size() == 8 => {}
+            Ok(info) => {
+                return unavailable(format!(
+                    "{} holds a map of another layout (key {} / value {} bytes): remove it",
+                    path.display(),
+                    info.key_size(),
+                    info.value_size()
+                ))
+            }
+            Err(e) => return unavailable(format!("cannot open {}: {}", path.display(), chain(&e))),
+        }
+    }
+    match loader(config, btf).map_pin_path(abi::FLOW_OPEN_MAP, path.clone()).load(FLOW_BPF_OBJECT) {
+        Ok(ebpf) => Ok((ebpf, if existed { PinOutcome::Reused } else { PinOutcome::Created })),
+        Err(e @ EbpfError::MapError(MapError::PinError { .. })) => {
+            unavailable(format!("cannot pin {}: {}", path.display(), chain(&e)))
+        }
+        Err(e) if matches!(errno_in(&e), Some(libc::EPERM | libc::EACCES | libc::EROFS | libc::ENOENT)) => {
+            unavailable(format!("cannot pin {}: {}", path.display(), chain(&e)))
+        }
+        Err(e) => Err(classify("loading flow.bpf.o (maps and relocations)", None, e)),
+    }
+}
+
+/// An error and its sources, on one line.
+fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cur = e.source();
+    }
+    text
+}
+
 /// Load the embedded object, attach the state program and return the handles.
 pub fn load(config: &LoaderConfig) -> Result<FlowProbe, LoadError> {
     check_config(config)?;
     let btf = read_btf(&config.btf_path)?;
-
-    let mut ebpf = EbpfLoader::new()
-        .btf(Some(&btf))
-        .set_max_entries(abi::FLOW_EVENTS_MAP, config.ringbuf_bytes)
-        .set_max_entries(abi::FLOW_OPEN_MAP, config.open_max_entries)
-        .set_max_entries(abi::FLOW_WL_ADDR_MAP, config.workload_max_entries)
-        .set_max_entries(abi::FLOW_WL_PORT_MAP, config.workload_max_entries)
-        .load(FLOW_BPF_OBJECT)
-        .map_err(|e| classify("loading flow.bpf.o (maps and relocations)", None, e))?;
+    let (mut ebpf, pin) = load_object(config, &btf)?;
 
     let state: &mut BtfTracePoint = program(&mut ebpf, abi::FLOW_STATE_PROG)?;
     state
@@ -307,6 +407,10 @@ pub fn load(config: &LoaderConfig) -> Result<FlowProbe, LoadError> {
         })
         .map_err(|e| classify("getting the flow_refresh program fd", Some(abi::FLOW_REFRESH_PROG), e))?;
 
+    let seed: &mut Iter = program(&mut ebpf, abi::FLOW_SEED_PROG)?;
+    seed.load("task_file", &btf)
+        .map_err(|e| classify("loading the flow_seed iterator", Some(abi::FLOW_SEED_PROG), e))?;
+
     let events = typed(abi::FLOW_EVENTS_MAP, RingBuf::try_from(take_map(&mut ebpf, abi::FLOW_EVENTS_MAP)?))?;
     let open: HashMap<MapData, u64, RawFlowOpen> =
         typed(abi::FLOW_OPEN_MAP, HashMap::try_from(take_map(&mut ebpf, abi::FLOW_OPEN_MAP)?))?;
@@ -319,6 +423,16 @@ pub fn load(config: &LoaderConfig) -> Result<FlowProbe, LoadError> {
 
     let clock = TaiClock::new()
         .map_err(|e| LoadError::Other { step: "reading CLOCK_TAI and CLOCK_REALTIME", source: Box::new(e) })?;
+    let mut open_flows = OpenFlows::new(open, refresh_fd, clock);
+    if pin == PinOutcome::Reused {
+        // Workload ids are this process's names (`daemon::local::Names`): the previous
+        // process's ids mean nothing now, so its records forget them (the kernel resolves
+        // them again from the new assignments at every refresh and at close).
+        open_flows.forget_workloads().map_err(|e| LoadError::Other {
+            step: "clearing workload ids in the pinned open map",
+            source: Box::new(e),
+        })?;
+    }
 
     // Attach last: from here on every TCP state change on the host is seen.
     let state: &mut BtfTracePoint = program(&mut ebpf, abi::FLOW_STATE_PROG)?;
@@ -329,9 +443,10 @@ pub fn load(config: &LoaderConfig) -> Result<FlowProbe, LoadError> {
     Ok(FlowProbe {
         events: FlowEvents::new(events, clock),
         assignments: Assignments::new(by_addr, by_port),
-        open_flows: OpenFlows::new(open, refresh_fd, clock),
+        open_flows,
         counters: Counters::new(counters),
-        attachment: Attachment { _ebpf: ebpf },
+        attachment: Attachment { ebpf, clock },
+        pin,
     })
 }
 
@@ -410,7 +525,6 @@ mod tests {
             None,
             EbpfError::MapError(MapError::CreateError {
                 name: "flow_open".into(),
-                code: -1,
                 io_error: io::Error::from_raw_os_error(libc::EPERM),
             }),
         );

@@ -20,9 +20,12 @@
 use aya::maps::{HashMap, MapData, MapError};
 use aya::programs::ProgramFd;
 
-use crate::abi::RawFlowOpen;
+use crate::abi::{self, RawFlowOpen};
 use crate::clock::TaiClock;
-use crate::events::{DecodeError, FlowEvent};
+use crate::events::{DecodeError, Direction, FlowEvent};
+
+/// `BPF_EXIST`: update only an element that exists (never re-insert one the kernel deleted).
+const BPF_EXIST: u64 = 2;
 
 /// Errors taking a snapshot of open flows.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +71,50 @@ impl OpenFlows {
     /// Copy the live counters of every open socket into its record.
     pub fn refresh(&self) -> Result<(), OpenFlowsError> {
         crate::sys::prog_test_run(&self.refresh).map(drop).map_err(OpenFlowsError::Refresh)
+    }
+
+    /// Sets the direction of an open record (one the seed iterator inserted, whose direction
+    /// only userspace can tell). `Ok(false)` when the record is gone (the connection closed).
+    pub fn set_direction(&mut self, cookie: u64, direction: Direction) -> Result<bool, OpenFlowsError> {
+        let mut rec = match self.map.get(&cookie, 0) {
+            Ok(rec) => rec,
+            Err(MapError::KeyNotFound) => return Ok(false),
+            Err(e) => return Err(OpenFlowsError::Map(e)),
+        };
+        rec.ev.direction = match direction {
+            Direction::Client => abi::FLOW_DIR_CLIENT,
+            Direction::Server => abi::FLOW_DIR_SERVER,
+            Direction::Unknown => abi::FLOW_DIR_UNKNOWN,
+        };
+        match self.map.insert(cookie, rec, BPF_EXIST) {
+            Ok(()) => Ok(true),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(OpenFlowsError::Map(e)),
+        }
+    }
+
+    /// Clears the workload id of every record (a map pinned by an earlier process holds that
+    /// process's ids). Returns how many records were changed.
+    pub fn forget_workloads(&mut self) -> Result<usize, OpenFlowsError> {
+        let mut stale = Vec::new();
+        for entry in self.map.iter() {
+            match entry {
+                Ok((cookie, rec)) if rec.ev.workload_id != 0 => stale.push((cookie, rec)),
+                Ok(_) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(OpenFlowsError::Map(e)),
+            }
+        }
+        let mut changed = 0;
+        for (cookie, mut rec) in stale {
+            rec.ev.workload_id = 0;
+            rec.ev.flags &= !(abi::FLOW_F_WORKLOAD_BY_ADDR | abi::FLOW_F_WORKLOAD_BY_PORT);
+            match self.map.insert(cookie, rec, BPF_EXIST) {
+                Ok(()) => changed += 1,
+                Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(OpenFlowsError::Map(e)),
+            }
+        }
+        Ok(changed)
     }
 
     /// Refresh, then read every open record.

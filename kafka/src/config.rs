@@ -51,6 +51,7 @@ pub const MANAGED: &[&str] = &[
     "enable.auto.offset.store",
     "queue.buffering.max.messages",
     "queue.buffering.max.kbytes",
+    "message.max.bytes",
 ];
 
 impl ClientSettings {
@@ -142,6 +143,9 @@ pub struct ProducerSettings {
     pub queue_max_messages: usize,
     /// Most bytes waiting in memory for delivery, in KiB.
     pub queue_max_kbytes: usize,
+    /// The largest record (key, payload and headers, before compression) librdkafka accepts,
+    /// in bytes (`message.max.bytes`; the broker has its own limit on what it stores).
+    pub max_message_bytes: usize,
     /// Payload compression.
     pub compression: Compression,
     /// How long a record may wait to fill a larger request.
@@ -159,6 +163,7 @@ impl Default for ProducerSettings {
         ProducerSettings {
             queue_max_messages: 100_000,
             queue_max_kbytes: 256 * 1024,
+            max_message_bytes: 1_000_000,
             compression: Compression::Lz4,
             linger: Duration::from_millis(5),
             message_timeout: Duration::from_secs(300),
@@ -176,6 +181,9 @@ impl ProducerSettings {
         if self.queue_max_kbytes == 0 {
             return Err(ConfigError::Zero("queue_max_kbytes"));
         }
+        if self.max_message_bytes == 0 {
+            return Err(ConfigError::Zero("max_message_bytes"));
+        }
         if self.message_timeout.is_zero() {
             return Err(ConfigError::Zero("message_timeout"));
         }
@@ -189,6 +197,7 @@ impl ProducerSettings {
             .set("compression.type", self.compression.name())
             .set("queue.buffering.max.messages", self.queue_max_messages.to_string())
             .set("queue.buffering.max.kbytes", self.queue_max_kbytes.to_string())
+            .set("message.max.bytes", self.max_message_bytes.to_string())
             .set("linger.ms", self.linger.as_millis().to_string())
             .set("message.timeout.ms", self.message_timeout.as_millis().max(1).to_string());
     }

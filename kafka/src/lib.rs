@@ -9,7 +9,9 @@
 //! # Layout
 //! - [`config`]: typed, validated client and producer settings (serde), and the one place
 //!   where they become librdkafka properties.
-//! - [`producer`]: [`Producer`], a bounded, counted producer with per-send delivery tickets.
+//! - [`producer`]: [`Producer`], a bounded, counted producer with per-send delivery tickets,
+//!   recreated after a fatal error.
+//! - `unacked`: the records not yet acknowledged, which a recreated producer resends.
 //! - [`admin`]: creating topics (idempotent) and reading their partition counts.
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -17,6 +19,7 @@
 pub mod admin;
 pub mod config;
 pub mod producer;
+mod unacked;
 
 pub use config::{ClientSettings, Compression, ConfigError, FullPolicy, ProducerSettings};
 pub use producer::{Producer, ProducerError, ProducerStats, Record, SendError, Ticket};

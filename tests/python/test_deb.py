@@ -76,6 +76,9 @@ def test_unit_grants_only_bpf_and_perfmon_and_they_suffice(deb, tmp_path):
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "stopped after the last batch" in err
+    # The unit's dynamic user cannot pin the open-connection map in /sys/fs/bpf: it says so, and
+    # runs unpinned.
+    assert "the open-connection map is not pinned" in err, err
     bare = subprocess.run(base + ["--inh-caps=-all", "--bounding-set=-all"] + args, capture_output=True, text=True, timeout=20)
     assert bare.returncode != 0
     assert "CAP_BPF" in bare.stderr, bare.stderr

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use flowmap_exporter::daemon::config::RawExporterConfig;
 use flowmap_exporter::daemon::control::{request, Request};
-use flowmap_exporter::daemon::{self, metrics::Metrics, Signals};
+use flowmap_exporter::daemon::{self, Signals};
 
 /// Captures every TCP flow of this host with eBPF and publishes batches with local workloads
 /// and ownership heartbeats.
@@ -54,6 +54,10 @@ struct RunArgs {
     /// Control socket path (default /run/flowmap/exporter.sock).
     #[arg(long, global = true)]
     control_socket: Option<PathBuf>,
+    /// bpffs directory for the pinned open-connection map (default /sys/fs/bpf/flowmap), or
+    /// `off`.
+    #[arg(long)]
+    pin_dir: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +135,9 @@ fn run(cli: Cli) -> Result<()> {
                 if flags.control_socket.is_some() {
                     raw.control_socket.clone_from(&flags.control_socket);
                 }
+                if flags.pin_dir.is_some() {
+                    raw.pin_dir.clone_from(&flags.pin_dir);
+                }
             };
             let mut raw = file;
             overrides(&mut raw);
@@ -141,7 +148,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&signals.reload))
                 .context("installing signal handlers")?;
-            daemon::run(config, config_path, overrides, signals, Arc::new(Metrics::default()))?;
+            daemon::run(config, config_path, overrides, signals)?;
             Ok(())
         }
     }

@@ -36,6 +36,16 @@ pub struct RawExporterConfig {
     pub ringbuf_bytes: Option<u32>,
     /// Kafka producer settings (queue bounds and policy; the default policy drops, counted).
     pub producer: Option<ProducerSettings>,
+    /// A bpffs directory where the open-connection map is pinned, so a restarted exporter
+    /// keeps the start and direction of the connections its previous run saw (default
+    /// `/sys/fs/bpf/flowmap`); `"off"` disables. When pinning is not possible the exporter
+    /// says so (log and metric) and reports such connections with an unobserved start.
+    pub pin_dir: Option<String>,
+    /// How long a local IP stays *shared* after the last sign that sockets on it belong to
+    /// more than one workload (default 10m). A shared IP gets no whole-IP heartbeat, and the
+    /// flows on it claim only their port.
+    #[serde(default, with = "humantime_serde::option")]
+    pub shared_ip_hold: Option<Duration>,
 }
 
 /// One cgroup rule: a cgroup v2 path pattern (`*` matches any run of characters) and the
@@ -109,6 +119,10 @@ pub struct ExporterConfig {
     pub ringbuf_bytes: u32,
     /// Kafka producer settings.
     pub producer: ProducerSettings,
+    /// Where the open-connection map is pinned, if anywhere.
+    pub pin_dir: Option<PathBuf>,
+    /// How long an IP stays shared after the last reason.
+    pub shared_ip_hold: Duration,
 }
 
 /// A configuration that cannot work.
@@ -196,9 +210,25 @@ impl RawExporterConfig {
         }
         let producer = self.producer.unwrap_or_else(|| ProducerSettings {
             when_full: flowmap_kafka::FullPolicy::Drop,
+            max_message_bytes: DEFAULT_MAX_BATCH_BYTES,
             ..ProducerSettings::default()
         });
         producer.validate().map_err(|e| invalid("producer", e.to_string()))?;
+        let pin_dir = match self.pin_dir.as_deref() {
+            Some("off") => None,
+            Some(dir) if !dir.starts_with('/') => {
+                return Err(invalid("pin_dir", format!("{dir}: an absolute path on bpffs, or \"off\"")))
+            }
+            Some(dir) => Some(PathBuf::from(dir)),
+            None => Some(PathBuf::from(DEFAULT_PIN_DIR)),
+        };
+        let shared_ip_hold = self.shared_ip_hold.unwrap_or(Duration::from_secs(600));
+        if shared_ip_hold < batch_interval {
+            return Err(invalid(
+                "shared_ip_hold",
+                format!("{shared_ip_hold:?}: must be at least the batch interval ({batch_interval:?})"),
+            ));
+        }
         Ok(ExporterConfig {
             exporter_id,
             batch_interval,
@@ -209,9 +239,18 @@ impl RawExporterConfig {
             metrics,
             ringbuf_bytes: self.ringbuf_bytes.unwrap_or(1 << 22),
             producer,
+            pin_dir,
+            shared_ip_hold,
         })
     }
 }
+
+/// The largest batch the exporter's producer accepts by default (16 MiB): one batch holds a
+/// whole window, and librdkafka's own default (1 MB) is about 15,000 flows.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
+
+/// Where the open-connection map is pinned by default.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/flowmap";
 
 fn hostname() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
@@ -275,6 +314,20 @@ mod tests {
         let rule = CgroupRule { pattern: "nope".into(), workload: "w".into() };
         bad(RawExporterConfig { cgroup_rules: vec![rule], ..Default::default() }, "cgroup_rules");
         bad(RawExporterConfig { identity_file: Some("/nonexistent".into()), ..Default::default() }, "identity_file");
+        bad(RawExporterConfig { pin_dir: Some("relative".into()), ..Default::default() }, "pin_dir");
+        bad(
+            RawExporterConfig {
+                batch_interval: Some(Duration::from_secs(10)),
+                shared_ip_hold: Some(Duration::from_secs(5)),
+                ..Default::default()
+            },
+            "shared_ip_hold",
+        );
+        let off =
+            RawExporterConfig { exporter_id: Some("h".into()), pin_dir: Some("off".into()), ..Default::default() };
+        assert_eq!(off.validate().unwrap().pin_dir, None);
+        assert_eq!(c.pin_dir.as_deref(), Some(Path::new(DEFAULT_PIN_DIR)));
+        assert_eq!(c.shared_ip_hold, Duration::from_secs(600));
         assert!(toml::from_str::<RawExporterConfig>("sinkk = \"stdout\"").is_err());
     }
 
@@ -285,6 +338,7 @@ mod tests {
         let c = RawExporterConfig::load(&path).unwrap().validate().unwrap();
         assert_eq!(c.batch_interval, Duration::from_secs(10));
         assert_eq!(c.producer.when_full, flowmap_kafka::FullPolicy::Drop);
+        assert_eq!(c.producer.max_message_bytes, DEFAULT_MAX_BATCH_BYTES);
         assert_eq!(c.metrics, Some(SocketAddr::from(([127, 0, 0, 1], 9464))));
     }
 

@@ -3,16 +3,17 @@
 //! a cgroup rule (the socket's cgroup path), then the host's own identity (sockets in the
 //! host's network namespace). A flow nothing attributes is still reported, with no workload.
 //!
-//! Heartbeats claim whole IPs, so they come only from IP-level knowledge: per-IP assignments
-//! and, with a host identity, the host's own addresses. An IP with port-level assignments is
-//! shared by several workloads and gets no heartbeat; nor do IPs attributed only through
-//! cgroups (usually the host's shared address).
+//! What each source vouches for (the flow's `local_scope`) is decided in [`super::shared`]:
+//! only a per-IP assignment or the host identity, on an IP no other workload has sockets on,
+//! can claim the whole IP.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::events::FlowEvent;
+use crate::sockets::Listener;
 
 use super::config::{glob_match, CgroupRule};
 
@@ -72,8 +73,8 @@ pub fn cgroup2_mount() -> Option<std::path::PathBuf> {
 /// Workload names and the small ids the kernel maps hold.
 #[derive(Debug, Default)]
 pub struct Names {
-    by_id: HashMap<u32, String>,
-    by_name: HashMap<String, u32>,
+    by_id: HashMap<u32, Arc<str>>,
+    by_name: HashMap<Arc<str>, u32>,
 }
 
 impl Names {
@@ -83,14 +84,15 @@ impl Names {
             return id;
         }
         let id = self.by_id.len() as u32 + 1;
-        self.by_id.insert(id, name.to_string());
-        self.by_name.insert(name.to_string(), id);
+        let name: Arc<str> = Arc::from(name);
+        self.by_id.insert(id, Arc::clone(&name));
+        self.by_name.insert(name, id);
         id
     }
 
     /// The name of `id`.
-    pub fn name(&self, id: u32) -> Option<&str> {
-        self.by_id.get(&id).map(String::as_str)
+    pub fn name(&self, id: u32) -> Option<&Arc<str>> {
+        self.by_id.get(&id)
     }
 }
 
@@ -107,19 +109,50 @@ pub enum Source {
     Host,
 }
 
+impl Source {
+    /// The wire form (`local_source`).
+    pub const fn wire(self) -> flowmap_schema::WorkloadSource {
+        match self {
+            Source::Port => flowmap_schema::WorkloadSource::PortAssignment,
+            Source::Ip => flowmap_schema::WorkloadSource::IpAssignment,
+            Source::Cgroup => flowmap_schema::WorkloadSource::CgroupRule,
+            Source::Host => flowmap_schema::WorkloadSource::HostIdentity,
+        }
+    }
+
+    /// The JSON-line form: the wire enum's name in snake case.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Source::Port => "port_assignment",
+            Source::Ip => "ip_assignment",
+            Source::Cgroup => "cgroup_rule",
+            Source::Host => "host_identity",
+        }
+    }
+
+    /// Whether this source can ever vouch for a whole IP: a cgroup rule or a port assignment
+    /// knows one socket or one port, never the address.
+    pub const fn can_claim_ip(self) -> bool {
+        matches!(self, Source::Ip | Source::Host)
+    }
+}
+
 /// The attribution state of one exporter.
 #[derive(Debug)]
 pub struct Attributor {
     /// Workload names by kernel id.
     pub names: Names,
     rules: Vec<CgroupRule>,
-    host_workload: Option<String>,
+    host_workload: Option<Arc<str>>,
     host_netns: Option<u32>,
     cgroups: CgroupIndex,
+    /// The first matching rule's workload per cgroup id (ids are never reused while the host
+    /// runs; a cgroup whose path is not known yet is not cached).
+    by_cgroup: HashMap<u64, Option<Arc<str>>>,
     /// Per-IP assignments (mirrors the kernel map, for heartbeats).
-    pub by_ip: BTreeMap<IpAddr, String>,
+    pub by_ip: BTreeMap<IpAddr, Arc<str>>,
     /// (IP, port) assignments (mirrors the kernel map).
-    pub by_port: BTreeMap<(IpAddr, u16), String>,
+    pub by_port: BTreeMap<(IpAddr, u16), Arc<str>>,
 }
 
 impl Attributor {
@@ -134,9 +167,10 @@ impl Attributor {
         Attributor {
             names: Names::default(),
             rules,
-            host_workload,
+            host_workload: host_workload.map(Arc::from),
             host_netns,
             cgroups,
+            by_cgroup: HashMap::new(),
             by_ip: BTreeMap::new(),
             by_port: BTreeMap::new(),
         }
@@ -145,47 +179,75 @@ impl Attributor {
     /// Replaces the rules and the identity (SIGHUP).
     pub fn reconfigure(&mut self, rules: Vec<CgroupRule>, host_workload: Option<String>) {
         self.rules = rules;
-        self.host_workload = host_workload;
+        self.host_workload = host_workload.map(Arc::from);
+        self.by_cgroup.clear();
+    }
+
+    /// The host's identity, if any.
+    pub fn host_workload(&self) -> Option<&Arc<str>> {
+        self.host_workload.as_ref()
+    }
+
+    /// The inode of the host's network namespace.
+    pub const fn host_netns(&self) -> Option<u32> {
+        self.host_netns
+    }
+
+    /// Whether any cgroup rule is configured.
+    pub fn has_rules(&self) -> bool {
+        !self.rules.is_empty()
+    }
+
+    /// The workload the first matching cgroup rule gives sockets of cgroup `id`.
+    pub fn cgroup_workload(&mut self, id: u64) -> Option<Arc<str>> {
+        if self.rules.is_empty() || id == 0 {
+            return None;
+        }
+        if let Some(cached) = self.by_cgroup.get(&id) {
+            return cached.clone();
+        }
+        let path = self.cgroups.path(id)?.to_string();
+        let found = self.rules.iter().find(|r| glob_match(&r.pattern, &path)).map(|r| Arc::from(r.workload.as_str()));
+        self.by_cgroup.insert(id, found.clone());
+        found
     }
 
     /// The local workload of a flow, and how it was found.
-    pub fn local(&mut self, ev: &FlowEvent) -> Option<(String, Source)> {
+    pub fn local(&mut self, ev: &FlowEvent) -> Option<(Arc<str>, Source)> {
         if let Some(id) = ev.workload_id {
             let source = match ev.workload_source {
                 Some(crate::events::WorkloadSource::AddrPort) => Source::Port,
                 _ => Source::Ip,
             };
             if let Some(name) = self.names.name(id) {
-                return Some((name.to_string(), source));
+                return Some((Arc::clone(name), source));
             }
         }
-        if !self.rules.is_empty() && ev.cgroup_id != 0 {
-            if let Some(path) = self.cgroups.path(ev.cgroup_id) {
-                if let Some(rule) = self.rules.iter().find(|r| glob_match(&r.pattern, path)) {
-                    return Some((rule.workload.clone(), Source::Cgroup));
-                }
-            }
+        if let Some(w) = self.cgroup_workload(ev.cgroup_id) {
+            return Some((w, Source::Cgroup));
         }
         match (&self.host_workload, self.host_netns) {
-            (Some(host), Some(netns)) if ev.netns_ino == netns => Some((host.clone(), Source::Host)),
+            (Some(host), Some(netns)) if ev.netns_ino == netns => Some((Arc::clone(host), Source::Host)),
             _ => None,
         }
     }
 
-    /// The IP-level claims for a window: per-IP assignments, and the host's own addresses
-    /// under its identity; never an IP that has port-level assignments.
-    pub fn heartbeats(&self, host_addresses: &[IpAddr]) -> Vec<(IpAddr, String)> {
-        let shared: HashSet<IpAddr> = self.by_port.keys().map(|(ip, _)| *ip).collect();
-        let mut out: Vec<(IpAddr, String)> =
-            self.by_ip.iter().filter(|(ip, _)| !shared.contains(ip)).map(|(ip, w)| (*ip, w.clone())).collect();
-        if let Some(host) = &self.host_workload {
-            for ip in host_addresses {
-                if !shared.contains(ip) && !self.by_ip.contains_key(ip) {
-                    out.push((*ip, host.clone()));
-                }
-            }
+    /// The workload of a listening socket on `ip` (its own address, or one its wildcard bind
+    /// covers), by the same precedence as flows.
+    pub fn listener(&mut self, listener: &Listener, ip: IpAddr) -> Option<(Arc<str>, Source)> {
+        if let Some(w) = self.by_port.get(&(ip, listener.local.port())) {
+            return Some((Arc::clone(w), Source::Port));
         }
-        out
+        if let Some(w) = self.by_ip.get(&ip) {
+            return Some((Arc::clone(w), Source::Ip));
+        }
+        if let Some(w) = self.cgroup_workload(listener.cgroup_id) {
+            return Some((w, Source::Cgroup));
+        }
+        match (&self.host_workload, self.host_netns) {
+            (Some(host), Some(netns)) if listener.netns_ino == netns => Some((Arc::clone(host), Source::Host)),
+            _ => None,
+        }
     }
 }
 
@@ -199,19 +261,8 @@ mod tests {
         assert_eq!(n.id("a"), 1);
         assert_eq!(n.id("b"), 2);
         assert_eq!(n.id("a"), 1);
-        assert_eq!(n.name(2), Some("b"));
+        assert_eq!(n.name(2).map(|n| &**n), Some("b"));
         assert_eq!(n.name(0), None);
-    }
-
-    #[test]
-    fn heartbeats_skip_shared_ips() {
-        let mut a = Attributor::new(Vec::new(), Some("host".into()), Some(1), CgroupIndex::default());
-        let (x, y, z): (IpAddr, IpAddr, IpAddr) =
-            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap());
-        a.by_ip.insert(x, "pod".into());
-        a.by_port.insert((y, 80), "svc".into());
-        let hb = a.heartbeats(&[x, y, z]);
-        assert_eq!(hb, vec![(x, "pod".to_string()), (z, "host".to_string())]);
     }
 
     #[test]

@@ -3,18 +3,25 @@
 //! ownership heartbeats, and send it to the sink.
 //!
 //! The main loop owns everything that changes state (the probe's maps, the attribution
-//! tables, the batcher); the control socket and the metrics server are threads that talk to
-//! it through a channel and atomics. Signals only set flags: SIGHUP re-reads the config file
-//! (cgroup rules, host identity) between two batches, so no flow is lost; SIGTERM and SIGINT
-//! end the loop after one last batch up to that moment, and the sink is flushed.
+//! tables, the batcher); the control socket and the metrics listener are threads. Signals only
+//! set flags: SIGHUP re-reads the config file (cgroup rules, host identity) between two
+//! batches, so no flow is lost; SIGTERM and SIGINT end the loop after one last batch up to that
+//! moment, and the sink is flushed.
+//!
+//! At start the daemon chooses a random incarnation (in every batch; `seq` restarts at 0),
+//! reuses the open-connection map a previous run pinned (when it can), and seeds the map from
+//! the kernel's sockets, so connections older than the exporter are reported while they live.
+//! Every batch it scans the sockets again, for the listening sockets (port-scoped heartbeats on
+//! shared IPs, the direction of seeded connections).
 //!
 //! # Layout
 //! - [`config`]: settings (`configs/exporter.toml`), validated.
-//! - [`local`]: local workload attribution and heartbeat claims.
+//! - [`local`]: local workload attribution.
+//! - [`shared`]: which local IPs are shared; flow scopes and heartbeats.
 //! - [`batch`]: building batches with the window promise.
 //! - [`sink`]: stdout, file, Kafka.
 //! - [`control`]: the assign/unassign socket.
-//! - [`metrics`]: Prometheus counters on loopback.
+//! - [`metrics`]: Prometheus metrics on loopback.
 //! - `ifaddrs`: the host's addresses.
 
 pub mod batch;
@@ -23,6 +30,7 @@ pub mod control;
 mod ifaddrs;
 pub mod local;
 pub mod metrics;
+pub mod shared;
 pub mod sink;
 
 use std::net::IpAddr;
@@ -31,12 +39,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::loader::{load, LoadError, LoaderConfig};
-use batch::Batcher;
+use crate::loader::{load, FlowProbe, LoadError, LoaderConfig, PinOutcome};
+use crate::sockets::{Listener, SocketScan};
+use batch::{BatchInput, Batcher};
 use config::{ExporterConfig, RawExporterConfig};
 use control::Request;
 use local::{Attributor, CgroupIndex};
-use metrics::Metrics;
+use metrics::{Metrics, ProcessMetrics};
+use shared::SharedIps;
 use sink::{Sink, SinkError};
 
 /// What stops the daemon from starting or running.
@@ -48,7 +58,7 @@ pub enum DaemonError {
     /// The sink could not be opened, or its reader went away.
     #[error(transparent)]
     Sink(#[from] SinkError),
-    /// The control socket or the metrics address could not be bound.
+    /// The control socket could not be bound.
     #[error("{what}")]
     Bind {
         /// What.
@@ -57,9 +67,12 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    /// Reading from the kernel failed.
-    #[error("reading flows from the kernel: {0}")]
-    Kernel(String),
+    /// The metrics listener could not start.
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
+    /// No random incarnation could be drawn.
+    #[error("reading /dev/urandom for the incarnation")]
+    Random(#[source] std::io::Error),
 }
 
 /// Flags the signal handlers set.
@@ -83,6 +96,31 @@ fn host_netns() -> Option<u32> {
     std::fs::metadata("/proc/self/ns/net").ok().map(|m| m.ino() as u32)
 }
 
+/// Runs the socket iterator: seeds the open map, sets the direction of what it seeded, and
+/// returns the listeners (the previous ones when the scan fails, which is counted).
+fn scan(probe: &mut FlowProbe, metrics: &Metrics, previous: Vec<Listener>) -> (Vec<Listener>, usize) {
+    let scan: SocketScan = match probe.attachment.scan_sockets() {
+        Ok(scan) => scan,
+        Err(e) => {
+            metrics.kernel_read_errors.increment(1);
+            tracing::warn!(error = %e, "socket scan failed: keeping the previous listeners");
+            return (previous, 0);
+        }
+    };
+    metrics.undecodable_iterator.increment(scan.decode_errors);
+    for conn in &scan.seeded {
+        let direction = scan.direction_of(conn);
+        if direction != crate::events::Direction::Unknown {
+            if let Err(e) = probe.open_flows.set_direction(conn.cookie, direction) {
+                metrics.kernel_read_errors.increment(1);
+                tracing::warn!(error = %e, "setting the direction of a seeded connection failed");
+            }
+        }
+    }
+    metrics.listeners.set(scan.listeners.len() as f64);
+    (scan.listeners, scan.seeded.len())
+}
+
 /// Runs the daemon until `signals.stop` is set. `reload_from` is the file SIGHUP re-reads
 /// (flags given on the command line keep overriding it: `overrides` is applied after).
 pub fn run(
@@ -90,30 +128,54 @@ pub fn run(
     reload_from: Option<PathBuf>,
     overrides: impl Fn(&mut RawExporterConfig),
     signals: Signals,
-    metrics: Arc<Metrics>,
 ) -> Result<(), DaemonError> {
-    let mut probe = load(&LoaderConfig { ringbuf_bytes: config.ringbuf_bytes, ..LoaderConfig::default() })?;
+    if let Some(addr) = config.metrics {
+        metrics::serve(addr)?;
+        tracing::info!(%addr, "metrics");
+    }
+    let metrics = Metrics::register();
+    let process = ProcessMetrics::new();
+    let incarnation = batch::random_incarnation().map_err(DaemonError::Random)?;
+    let mut probe = load(&LoaderConfig {
+        ringbuf_bytes: config.ringbuf_bytes,
+        pin_dir: config.pin_dir.clone(),
+        ..LoaderConfig::default()
+    })?;
+    match &probe.pin {
+        PinOutcome::Unavailable(why) => tracing::warn!(
+            reason = %why,
+            "the open-connection map is not pinned: connections open across a restart will be reported with an unobserved start"
+        ),
+        outcome => tracing::info!(pin = outcome.label(), dir = ?config.pin_dir, "open-connection map"),
+    }
+    metrics.started(incarnation, &probe.pin);
     let mut sink = Sink::open(&config.sink, &config.producer)?;
     let requests = control::serve(&config.control_socket).map_err(|source| DaemonError::Bind {
         what: format!("control socket {}", config.control_socket.display()),
         source,
     })?;
-    if let Some(addr) = config.metrics {
-        let bound = metrics::serve(addr, Arc::clone(&metrics))
-            .map_err(|source| DaemonError::Bind { what: format!("metrics on {addr}"), source })?;
-        tracing::info!(%bound, "metrics");
-    }
     let mut attributor = Attributor::new(
         config.cgroup_rules.clone(),
         config.host_workload.clone(),
         host_netns(),
         CgroupIndex::new(local::cgroup2_mount().unwrap_or_else(|| "/sys/fs/cgroup".into())),
     );
+    let mut shared = SharedIps::new(config.shared_ip_hold.as_nanos() as u64);
     let json_lines = !matches!(config.sink, config::SinkSpec::Kafka { .. });
-    let mut batcher = Batcher::new(config.exporter_id.clone(), now_ns(), json_lines);
+    // Seed before the first window starts, so every seeded connection starts inside a window.
+    let (mut listeners, seeded) = scan(&mut probe, &metrics, Vec::new());
+    metrics.seeded_at_start.increment(seeded as u64);
+    let mut batcher = Batcher::new(config.exporter_id.clone(), incarnation, batch::boot_hash(), now_ns(), json_lines);
     let mut closed = Vec::new();
     let mut next = Instant::now() + config.batch_interval;
-    tracing::info!(exporter = %config.exporter_id, interval = ?config.batch_interval, sink = ?config.sink, "exporting");
+    tracing::info!(
+        exporter = %config.exporter_id,
+        incarnation = %format!("{incarnation:016x}"),
+        seeded,
+        interval = ?config.batch_interval,
+        sink = ?config.sink,
+        "exporting"
+    );
     loop {
         let stopping = signals.stop.load(Ordering::Relaxed);
         // Read the ring buffer in gulps, every POLL_EVERY at most, instead of waking up for
@@ -123,6 +185,10 @@ pub fn run(
         if !stopping {
             std::thread::sleep(wait);
             probe.events.read_available(&mut closed);
+        }
+        // The producer's counters move between batches (deliveries): copied at every wake-up.
+        if let Some(p) = sink.producer_stats() {
+            metrics.producer(&p);
         }
         while let Ok((request, reply)) = requests.try_recv() {
             let _ = reply.send(apply(&mut probe, &mut attributor, &request));
@@ -134,47 +200,66 @@ pub fn run(
             continue;
         }
         next += config.batch_interval;
-        // The window ends now; then everything the kernel has reported so far is read, so
-        // nothing that ended before the window's end can come later.
+        // Scan first (what it seeds starts now, inside this window); then the window ends, and
+        // everything the kernel has reported so far is read, so nothing that ended before the
+        // window's end can come later.
+        let scanned = scan(&mut probe, &metrics, std::mem::take(&mut listeners));
+        listeners = scanned.0;
+        metrics.seeded.increment(scanned.1 as u64);
         let to = now_ns();
         probe.events.read_available(&mut closed);
         let open = match probe.open_flows.snapshot() {
-            Ok(snapshot) => snapshot.flows,
+            Ok(snapshot) => {
+                metrics.undecodable_open_map.increment(snapshot.decode_errors);
+                snapshot.flows
+            }
             Err(e) => {
+                metrics.kernel_read_errors.increment(1);
                 tracing::warn!(error = %e, "open-connection snapshot failed: this batch has no open slices");
                 Vec::new()
             }
         };
         let addresses: Vec<IpAddr> = ifaddrs::host_addresses().unwrap_or_default();
-        let built = batcher.build(to, std::mem::take(&mut closed), &open, &mut attributor, &addresses);
-        metrics.batches.fetch_add(1, Ordering::Relaxed);
-        metrics.flows.fetch_add(built.batch.flows.len() as u64, Ordering::Relaxed);
-        metrics.open_slices.fetch_add(built.batch.flows.iter().filter(|f| f.open).count() as u64, Ordering::Relaxed);
-        metrics.heartbeats.fetch_add(built.batch.heartbeats.len() as u64, Ordering::Relaxed);
+        let input = BatchInput {
+            to,
+            closed: std::mem::take(&mut closed),
+            open: &open,
+            listeners: &listeners,
+            host_addresses: &addresses,
+        };
+        let built = batcher.build(input, &mut attributor, &mut shared);
+        metrics.shared_ips.set(shared.expire(to) as f64);
+        let open_slices = built.batch.flows.iter().filter(|f| f.open).count() as u64;
+        let port_beats = built.batch.heartbeats.iter().filter(|h| h.port != 0).count() as u64;
+        metrics.batches.increment(1);
+        metrics.flows_closed.increment(built.batch.flows.len() as u64 - open_slices);
+        metrics.flows_open.increment(open_slices);
+        metrics.heartbeats_ip.increment(built.batch.heartbeats.len() as u64 - port_beats);
+        metrics.heartbeats_port.increment(port_beats);
         match sink.send(&built) {
             Ok(()) => {}
             Err(SinkError::Closed) => return Ok(()),
             Err(e) => {
-                let n = metrics.sink_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                if n.is_power_of_two() {
-                    tracing::warn!(error = %e, total = n, "batch not delivered to the sink");
-                }
+                metrics.sink_errors.increment(1);
+                tracing::warn!(error = %e, "batch not delivered to the sink");
             }
         }
         if let Ok(c) = probe.counters.read() {
-            metrics.ringbuf_drops.store(c.ringbuf_drops, Ordering::Relaxed);
-            metrics.open_map_full.store(c.open_map_full, Ordering::Relaxed);
+            metrics.ringbuf_drops.absolute(c.ringbuf_drops);
+            metrics.open_map_full.absolute(c.open_map_full);
+            metrics.stale_records.absolute(c.refresh_stale);
         }
-        if let Some(p) = sink.producer_stats() {
-            metrics.queue_sent.store(p.sent, Ordering::Relaxed);
-            metrics.queue_delivered.store(p.delivered, Ordering::Relaxed);
-            metrics.queue_dropped.store(p.dropped + p.failed, Ordering::Relaxed);
-        }
+        metrics.undecodable_ringbuf.absolute(probe.events.decode_errors());
+        process.collect();
         if stopping {
             break;
         }
     }
-    sink.close(Duration::from_secs(10))?;
+    let closed = sink.close(Duration::from_secs(10));
+    if let Some(p) = sink.producer_stats() {
+        metrics.producer(&p);
+    }
+    closed?;
     let _ = std::fs::remove_file(&config.control_socket);
     tracing::info!("stopped after the last batch");
     Ok(())
@@ -192,11 +277,11 @@ fn apply(
             match port {
                 Some(p) => {
                     probe.assignments.assign_port(*ip, *p, id).map_err(|e| e.to_string())?;
-                    attributor.by_port.insert((*ip, *p), workload.clone());
+                    attributor.by_port.insert((*ip, *p), Arc::from(workload.as_str()));
                 }
                 None => {
                     probe.assignments.assign_addr(*ip, id).map_err(|e| e.to_string())?;
-                    attributor.by_ip.insert(*ip, workload.clone());
+                    attributor.by_ip.insert(*ip, Arc::from(workload.as_str()));
                 }
             }
             Ok("ok".into())
@@ -241,7 +326,7 @@ fn reload(
                 tracing::warn!("sink, batch interval and exporter id change only on restart");
             }
             attributor.reconfigure(new.cgroup_rules, new.host_workload);
-            metrics.reloads.fetch_add(1, Ordering::Relaxed);
+            metrics.reloads.increment(1);
             tracing::info!("configuration reloaded");
         }
         Err(e) => tracing::error!(error = %format!("{e:#}"), "reload refused: keeping the running configuration"),

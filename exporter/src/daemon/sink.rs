@@ -58,8 +58,11 @@ pub enum Sink {
 struct HeartbeatLine<'a> {
     kind: &'static str,
     exporter: &'a str,
+    incarnation: u64,
     seq: u64,
     ip: std::net::IpAddr,
+    /// 0: the whole IP; otherwise only this port of it.
+    port: u32,
     workload: &'a str,
     from_ns: u64,
     to_ns: u64,
@@ -107,8 +110,10 @@ impl Sink {
                     let line = HeartbeatLine {
                         kind: "heartbeat",
                         exporter: &built.batch.exporter_id,
+                        incarnation: built.batch.incarnation,
                         seq,
                         ip,
+                        port: hb.port,
                         workload: &hb.workload,
                         from_ns: hb.from_ns,
                         to_ns: hb.to_ns,

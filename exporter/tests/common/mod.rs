@@ -156,3 +156,6 @@ pub fn full_listener() -> (socket2::Socket, SocketAddr, TcpStream) {
     assert_eq!(rc, 1, "the filler connection reaches the accept queue");
     (listener, server, filler)
 }
+
+pub mod exporter;
+pub mod netns;
