@@ -13,6 +13,29 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Bytes that are not a sketch [`RttSketch::to_bytes`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SketchError {
+    /// The bytes end inside a bucket.
+    #[error("sketch truncated at byte {at}")]
+    Truncated {
+        /// Byte offset.
+        at: usize,
+    },
+    /// A count longer than a 64-bit varint.
+    #[error("sketch count over 64 bits at byte {at}")]
+    Overlong {
+        /// Byte offset of the bucket.
+        at: usize,
+    },
+    /// A bucket not above the one before it.
+    #[error("sketch buckets out of order at byte {at}")]
+    Unsorted {
+        /// Byte offset of the bucket.
+        at: usize,
+    },
+}
+
 /// Relative accuracy.
 pub const ALPHA: f64 = 0.01;
 
@@ -143,31 +166,41 @@ impl RttSketch {
         out
     }
 
-    /// Reads [`to_bytes`](RttSketch::to_bytes); `None` for bytes it did not write.
-    pub fn from_bytes(mut bytes: &[u8]) -> Option<Self> {
+    /// Reads [`to_bytes`](RttSketch::to_bytes) (the `rtt_sketch` of an `Edge` and of the lake's
+    /// `edges` table).
+    ///
+    /// # Errors
+    /// [`SketchError`] at the byte offset of the first thing `to_bytes` would not have written:
+    /// a truncated bucket, an over-long count, buckets out of order.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SketchError> {
         let mut s = RttSketch::default();
-        while !bytes.is_empty() {
-            let b = i16::from_le_bytes([*bytes.first()?, *bytes.get(1)?]);
-            bytes = &bytes[2..];
-            let (mut n, mut shift) = (0u64, 0);
+        let mut at = 0;
+        while at < bytes.len() {
+            let (Some(&lo), Some(&hi)) = (bytes.get(at), bytes.get(at + 1)) else {
+                return Err(SketchError::Truncated { at });
+            };
+            let b = i16::from_le_bytes([lo, hi]);
+            let start = at;
+            at += 2;
+            let (mut n, mut shift) = (0u64, 0u32);
             loop {
-                let (&byte, rest) = bytes.split_first()?;
-                bytes = rest;
-                n |= u64::from(byte & 0x7f).checked_shl(shift)?;
+                let Some(&byte) = bytes.get(at) else { return Err(SketchError::Truncated { at }) };
+                at += 1;
+                if shift > 63 {
+                    return Err(SketchError::Overlong { at: start });
+                }
+                n |= u64::from(byte & 0x7f) << shift;
                 if byte < 0x80 {
                     break;
                 }
                 shift += 7;
-                if shift > 63 {
-                    return None;
-                }
             }
             if s.buckets.last().is_some_and(|(last, _)| *last >= b) {
-                return None;
+                return Err(SketchError::Unsorted { at: start });
             }
             s.buckets.push((b, n));
         }
-        Some(s)
+        Ok(s)
     }
 }
 
@@ -200,7 +233,7 @@ mod tests {
             let want = exact(&mut values, q);
             let got = sa.quantile(q).unwrap();
             prop_assert!((got - want).abs() <= ALPHA * want * 1.0001, "q {} got {} want {}", q, got, want);
-            prop_assert_eq!(RttSketch::from_bytes(&sa.to_bytes()), Some(sa));
+            prop_assert_eq!(RttSketch::from_bytes(&sa.to_bytes()), Ok(sa));
         }
     }
 
@@ -210,6 +243,12 @@ mod tests {
         assert_eq!(s.quantile(0.5), None);
         s.add(0.0, 3);
         assert_eq!(s.quantile(0.99), Some(0.0));
-        assert_eq!(RttSketch::from_bytes(&[1]), None, "truncated");
+        assert_eq!(RttSketch::from_bytes(&[1]), Err(SketchError::Truncated { at: 0 }));
+        assert_eq!(RttSketch::from_bytes(&[1, 0, 0x80]), Err(SketchError::Truncated { at: 3 }));
+        assert_eq!(RttSketch::from_bytes(&[2, 0, 1, 1, 0, 1]), Err(SketchError::Unsorted { at: 3 }));
+        assert_eq!(
+            RttSketch::from_bytes(&[1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1]),
+            Err(SketchError::Overlong { at: 0 })
+        );
     }
 }
