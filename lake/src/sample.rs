@@ -20,6 +20,7 @@ use crate::edges::EdgeRow;
 use crate::error::LakeError;
 use crate::flows::{FlowRow, Verification};
 use crate::layout::NANOS_PER_SEC;
+use crate::stats::WriterStats;
 use crate::store::Lake;
 use crate::writer::TableWriter;
 
@@ -162,6 +163,10 @@ pub struct JobRun {
     pub flow_rows: u64,
     /// Edge rows pushed.
     pub edge_rows: u64,
+    /// The flows writer's counters at the end.
+    pub flows: WriterStats,
+    /// The edges writer's counters at the end.
+    pub edges: WriterStats,
 }
 
 /// Something the model reports as it goes (after each message).
@@ -238,8 +243,8 @@ pub fn run_job(
         let files = flows.stats().files_written + edges.stats().files_written;
         progress(Progress { processed: i + 1, committed: run.committed, files });
     }
-    flows.finish()?;
-    edges.finish()?;
+    run.flows = flows.finish()?;
+    run.edges = edges.finish()?;
     run.committed = input.messages;
     commit(commit_file, run.committed).map_err(commit_err)?;
     Ok(run)
