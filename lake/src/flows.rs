@@ -81,6 +81,17 @@ pub fn reason_name(r: Reason) -> &'static str {
     name_of(REASON, r)
 }
 
+/// The stored name of a scope (`ip`, `port`, `unspecified`).
+pub fn scope_name(s: Scope) -> &'static str {
+    name_of(SCOPE, s)
+}
+
+/// The stored name of a workload source (`host_identity`, `ip_assignment`, `port_assignment`,
+/// `cgroup_rule`, `unspecified`).
+pub fn source_name(s: WorkloadSource) -> &'static str {
+    name_of(SOURCE, s)
+}
+
 /// The stored name of an evidence (`heartbeat`, `flow`, `assignment`, `peer`).
 pub fn evidence_name(e: Evidence) -> &'static str {
     name_of(EVIDENCE, e)
@@ -309,8 +320,8 @@ impl LakeRow for FlowRow {
                 build::u32s(rows, |r| r.retransmits),
                 build::u32s(rows, |r| r.srtt_us),
                 build::opt_strs(rows, |r| r.local_workload.as_deref()),
-                build::strs(rows, |r| name_of(SCOPE, r.local_scope)),
-                build::strs(rows, |r| name_of(SOURCE, r.local_source)),
+                build::strs(rows, |r| scope_name(r.local_scope)),
+                build::strs(rows, |r| source_name(r.local_source)),
                 build::opt_strs(rows, |r| r.remote_workload.as_deref()),
                 build::opt_strs(rows, |r| r.evidence.map(evidence_name)),
                 build::opt_strs(rows, |r| r.reason.map(reason_name)),
