@@ -6,12 +6,13 @@
 //! ```text
 //! <table>/dt=YYYY-MM-DD/hour=HH/<table>-<cell>-w<writer>-<part>.parquet   data (Hive-partitioned)
 //! _lake/<table>/layout.json                                               cell length and writer count
-//! _lake/<table>/w<writer>/<cell>.json                                     manifest of one cell
+//! _lake/<table>/w<writer>/<YYYY-MM-DD>/<cell>.json                        manifest of one cell
 //! ```
 //!
 //! `dt`/`hour` are the UTC date and hour of each row's own event time (a flow's start, an edge's
 //! bucket); `<cell>` is the UTC start of the writer's cell of dataflow time as
-//! `YYYYMMDDTHHMMSSZ` (cells are whole seconds, aligned to the Unix epoch). The bookkeeping lives
+//! `YYYYMMDDTHHMMSSZ` (cells are whole seconds, aligned to the Unix epoch); manifests are grouped
+//! by the cell's UTC day so no directory grows without bound. The bookkeeping lives
 //! under `_lake/`, outside every table directory: readers that list a table (`pyarrow.dataset`,
 //! DuckDB's `read_parquet('<table>/*/*/*.parquet')`) see data files only.
 
@@ -69,7 +70,9 @@ pub fn data_path(root: &Path, table: &str, partition: Partition, cell: u64, writ
 
 /// The manifest of one cell of one writer.
 pub fn manifest_path(root: &Path, table: &str, writer: u32, cell: u64) -> Path {
-    join(root, &format!("_lake/{table}/w{writer}/{}.json", cell_label(cell)))
+    let t = utc(cell);
+    let day = format!("{:04}-{:02}-{:02}", t.year(), t.month(), t.day());
+    join(root, &format!("_lake/{table}/w{writer}/{day}/{}.json", cell_label(cell)))
 }
 
 /// The layout record of a table (cell length and writer count, checked at every start).
@@ -132,7 +135,10 @@ mod tests {
             data_path(&root, "flows", Partition::of_ns(T - 7_200 * NANOS_PER_SEC), cell, 3, 12).as_ref(),
             "lake/root/flows/dt=2026-11-29/hour=10/flows-20261129T122400Z-w3-12.parquet"
         );
-        assert_eq!(manifest_path(&root, "edges", 0, cell).as_ref(), "lake/root/_lake/edges/w0/20261129T122400Z.json");
+        assert_eq!(
+            manifest_path(&root, "edges", 0, cell).as_ref(),
+            "lake/root/_lake/edges/w0/2026-11-29/20261129T122400Z.json"
+        );
         assert_eq!(layout_path(&Path::default(), "flows").as_ref(), "_lake/flows/layout.json");
         let p = data_path(&Path::default(), "flows", Partition::of_ns(0), 0, 0, 0);
         assert_eq!(p.as_ref(), "flows/dt=1970-01-01/hour=00/flows-19700101T000000Z-w0-0.parquet");

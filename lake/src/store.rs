@@ -143,13 +143,19 @@ impl Lake {
                 detail: format!("writer {writer} of {writers}"),
             });
         }
-        self.check_layout(R::TABLE, writers)?;
+        self.check_layout(R::TABLE, writer, writers)?;
         TableWriter::start(self.inner.clone(), writer)
     }
 
-    fn check_layout(&self, table: &str, writers: u32) -> Result<(), LakeError> {
+    /// Compares the table's layout record with this job's, or writes it when missing. Only
+    /// writer 0 writes it (and removes staging files a killed write of it left): writers of one
+    /// job start together, and a staging file must not be removed while another writer puts it.
+    fn check_layout(&self, table: &str, writer: u32, writers: u32) -> Result<(), LakeError> {
         let inner = &self.inner;
         let path = layout::layout_path(&inner.root, table);
+        if writer == 0 {
+            inner.remove_staging(&path)?;
+        }
         let cell_ns = inner.settings.cell_ns();
         match inner.get(&path)? {
             Some(bytes) => {
@@ -166,6 +172,7 @@ impl Lake {
                 }
                 Ok(())
             }
+            None if writer != 0 => Ok(()),
             None => {
                 let record = serde_json::to_vec(&LayoutRecord { cell_ns, writers })
                     .map_err(|e| LakeError::Bookkeeping { path: path.to_string(), detail: e.to_string() })?;

@@ -13,7 +13,7 @@
 //! duplicates dropped). Parts are written by a background thread, so the operator never waits
 //! for the store (except when [`QUEUE_BATCHES`] batches are queued: then `push` blocks, which
 //! is the back-pressure). Each data file is committed atomically, and before any data file of a
-//! cell is written, the cell's manifest (`_lake/<table>/w<writer>/<cell>.json`) lists it.
+//! cell is written, the cell's manifest (`_lake/<table>/w<writer>/<day>/<cell>.json`) lists it.
 //!
 //! # Why a restart neither duplicates nor loses rows
 //! The first rows of a cell a writer sees make it read the cell's manifest. Files listed there
@@ -436,6 +436,9 @@ impl<R: LakeRow> Background<R> {
             cell_ns: self.cell_ns(),
             files: Vec::new(),
         };
+        // A manifest put killed mid-write left a staging file (only this writer puts it).
+        let removed = lake.remove_staging(&path)?;
+        self.shared.stats().staging_removed += removed;
         let Some(bytes) = lake.get(&path)? else {
             return Ok(OpenCell { cell: Cell::new([], BTreeMap::new()), manifest: fresh });
         };

@@ -51,8 +51,8 @@ fn files_land_in_their_partitions_with_their_names() {
         files(&dir),
         [
             "_lake/flows/layout.json",
-            "_lake/flows/w0/20261129T122400Z.json",
-            "_lake/flows/w0/20261129T122500Z.json",
+            "_lake/flows/w0/2026-11-29/20261129T122400Z.json",
+            "_lake/flows/w0/2026-11-29/20261129T122500Z.json",
             "flows/dt=2026-11-29/hour=11/flows-20261129T122400Z-w0-0.parquet",
             "flows/dt=2026-11-29/hour=12/flows-20261129T122400Z-w0-0.parquet",
             "flows/dt=2026-11-29/hour=12/flows-20261129T122400Z-w0-1.parquet",
@@ -239,10 +239,12 @@ fn a_store_failing_mid_cell_loses_nothing_and_duplicates_nothing() {
     }
 }
 
-/// A write killed after its cell's manifest listed a file leaves a staging file on a local
-/// file system; the writer that resumes the cell removes it and writes the file.
+/// A `put` killed mid-write leaves a staging file (`<name>#<n>`) on a local file system: of a
+/// data file its cell's manifest lists, of the manifest itself, of the layout record. The writer
+/// that resumes the cell (or writer 0, for the layout record) removes them, and writes the files.
+/// (Regression: a kill during a manifest's put left `<cell>.json#1` behind.)
 #[test]
-fn staging_files_of_an_interrupted_write_are_removed() {
+fn staging_files_of_interrupted_writes_are_removed() {
     let input = SampleInput { base_ns: BASE, messages: 120, rows_per_message: 3, step_ns: SEC, spread: 30 };
     let dir = scratch("staging");
     let (lake_dir, commits) = (dir.join("lake"), dir.join("commits"));
@@ -251,23 +253,27 @@ fn staging_files_of_an_interrupted_write_are_removed() {
     let failing = FailingStore::new(Arc::new(LocalFileSystem::new_with_prefix(&lake_dir).unwrap()), 1, true);
     let lake = Lake::with_store(failing, Path::default(), healthy.settings().clone()).unwrap();
     run_job(&lake, &input, 0, 1, &commits, |_| {}).unwrap_err();
-    // A manifest lists a file that is not there (whichever writer failed first); put a staging
-    // file beside it.
-    let listed = files(&lake_dir)
+    // A manifest lists a file that is not there (whichever writer failed first).
+    let (manifest, listed) = files(&lake_dir)
         .into_iter()
         .filter(|f| f.starts_with("_lake/") && !f.ends_with("layout.json"))
-        .flat_map(|m| {
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(lake_dir.join(m)).unwrap()).unwrap();
-            v["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+        .find_map(|m| {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(lake_dir.join(&m)).unwrap()).unwrap();
+            let first = v["files"][0]["path"].as_str().unwrap().to_string();
+            (!lake_dir.join(&first).exists()).then_some((m, first))
         })
-        .find(|f| !lake_dir.join(f).exists())
         .expect("a manifest lists a file that was not written");
-    let staging = lake_dir.join(format!("{listed}#3"));
-    std::fs::create_dir_all(staging.parent().unwrap()).unwrap();
-    std::fs::write(&staging, b"PAR1 half a file").unwrap();
+    let staging = [format!("{listed}#3"), format!("{manifest}#1"), "_lake/flows/layout.json#2".to_string()];
+    for s in &staging {
+        let path = lake_dir.join(s);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"PAR1 half a file").unwrap();
+    }
     let run = run_job(&healthy, &input, 0, 1, &commits, |_| {}).unwrap();
-    assert!(!staging.exists());
-    assert_eq!(run.flows.staging_removed + run.edges.staging_removed, 1);
+    for s in &staging {
+        assert!(!lake_dir.join(s).exists(), "{s} is left");
+    }
+    assert_eq!(run.flows.staging_removed + run.edges.staging_removed, 2, "the data file's and the manifest's");
     assert!(run.flows.missing_files + run.edges.missing_files >= 1);
     assert!(lake_dir.join(&listed).exists());
     assert_eq!(stored::<FlowRow>(&healthy), expected_flows(&input));
@@ -341,7 +347,7 @@ fn a_damaged_manifest_stops_the_writer() {
     let mut w = lake.writer::<FlowRow>(0, 1).unwrap();
     w.push(BASE + 5 * SEC, vec![flow(5, BASE, 1)]).unwrap();
     w.finish().unwrap();
-    let path = dir.join("_lake/flows/w0/20261129T122400Z.json");
+    let path = dir.join("_lake/flows/w0/2026-11-29/20261129T122400Z.json");
     std::fs::write(&path, b"{\"version\": 2}").unwrap();
     let mut w = lake.writer::<FlowRow>(0, 1).unwrap();
     w.push(BASE + 5 * SEC, vec![flow(5, BASE, 2)]).unwrap();

@@ -24,7 +24,15 @@ fn endpoint() -> &'static str {
     static E: OnceLock<String> = OnceLock::new();
     E.get_or_init(|| {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let out = std::process::Command::new(root.join("scripts/objectstore")).arg("start").output().unwrap();
+        // nextest runs each test in its own process: without the lock, two of them start two
+        // servers at once, one fails on the taken port and leaves its pid in the pid file
+        // (regression: every later `start` then said the port was taken).
+        let out = std::process::Command::new("flock")
+            .arg(std::env::temp_dir().join("flowmap-objectstore-start.lock"))
+            .arg(root.join("scripts/objectstore"))
+            .arg("start")
+            .output()
+            .unwrap();
         assert!(out.status.success(), "scripts/objectstore start: {}", String::from_utf8_lossy(&out.stderr));
         std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
