@@ -59,7 +59,9 @@ fn row(key: u64, event_ns: u64) -> Row {
 }
 
 /// (partition hour, part, [(time, key)]) of planned files.
-fn shape(parts: &[Planned<Row>]) -> Vec<(u8, u32, Vec<(u64, u64)>)> {
+type Shape = Vec<(u8, u32, Vec<(u64, u64)>)>;
+
+fn shape(parts: &[Planned<Row>]) -> Shape {
     parts.iter().map(|p| (p.partition.hour, p.part, p.rows.iter().map(|(t, r)| (*t, r.key)).collect())).collect()
 }
 
@@ -130,7 +132,7 @@ fn of_two_held_rows_with_one_key_the_earlier_time_stays() {
 
 /// The rows of a run, each at a time, arriving in some order, with the frontier advancing as
 /// the order allows (never past a time still to come).
-fn run(arrivals: &[(u64, u64, u64)], stored: &[u64], max_rows: usize) -> Vec<(u8, u32, Vec<(u64, u64)>)> {
+fn run(arrivals: &[(u64, u64, u64)], stored: &[u64], max_rows: usize) -> Shape {
     let mut cell = Cell::<Row>::new(stored.iter().copied(), BTreeMap::new());
     let mut out = Vec::new();
     for (i, &(t, k, hour)) in arrivals.iter().enumerate() {

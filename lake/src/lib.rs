@@ -35,7 +35,7 @@
 //! - [`layout`]: partitions, file names, manifests.
 //! - [`row`]: the [`LakeRow`] trait a table implements; [`flows`] ([`FlowRow`]) and [`edges`]
 //!   ([`EdgeRow`]) are the two tables.
-//! - [`stats`]: [`WriterStats`].
+//! - [`stats`]: the counters, [`WriterStats`].
 //! - [`sample`]: deterministic sample rows and a model of the job's delivery loop (examples,
 //!   tests, benchmarks).
 #![deny(missing_docs)]

@@ -85,7 +85,7 @@ impl SampleInput {
                 bucket_start_ns: (time - (h >> 16) % (120 * NANOS_PER_SEC)) / bucket * bucket,
                 bucket_s: 60,
                 client: client.to_string(),
-                server: if h % 11 == 0 { "external:203.0.113.0/24".to_string() } else { server.to_string() },
+                server: if h.is_multiple_of(11) { "external:203.0.113.0/24".to_string() } else { server.to_string() },
                 server_port: [443, 5432, 8080][((h >> 24) % 3) as usize],
                 protocol: "tcp".to_string(),
                 emitted_at_ns: time,
@@ -94,14 +94,14 @@ impl SampleInput {
                 bytes_server_to_client: (h >> 28) % 1_000_000,
                 segments: 10 + (h >> 36) % 100,
                 retransmits: (h >> 40) % 3,
-                failed_connects: u64::from(h % 13 == 0),
+                failed_connects: u64::from(h.is_multiple_of(13)),
                 verified: (h >> 44) % 3,
                 disagreements: 0,
                 one_sided: (h >> 46) % 2,
-                rtt_p50_us: (h % 7 != 0).then_some(100.0 + ((h >> 48) % 900) as f64),
-                rtt_p90_us: (h % 7 != 0).then_some(1_000.0 + ((h >> 50) % 900) as f64),
-                rtt_p99_us: (h % 7 != 0).then_some(2_000.0 + ((h >> 52) % 900) as f64 + 0.5),
-                rtt_sketch: (h % 3 == 0).then(|| h.to_le_bytes().to_vec()),
+                rtt_p50_us: (!h.is_multiple_of(7)).then_some(100.0 + ((h >> 48) % 900) as f64),
+                rtt_p90_us: (!h.is_multiple_of(7)).then_some(1_000.0 + ((h >> 50) % 900) as f64),
+                rtt_p99_us: (!h.is_multiple_of(7)).then_some(2_000.0 + ((h >> 52) % 900) as f64 + 0.5),
+                rtt_sketch: h.is_multiple_of(3).then(|| h.to_le_bytes().to_vec()),
             },
         )]
     }
@@ -114,8 +114,8 @@ impl SampleInput {
         let start_ns = time.saturating_sub((h >> 8) % (120 * NANOS_PER_SEC));
         let local = WORKLOADS[(h % 6) as usize];
         let remote = WORKLOADS[((h >> 4) % 6) as usize];
-        let attributed = h % 10 != 0;
-        let direction = if h % 2 == 0 { Direction::Client } else { Direction::Server };
+        let attributed = !h.is_multiple_of(10);
+        let direction = if h.is_multiple_of(2) { Direction::Client } else { Direction::Server };
         let ip = |x: u64| IpAddr::V4(Ipv4Addr::new(10, 0, (x >> 8) as u8, x as u8));
         FlowRow {
             flow_id: h,
@@ -123,29 +123,29 @@ impl SampleInput {
             incarnation: mix(i % 17),
             local_ip: ip(h >> 12),
             local_port: if direction == Direction::Client { 32_768 + ((h >> 20) % 28_000) as u16 } else { 443 },
-            remote_ip: if h % 23 == 0 { "2001:db8::7".parse().unwrap_or(ip(1)) } else { ip(h >> 28) },
+            remote_ip: if h.is_multiple_of(23) { "2001:db8::7".parse().unwrap_or(ip(1)) } else { ip(h >> 28) },
             remote_port: if direction == Direction::Client { 443 } else { 32_768 + ((h >> 36) % 28_000) as u16 },
             direction,
             start_ns,
             end_ns: start_ns + (h >> 40) % (10 * NANOS_PER_SEC),
-            open: h % 9 == 0,
-            start_unobserved: h % 31 == 0,
-            connect_error: if h % 29 == 0 { 111 } else { 0 },
+            open: h.is_multiple_of(9),
+            start_unobserved: h.is_multiple_of(31),
+            connect_error: if h.is_multiple_of(29) { 111 } else { 0 },
             bytes_sent: (h >> 16) % 50_000,
             bytes_received: (h >> 24) % 500_000,
             segments_sent: (h >> 32) % 100,
             segments_received: (h >> 38) % 200,
             retransmits: ((h >> 44) % 4) as u32,
             srtt_us: ((h >> 46) % 5_000) as u32,
-            local_workload: (h % 13 != 0).then(|| local.to_string()),
-            local_scope: if h % 5 == 0 { Scope::Port } else { Scope::Ip },
+            local_workload: (!h.is_multiple_of(13)).then(|| local.to_string()),
+            local_scope: if h.is_multiple_of(5) { Scope::Port } else { Scope::Ip },
             local_source: [WorkloadSource::HostIdentity, WorkloadSource::IpAssignment, WorkloadSource::CgroupRule]
                 [((h >> 50) % 3) as usize],
             remote_workload: attributed.then(|| remote.to_string()),
             evidence: attributed
                 .then_some([Evidence::Heartbeat, Evidence::Flow, Evidence::Peer][((h >> 52) % 3) as usize]),
             reason: (!attributed).then_some([Reason::NoOwner, Reason::External][((h >> 54) % 2) as usize]),
-            counted: direction == Direction::Client || h % 3 == 0,
+            counted: direction == Direction::Client || h.is_multiple_of(3),
             verification: [Verification::Agree, Verification::OneSided, Verification::PeerOnly, Verification::Disagree]
                 [((h >> 56) % 4) as usize],
         }
