@@ -57,8 +57,13 @@ pub(crate) struct Planned<R> {
     pub(crate) rows: Vec<(u64, R)>,
 }
 
+/// The held rows of one partition of a cell. Rows stay in their slot until they are taken (they
+/// are large; the ordered index moves only keys and slot numbers), and freed slots are reused, so
+/// the slots never outnumber the rows held at once.
 struct Pending<R: LakeRow> {
-    rows: BTreeMap<(u64, R::Key), R>,
+    order: BTreeMap<(u64, R::Key), usize>,
+    slots: Vec<Option<R>>,
+    free: Vec<usize>,
     /// Rows per dataflow time (to count the complete ones without walking the rows).
     times: BTreeMap<u64, usize>,
     next_part: u32,
@@ -66,41 +71,67 @@ struct Pending<R: LakeRow> {
 
 impl<R: LakeRow> Pending<R> {
     fn new(next_part: u32) -> Self {
-        Pending { rows: BTreeMap::new(), times: BTreeMap::new(), next_part }
+        Pending { order: BTreeMap::new(), slots: Vec::new(), free: Vec::new(), times: BTreeMap::new(), next_part }
     }
 
-    fn remove(&mut self, time: u64, key: &R::Key) -> Option<R> {
-        let row = self.rows.remove(&(time, key.clone()))?;
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    fn put(&mut self, time: u64, key: R::Key, row: R) {
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(row);
+                slot
+            }
+            None => {
+                self.slots.push(Some(row));
+                self.slots.len() - 1
+            }
+        };
+        self.order.insert((time, key), slot);
+        *self.times.entry(time).or_default() += 1;
+    }
+
+    fn forget_time(&mut self, time: u64) {
         if let Some(n) = self.times.get_mut(&time) {
             *n -= 1;
             if *n == 0 {
                 self.times.remove(&time);
             }
         }
-        Some(row)
+    }
+
+    fn remove(&mut self, time: u64, key: &R::Key) -> Option<R> {
+        let slot = self.order.remove(&(time, key.clone()))?;
+        self.forget_time(time);
+        self.free.push(slot);
+        self.slots[slot].take()
     }
 
     /// Rows at dataflow times before `frontier` (`None`: the input is complete).
     fn complete(&self, frontier: Option<u64>) -> usize {
         match frontier {
-            None => self.rows.len(),
+            None => self.len(),
             Some(f) => self.times.range(..f).map(|(_, n)| n).sum(),
         }
     }
 
     /// The first `n` rows, as a part.
     fn take(&mut self, partition: Partition, n: usize, seen: &mut HashMap<R::Key, Seen, Hasher>) -> Planned<R> {
-        let mut rows = Vec::with_capacity(n);
+        let mut rows = Vec::with_capacity(n.min(self.len()));
         while rows.len() < n {
-            let Some(((time, key), row)) = self.rows.pop_first() else { break };
-            if let Some(c) = self.times.get_mut(&time) {
-                *c -= 1;
-                if *c == 0 {
-                    self.times.remove(&time);
-                }
-            }
+            let Some(((time, key), slot)) = self.order.pop_first() else { break };
+            self.forget_time(time);
+            self.free.push(slot);
             seen.insert(key, Seen::Stored);
-            rows.push((time, row));
+            if let Some(row) = self.slots[slot].take() {
+                rows.push((time, row));
+            }
+        }
+        if self.order.is_empty() {
+            self.slots = Vec::new();
+            self.free = Vec::new();
         }
         rows.sort_by_cached_key(|(_, r)| r.key());
         let part = self.next_part;
@@ -155,8 +186,7 @@ impl<R: LakeRow> Cell<R> {
             .partitions
             .entry(partition)
             .or_insert_with(|| Pending::new(next_parts.get(&partition).copied().unwrap_or(0)));
-        pending.rows.insert((time, key), row);
-        *pending.times.entry(time).or_default() += 1;
+        pending.put(time, key, row);
         self.held += 1;
         outcome
     }
@@ -165,7 +195,7 @@ impl<R: LakeRow> Cell<R> {
     pub(crate) fn cut(&mut self, frontier: Option<u64>, max_rows: usize) -> Vec<Planned<R>> {
         let mut out = Vec::new();
         for (&partition, pending) in &mut self.partitions {
-            while pending.rows.len() >= max_rows && pending.complete(frontier) >= max_rows {
+            while pending.len() >= max_rows && pending.complete(frontier) >= max_rows {
                 let part = pending.take(partition, max_rows, &mut self.seen);
                 self.held -= part.rows.len();
                 out.push(part);
@@ -178,8 +208,8 @@ impl<R: LakeRow> Cell<R> {
     pub(crate) fn close(&mut self, max_rows: usize) -> Vec<Planned<R>> {
         let mut out = self.cut(None, max_rows);
         for (&partition, pending) in &mut self.partitions {
-            if !pending.rows.is_empty() {
-                let n = pending.rows.len();
+            if pending.len() > 0 {
+                let n = pending.len();
                 let part = pending.take(partition, n, &mut self.seen);
                 self.held -= part.rows.len();
                 out.push(part);

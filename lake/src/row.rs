@@ -115,8 +115,16 @@ pub(crate) mod build {
     pub(crate) fn opt_strs<'a, R: 'a>(rows: &[&'a R], f: impl Fn(&'a R) -> Option<&'a str>) -> ArrayRef {
         Arc::new(rows.iter().map(|r| f(r)).collect::<StringArray>())
     }
-    pub(crate) fn owned_strs<R>(rows: &[&R], f: impl Fn(&R) -> String) -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| f(r))))
+    /// Values written with their `Display` form, straight into the array's buffer.
+    pub(crate) fn displayed<R, D: std::fmt::Display>(rows: &[&R], f: impl Fn(&R) -> D) -> ArrayRef {
+        use std::fmt::Write;
+        let mut b = arrow_array::builder::StringBuilder::with_capacity(rows.len(), rows.len() * 12);
+        for r in rows {
+            // Writing into the builder's buffer cannot fail.
+            let _ = write!(b, "{}", f(r));
+            b.append_value("");
+        }
+        Arc::new(b.finish())
     }
     pub(crate) fn timestamps<R>(rows: &[&R], f: impl Fn(&R) -> u64) -> ArrayRef {
         Arc::new(TimestampNanosecondArray::from_iter_values(rows.iter().map(|r| ns_value(f(r)))).with_timezone("UTC"))

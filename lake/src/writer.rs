@@ -42,12 +42,16 @@ use crate::row::LakeRow;
 use crate::stats::WriterStats;
 use crate::store::LakeInner;
 
-/// Batches of rows (one per [`TableWriter::push`]) queued for the background thread before
-/// `push` blocks.
-pub const QUEUE_BATCHES: usize = 1024;
+/// Rows gathered before they go to the background thread as one batch (fewer wake-ups of it);
+/// [`TableWriter::advance`] sends a smaller batch at once.
+pub const BATCH_ROWS: usize = 1024;
+
+/// Batches queued for the background thread before [`TableWriter::push`] blocks (so at most
+/// `BATCH_ROWS * QUEUE_BATCHES` rows wait for it).
+pub const QUEUE_BATCHES: usize = 256;
 
 enum Command<R> {
-    Rows(u64, Vec<R>),
+    Rows(Vec<(u64, R)>),
     Frontier(Option<u64>),
     Finish,
 }
@@ -79,6 +83,8 @@ impl Shared {
 /// [`crate::Lake::writer`].
 pub struct TableWriter<R: LakeRow> {
     tx: Option<SyncSender<Command<R>>>,
+    /// Rows not yet sent to the background thread, with their times.
+    batch: Vec<(u64, R)>,
     settled: Receiver<Vec<(u64, u64)>>,
     /// Rows per dataflow time not yet stored (nor dropped as duplicates).
     outstanding: BTreeMap<u64, u64>,
@@ -107,6 +113,7 @@ impl<R: LakeRow> TableWriter<R> {
             .map_err(|_| LakeError::WriterGone { table: R::TABLE, writer })?;
         Ok(TableWriter {
             tx: Some(tx),
+            batch: Vec::new(),
             settled,
             outstanding: BTreeMap::new(),
             frontier_sent: None,
@@ -126,13 +133,12 @@ impl<R: LakeRow> TableWriter<R> {
     /// Takes rows of dataflow time `time` (at or after the last frontier given to
     /// [`TableWriter::advance`]). Rows that fail [`LakeRow::check`] are counted
     /// ([`WriterStats::rejected`]), logged and skipped. Blocks while [`QUEUE_BATCHES`] batches
-    /// are queued.
+    /// of [`BATCH_ROWS`] are queued.
     ///
     /// # Errors
     /// The writer has failed (the error it failed with).
     pub fn push(&mut self, time: u64, mut rows: Vec<R>) -> Result<(), LakeError> {
         self.check()?;
-        let before = rows.len();
         let mut bad: Vec<BadRow> = Vec::new();
         rows.retain(|r| match r.check() {
             Ok(()) => true,
@@ -156,8 +162,19 @@ impl<R: LakeRow> TableWriter<R> {
         }
         self.shared.stats().rows_received += rows.len() as u64;
         *self.outstanding.entry(time).or_default() += rows.len() as u64;
-        debug_assert!(rows.len() <= before);
-        self.send(Command::Rows(time, rows))
+        self.batch.extend(rows.into_iter().map(|r| (time, r)));
+        if self.batch.len() >= BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), LakeError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.send(Command::Rows(batch))
     }
 
     /// The input frontier: every later [`TableWriter::push`] has a time at or after `frontier`
@@ -168,6 +185,7 @@ impl<R: LakeRow> TableWriter<R> {
     /// The writer has failed.
     pub fn advance(&mut self, frontier: Option<u64>) -> Result<(), LakeError> {
         self.check()?;
+        self.flush()?;
         if self.frontier_sent == Some(frontier) {
             return Ok(());
         }
@@ -203,7 +221,7 @@ impl<R: LakeRow> TableWriter<R> {
     /// The writer failed, now or before.
     pub fn finish(mut self) -> Result<WriterStats, LakeError> {
         self.check()?;
-        let sent = self.send(Command::Finish);
+        let sent = self.flush().and_then(|_| self.send(Command::Finish));
         self.tx = None;
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
@@ -296,7 +314,7 @@ impl<R: LakeRow> Background<R> {
         while let Ok(command) = rx.recv() {
             let finish = matches!(command, Command::Finish);
             let result = match command {
-                Command::Rows(time, rows) => self.rows(time, rows),
+                Command::Rows(rows) => self.rows(rows),
                 Command::Frontier(f) => self.advance(f),
                 Command::Finish => self.advance(None),
             };
@@ -316,22 +334,31 @@ impl<R: LakeRow> Background<R> {
         self.lake.settings.cell_ns()
     }
 
-    fn rows(&mut self, time: u64, rows: Vec<R>) -> Result<(), LakeError> {
-        let start = layout::cell_start(time, self.cell_ns());
-        if self.frontier.is_none_or(|f| time < f) {
-            self.shared.stats().late_rows += rows.len() as u64;
-        }
-        if !self.cells.contains_key(&start) {
-            let open = self.open(start)?;
-            self.cells.insert(start, open);
-        }
-        let Some(open) = self.cells.get_mut(&start) else { return Ok(()) };
+    fn rows(&mut self, rows: Vec<(u64, R)>) -> Result<(), LakeError> {
+        let cell_ns = self.cell_ns();
         let mut settled: BTreeMap<u64, u64> = BTreeMap::new();
-        for row in rows {
+        let mut touched: Vec<u64> = Vec::new();
+        let mut late = 0;
+        for (time, row) in rows {
+            let start = layout::cell_start(time, cell_ns);
+            if self.frontier.is_none_or(|f| time < f) {
+                late += 1;
+            }
+            if touched.last() != Some(&start) {
+                if !self.cells.contains_key(&start) {
+                    let open = self.open(start)?;
+                    self.cells.insert(start, open);
+                }
+                touched.push(start);
+            }
+            let Some(open) = self.cells.get_mut(&start) else { continue };
             match open.cell.insert(time, row) {
                 Insert::Held => {}
                 Insert::Duplicate(t) | Insert::Replaced(t) => *settled.entry(t).or_default() += 1,
             }
+        }
+        if late > 0 {
+            self.shared.stats().late_rows += late;
         }
         if !settled.is_empty() {
             self.shared.stats().duplicates += settled.values().sum::<u64>();
@@ -339,8 +366,12 @@ impl<R: LakeRow> Background<R> {
         }
         // Rows of a cell the frontier has already passed (a breach of the contract, counted
         // above) are written at once rather than held.
-        if self.frontier.is_none_or(|f| start + self.cell_ns() <= f) {
-            self.close(start)?;
+        touched.sort_unstable();
+        touched.dedup();
+        for start in touched {
+            if self.frontier.is_none_or(|f| start + cell_ns <= f) {
+                self.close(start)?;
+            }
         }
         Ok(())
     }
