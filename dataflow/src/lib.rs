@@ -32,8 +32,10 @@ pub mod config;
 pub mod edges;
 pub mod feed;
 pub mod kafka;
+pub mod lake;
 #[cfg(feature = "sim")]
 pub mod memory;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod profile;

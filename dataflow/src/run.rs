@@ -54,6 +54,8 @@ pub enum OutputMode {
     /// Hand it to sinks that acknowledge delivery (Kafka, the lake); the feed is told the
     /// delivered frontier, so it can commit.
     Sink(SinkFactory),
+    /// Both: keep it all and write it to the sinks (the demo writing a lake).
+    CollectAnd(SinkFactory),
 }
 
 /// How to run.
@@ -93,7 +95,8 @@ pub struct Counts {
     pub output: u64,
     /// Of those, with a remote workload.
     pub attributed: u64,
-    /// Connections (first records) whose other end's record agrees with the claims.
+    /// Connections (each counted once, as in the edges) whose other end's record agrees with the
+    /// claims.
     pub verified_agree: u64,
     /// Connections whose two ends disagree.
     pub verified_disagree: u64,
@@ -204,6 +207,9 @@ impl<T: 'static> Sink<T> for Boxed<T> {
     fn write(&mut self, time: Time, item: &T) -> Result<(), SinkError> {
         self.0.write(time, item)
     }
+    fn advance(&mut self, frontier: Option<Time>) -> Result<(), SinkError> {
+        self.0.advance(frontier)
+    }
     fn undelivered(&mut self) -> Result<Option<Time>, SinkError> {
         self.0.undelivered()
     }
@@ -284,7 +290,7 @@ where
         let feed = Rc::new(RefCell::new(make_feed(index, peers)));
         let shared: SharedFeed = feed.clone();
         let mut sinks = Shared::default();
-        if let OutputMode::Sink(factory) = &options.mode {
+        if let OutputMode::Sink(factory) | OutputMode::CollectAnd(factory) = &options.mode {
             match factory(index, peers) {
                 Ok(outputs) => {
                     sinks.flows = outputs.flows.map(|s| Rc::new(RefCell::new(Boxed(s))));
@@ -294,7 +300,7 @@ where
                 Err(e) => *error.borrow_mut() = Some(e.into()),
             }
         }
-        let collect = matches!(options.mode, OutputMode::Collect);
+        let collect = matches!(options.mode, OutputMode::Collect | OutputMode::CollectAnd(_));
         let names = !matches!(options.mode, OutputMode::Count) || options.edges;
         let state = worker.dataflow::<Time, _, _>(|scope| {
             let batches = batch_source(scope, shared, job.clone(), Rc::clone(&stats));
@@ -357,6 +363,8 @@ where
                     *error.borrow_mut() = Some(e.into());
                     break;
                 }
+                let delivered_ns = delivered.iter().min().copied();
+                crate::metrics::publish(index, &collected.borrow().counts, &stats.borrow(), &state.get(), delivered_ns);
             }
             if last_sample.elapsed() >= options.sample_every {
                 last_sample = Instant::now();
@@ -422,7 +430,9 @@ where
 fn count(c: &mut Counts, piece: &VerdictPiece) {
     c.output += piece.verdicts.len() as u64;
     c.attributed += piece.verdicts.iter().filter(|v| matches!(v, Verdict::Attributed { .. })).count() as u64;
-    for check in piece.checks.iter().filter(|c| c.first) {
+    // Each connection once: its first record, from the end that counts it (as the edges and the
+    // lake's `counted` do); a piece decided without lookups has no checks (one-sided firsts).
+    for check in (0..piece.verdicts.len()).map(|i| piece.check(i)).filter(|c| c.first && c.counts) {
         match check.verification {
             Verification::Agree => c.verified_agree += 1,
             Verification::Disagree => c.verified_disagree += 1,

@@ -35,6 +35,12 @@ pub enum SinkError {
         /// The transport's error.
         detail: String,
     },
+    /// The lake's writer failed (an object store error, after its retries).
+    #[error("lake: {0}")]
+    Lake(#[from] flowmap_lake::LakeError),
+    /// An item after the sink finished.
+    #[error("output after the sink finished")]
+    Finished,
     /// Records were handed over but never acknowledged (after the transport's retries): the job
     /// stops without committing past them; a restart produces them again.
     #[error("{failed} output records to '{topic}' could not be delivered: {detail}")]
@@ -55,6 +61,15 @@ pub trait Sink<T>: 'static {
     /// # Errors
     /// A record that could not be handed to the transport.
     fn write(&mut self, time: Time, item: &T) -> Result<(), SinkError>;
+
+    /// The input frontier: every later item has a time at or after `frontier` (`None`: there
+    /// will be none). A sink that cuts files by time (the lake) writes what it passed.
+    ///
+    /// # Errors
+    /// The sink has failed.
+    fn advance(&mut self, _frontier: Option<Time>) -> Result<(), SinkError> {
+        Ok(())
+    }
 
     /// The earliest time with records written but not yet acknowledged (`None`: all are).
     ///
@@ -86,6 +101,9 @@ pub struct Tee<T>(pub Vec<Box<dyn Sink<T>>>);
 impl<T: 'static> Sink<T> for Tee<T> {
     fn write(&mut self, time: Time, item: &T) -> Result<(), SinkError> {
         self.0.iter_mut().try_for_each(|s| s.write(time, item))
+    }
+    fn advance(&mut self, frontier: Option<Time>) -> Result<(), SinkError> {
+        self.0.iter_mut().try_for_each(|s| s.advance(frontier))
     }
     fn undelivered(&mut self) -> Result<Option<Time>, SinkError> {
         let mut least: Option<Time> = None;
@@ -130,6 +148,10 @@ pub fn deliver<'scope, T: Clone + 'static>(
                     }
                     held.entry(time).or_insert(cap);
                 });
+                if let Err(e) = sink.advance(frontier.frontier().first().copied()) {
+                    error.borrow_mut().get_or_insert(e);
+                    return;
+                }
                 let undelivered = match sink.undelivered() {
                     Ok(u) => u,
                     Err(e) => {

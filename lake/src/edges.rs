@@ -61,6 +61,45 @@ pub struct EdgeRow {
     pub rtt_sketch: Option<Vec<u8>>,
 }
 
+/// An edge of another port number than a TCP port.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("edge server port {0} is above 65535")]
+pub struct EdgePortError(pub u32);
+
+impl EdgeRow {
+    /// The row of one edge the job emits (`flowmap.v1.Edge`). An edge without RTT samples (an
+    /// empty `rtt_sketch`) has no quantiles (`None`, where the message says 0).
+    ///
+    /// # Errors
+    /// [`EdgePortError`]: a server port above 65535.
+    pub fn from_edge(edge: &flowmap_schema::edges::Edge) -> Result<EdgeRow, EdgePortError> {
+        let sampled = !edge.rtt_sketch.is_empty();
+        let rtt = |q: f64| sampled.then_some(q);
+        Ok(EdgeRow {
+            bucket_start_ns: edge.bucket_start_ns,
+            bucket_s: edge.bucket_s,
+            client: edge.client.clone(),
+            server: edge.server.clone(),
+            server_port: u16::try_from(edge.server_port).map_err(|_| EdgePortError(edge.server_port))?,
+            protocol: edge.protocol.clone(),
+            emitted_at_ns: edge.emitted_at_ns,
+            connections: edge.connections,
+            bytes_client_to_server: edge.bytes_client_to_server,
+            bytes_server_to_client: edge.bytes_server_to_client,
+            segments: edge.segments,
+            retransmits: edge.retransmits,
+            failed_connects: edge.failed_connects,
+            verified: edge.verified,
+            disagreements: edge.disagreements,
+            one_sided: edge.one_sided,
+            rtt_p50_us: rtt(edge.rtt_p50_us),
+            rtt_p90_us: rtt(edge.rtt_p90_us),
+            rtt_p99_us: rtt(edge.rtt_p99_us),
+            rtt_sketch: sampled.then(|| edge.rtt_sketch.clone()),
+        })
+    }
+}
+
 impl LakeRow for EdgeRow {
     const TABLE: &'static str = "edges";
     const KEY_COLUMNS: &'static [&'static str] =

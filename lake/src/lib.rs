@@ -55,7 +55,7 @@ pub mod store;
 pub mod writer;
 
 pub use config::{Compression, LakeConfig, LakeSettings, Location};
-pub use edges::EdgeRow;
+pub use edges::{EdgePortError, EdgeRow};
 pub use error::{BadRow, ConfigError, LakeError};
 pub use flows::{FlowRow, FromWireError, Verification};
 pub use row::LakeRow;

@@ -20,7 +20,8 @@ use crate::feed::{FeedError, Startup};
 use crate::kafka::reader::read_topic;
 use crate::kafka::{number_lanes, KafkaFeedConfig};
 use crate::output::OutputRecord;
-use crate::run::{run, OutputMode, Outputs, RunOptions};
+use super::outputs::{lake_line, Destinations, LakeArgs};
+use crate::run::{run, OutputMode, RunOptions};
 
 /// Arguments of `flowmap capture`.
 #[derive(Debug, Args)]
@@ -63,11 +64,21 @@ pub struct ReplayArgs {
     #[arg(long, value_parser = parse_time_ms, requires = "brokers")]
     pub until: Option<i64>,
     /// Write attributed flows here (JSON lines, sorted by flow id: byte-identical across replays).
-    #[arg(long, required_unless_present = "output_topic")]
+    #[arg(long, required_unless_present_any = ["output_topic", "lake", "lake_config"])]
     pub out: Option<PathBuf>,
     /// Or produce them to this topic (needs `--brokers`).
     #[arg(long, requires = "brokers", conflicts_with = "out")]
     pub output_topic: Option<String>,
+    /// With `--output-topic`: produce dependency edges (`flowmap.v1.Edge`) to this topic.
+    #[arg(long, requires = "output_topic")]
+    pub edges_topic: Option<String>,
+    /// With `--output-topic`: produce change events (`flowmap.v1.Event`: new dependencies,
+    /// policy violations, disagreements) to this topic.
+    #[arg(long, requires = "output_topic")]
+    pub change_events_topic: Option<String>,
+    /// The flow lake and the dependency policy (flows and edges also go to the lake).
+    #[command(flatten)]
+    pub outputs: LakeArgs,
     /// Job settings (TOML).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -210,6 +221,7 @@ struct ReplaySummary {
     output: u64,
     attributed: u64,
     ingest: crate::admission::IngestStats,
+    counts: crate::run::Counts,
     seconds: f64,
     flows_per_s: f64,
 }
@@ -219,21 +231,32 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
     let job = super::job_config(args.config.as_ref())?;
     let timely = if args.out.is_some() { args.timely.single_process_config()? } else { args.timely.config()? };
     let read = Arc::new(AtomicU64::new(0));
-    let mode = match (&args.out, &args.output_topic, &args.brokers) {
-        (Some(_), _, _) => OutputMode::Collect,
-        (None, Some(topic), Some(brokers)) => {
-            let client = ClientSettings::new(brokers);
-            admin::ensure_topics(&client, &[(topic, 4)], BROKER_TIMEOUT)?;
-            let producer = flowmap_kafka::Producer::new(&client, &flowmap_kafka::ProducerSettings::default())?;
-            let topic = topic.clone();
-            OutputMode::Sink(Arc::new(move |_, _| {
-                Ok(Outputs {
-                    flows: Some(Box::new(crate::kafka::KafkaSink::from_producer(producer.clone(), &topic))),
-                    ..Outputs::default()
-                })
-            }))
-        }
-        _ => bail!("give --out FILE, or --brokers with --output-topic"),
+    let totals = crate::lake::LakeTotals::default();
+    let mut destinations = Destinations { kafka: None, lake: args.outputs.open()?.map(|l| (l, totals.clone())) };
+    if let (Some(topic), Some(brokers)) = (&args.output_topic, &args.brokers) {
+        let client = ClientSettings::new(brokers);
+        let mut topics = vec![(topic.as_str(), 4)];
+        topics.extend(args.edges_topic.iter().chain(&args.change_events_topic).map(|t| (t.as_str(), 4)));
+        admin::ensure_topics(&client, &topics, BROKER_TIMEOUT)?;
+        let producer = flowmap_kafka::Producer::new(&client, &flowmap_kafka::ProducerSettings::default())?;
+        destinations.kafka =
+            Some((producer, Some(topic.clone()), args.edges_topic.clone(), args.change_events_topic.clone()));
+    } else if args.output_topic.is_some() {
+        bail!("--output-topic needs --brokers");
+    }
+    let edges = destinations.lake.is_some() || args.edges_topic.is_some() || args.change_events_topic.is_some();
+    let with_lake = destinations.lake.is_some();
+    let mode = match (&args.out, destinations.any()) {
+        (Some(_), false) => OutputMode::Collect,
+        (Some(_), true) => OutputMode::CollectAnd(destinations.factory()),
+        (None, true) => OutputMode::Sink(destinations.factory()),
+        (None, false) => bail!("give --out FILE, --lake DIR, or --brokers with --output-topic"),
+    };
+    let options = RunOptions {
+        edges,
+        policy: args.outputs.policy()?,
+        sample_every: Duration::from_secs(1),
+        ..RunOptions::new(mode)
     };
     let (report, total) = match (&args.from, &args.brokers) {
         (Some(dir), _) => {
@@ -249,7 +272,7 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
                         ReplayFeed::open(&dir, &manifest, index, peers, Arc::clone(&counter)).map_err(FeedError::from),
                     )
                 },
-                RunOptions { sample_every: Duration::from_secs(1), ..RunOptions::new(mode) },
+                options,
             )?;
             (report, total)
         }
@@ -283,7 +306,7 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
                 move |index, peers| {
                     Startup::from(crate::kafka::KafkaFeed::new(feed.clone(), index, peers, Arc::clone(&c)))
                 },
-                RunOptions { sample_every: Duration::from_secs(1), ..RunOptions::new(mode) },
+                options,
             )?;
             read.store(counters.messages.load(Ordering::Relaxed), Ordering::Relaxed);
             let n = read.load(Ordering::Relaxed);
@@ -312,6 +335,7 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
         output: report.output,
         attributed: report.attributed,
         ingest: report.ingest.clone(),
+        counts: report.counts.clone(),
         seconds,
         flows_per_s: if seconds > 0.0 { report.output as f64 / seconds } else { 0.0 },
     };
@@ -319,6 +343,12 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
         "replay: {} flows ({} attributed) from {} messages in {:.2}s ({:.0} flows/s)",
         summary.output, summary.attributed, summary.messages, summary.seconds, summary.flows_per_s
     );
+    if edges {
+        eprintln!("replay: {} edge rows, {} change events", report.counts.edges, report.counts.events);
+    }
+    if with_lake {
+        eprintln!("replay: {}", lake_line(&totals));
+    }
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     }

@@ -9,6 +9,7 @@ use anyhow::{ensure, Result};
 use clap::Args;
 use serde_json::json;
 
+use super::outputs::{lake_line, Destinations, LakeArgs};
 use super::RunFlags;
 use crate::memory::run_deliveries;
 use crate::output::OutputRecord;
@@ -26,10 +27,9 @@ pub struct DemoArgs {
     /// Job settings (TOML); the built-in defaults otherwise.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// A dependency policy (TOML, see `configs/policy.toml`): edges it does not allow are
-    /// reported as policy violations.
-    #[arg(long)]
-    pub policy: Option<PathBuf>,
+    /// The lake and the dependency policy.
+    #[command(flatten)]
+    pub outputs: LakeArgs,
     /// Output and cluster flags.
     #[command(flatten)]
     pub run: RunFlags,
@@ -56,9 +56,16 @@ pub fn run(args: DemoArgs) -> Result<()> {
     eprintln!("  attributing with {} worker(s) ...", args.run.timely.workers * args.run.timely.processes);
     let deliveries = Arc::new(sim.deliveries);
     let roster = Arc::new(sim.roster);
-    let mode = OutputMode::Collect;
+    let policy = args.outputs.policy()?;
+    let totals = crate::lake::LakeTotals::default();
+    let lake = args.outputs.open()?;
+    if let Some(lake) = &lake {
+        eprintln!("  writing flows and edges to the lake at {}", lake.location());
+    }
+    let destinations = Destinations { kafka: None, lake: lake.map(|l| (l, totals.clone())) };
+    let with_lake = destinations.any();
+    let mode = if with_lake { OutputMode::CollectAnd(destinations.factory()) } else { OutputMode::Collect };
     let sample = Duration::from_millis(50);
-    let policy = args.policy.as_deref().map(crate::edges::Policy::load).transpose()?;
     let options =
         RunOptions { edges: true, policy, sample_every: sample, profile: args.run.profile, ..RunOptions::new(mode) };
     let report = run_deliveries(timely, job, Arc::clone(&deliveries), roster, options)?;
@@ -104,6 +111,19 @@ pub fn run(args: DemoArgs) -> Result<()> {
         report.peak_state.assignments,
         report.peak_state.bytes / 1024
     );
+    let c = &report.counts;
+    println!(
+        "  two-sided check     connections {}: both ends agree {}, disagree {}, other end only {}, one end only {}",
+        c.verified_agree + c.verified_disagree + c.verified_peer_only + c.one_sided,
+        c.verified_agree,
+        c.verified_disagree,
+        c.verified_peer_only,
+        c.one_sided
+    );
+    print_edges(&report);
+    if with_lake {
+        println!("  {}", lake_line(&totals));
+    }
     println!(
         "  baseline (IPAM map as it arrives): attributed {}, MISATTRIBUTED {}   by kind {:?}",
         score.baseline_attributed, score.baseline_misattributed, score.baseline_misattributed_by_kind
@@ -138,8 +158,42 @@ pub fn run(args: DemoArgs) -> Result<()> {
             "ingest": report.ingest,
             "peak_state_claims": report.peak_state.claims,
             "peak_state_bytes": report.peak_state.bytes,
+            "counts": report.counts,
         });
         println!("{summary}");
     }
     Ok(())
+}
+
+/// Prints the dependency edges (summed over buckets) with the most connections, and the change
+/// events by kind.
+fn print_edges(report: &crate::run::RunReport) {
+    use std::collections::BTreeMap;
+    let mut sums: BTreeMap<(&str, &str, u32), (u64, u64, u64, u64)> = BTreeMap::new();
+    for e in &report.edges {
+        let s = sums.entry((&e.client, &e.server, e.server_port)).or_default();
+        s.0 += e.connections;
+        s.1 += e.bytes_client_to_server + e.bytes_server_to_client;
+        s.2 += e.verified;
+        s.3 += e.one_sided;
+    }
+    let mut top: Vec<_> = sums.into_iter().collect();
+    top.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(&b.0)));
+    println!(
+        "  dependency edges    {} distinct (client, server, port) from {} edge rows; top by connections:",
+        top.len(),
+        report.edges.len()
+    );
+    for ((client, server, port), (conns, bytes, verified, one_sided)) in top.iter().take(8) {
+        println!(
+            "    {client} -> {server}:{port}  {conns} connections, {:.1} MiB, verified {verified}, one-sided {one_sided}",
+            *bytes as f64 / 1048576.0
+        );
+    }
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in &report.events {
+        let kind = flowmap_schema::EventKind::try_from(e.kind).map_or("unknown", |k| k.name());
+        *kinds.entry(kind).or_default() += 1;
+    }
+    println!("  change events       {kinds:?}");
 }

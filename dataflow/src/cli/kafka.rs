@@ -13,7 +13,8 @@ use serde::Serialize;
 
 use super::TimelyArgs;
 use crate::feed::Startup;
-use crate::kafka::{number_lanes, FeedCounters, KafkaFeed, KafkaFeedConfig, KafkaSink};
+use super::outputs::{lake_line, Destinations, LakeArgs};
+use crate::kafka::{number_lanes, FeedCounters, KafkaFeed, KafkaFeedConfig};
 use crate::output::OutputRecord;
 use crate::run::{run, OutputMode, RunOptions, RunReport};
 
@@ -35,6 +36,20 @@ pub struct CollectArgs {
     /// Topic for attributed flows (created if missing).
     #[arg(long)]
     pub output_topic: String,
+    /// Topic for dependency edges (`flowmap.v1.Edge`, created if missing); computing edges is
+    /// on when this, `--change-events-topic` or `--lake` is given.
+    #[arg(long)]
+    pub edges_topic: Option<String>,
+    /// Topic for change events (`flowmap.v1.Event`: new dependencies, policy violations,
+    /// disagreements between the two ends; created if missing).
+    #[arg(long)]
+    pub change_events_topic: Option<String>,
+    /// The flow lake and the dependency policy.
+    #[command(flatten)]
+    pub outputs: LakeArgs,
+    /// Serve Prometheus metrics (the job's counters) at http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Topic for refused input (created if missing). Default: `<output-topic>.dlq`.
     #[arg(long)]
     pub dead_letter_topic: Option<String>,
@@ -80,6 +95,8 @@ pub struct CollectSummary {
     pub commits: u64,
     /// Ingest counters (batches, duplicates, lost, late, rejected, idle exporters).
     pub ingest: crate::admission::IngestStats,
+    /// Output counts: two-sided checks (each connection once), edge rows, change events.
+    pub counts: crate::run::Counts,
     /// Output producer counters.
     pub output_producer: flowmap_kafka::ProducerStats,
     /// Wall time, seconds.
@@ -104,7 +121,9 @@ pub fn collect(args: CollectArgs) -> Result<()> {
         })?;
         topics.push((t.clone(), n));
     }
-    admin::ensure_topics(&client, &[(&args.output_topic, args.partitions), (&dlq, args.partitions)], BROKER_TIMEOUT)?;
+    let mut outputs = vec![(args.output_topic.as_str(), args.partitions), (dlq.as_str(), args.partitions)];
+    outputs.extend(args.edges_topic.iter().chain(&args.change_events_topic).map(|t| (t.as_str(), args.partitions)));
+    admin::ensure_topics(&client, &outputs, BROKER_TIMEOUT)?;
     if job.rebuild_window() < job.retention() {
         tracing::warn!(
             "rebuild_window is shorter than retention: flows right after a restart may be left unattributed"
@@ -130,7 +149,23 @@ pub fn collect(args: CollectArgs) -> Result<()> {
         args.group,
         args.until_idle.map(|d| format!(", until idle for {d:?}")).unwrap_or_default()
     );
-    let (report, counters, producer) = run_on_kafka(timely, job, feed, &client, &args.output_topic)?;
+    let totals = crate::lake::LakeTotals::default();
+    let lake = args.outputs.open()?;
+    if let Some(lake) = &lake {
+        eprintln!("collect: flows and edges also to the lake at {}", lake.location());
+    }
+    let topics = OutputTopics {
+        flows: args.output_topic.clone(),
+        edges: args.edges_topic.clone(),
+        change_events: args.change_events_topic.clone(),
+    };
+    let with_lake = lake.is_some();
+    let extra = Extra { lake: lake.map(|l| (l, totals.clone())), policy: args.outputs.policy()? };
+    if let Some(addr) = args.metrics {
+        crate::metrics::serve(addr)?;
+        eprintln!("collect: metrics at http://{addr}/metrics");
+    }
+    let (report, counters, producer) = run_on_kafka(timely, job, feed, &client, topics, extra)?;
     let summary = summarize(&report, &counters, &producer);
     eprintln!(
         "collect: output {} flows ({} attributed) from {} messages in {:.1}s ({:.0} flows/s); dead-lettered {}, \
@@ -147,37 +182,67 @@ pub fn collect(args: CollectArgs) -> Result<()> {
         summary.ingest.idle_exporters,
         summary.commits
     );
+    if report.counts.edges + report.counts.events > 0 {
+        eprintln!("collect: {} edge rows, {} change events", report.counts.edges, report.counts.events);
+    }
+    if with_lake {
+        eprintln!("collect: {}", lake_line(&totals));
+    }
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     }
     Ok(())
 }
 
-/// Runs the job from Kafka lanes to an output topic.
+/// The topics a Kafka job writes.
+#[derive(Debug, Clone)]
+pub struct OutputTopics {
+    /// Attributed flows.
+    pub flows: String,
+    /// Dependency edges, if wanted.
+    pub edges: Option<String>,
+    /// Change events, if wanted.
+    pub change_events: Option<String>,
+}
+
+/// What a Kafka job adds to its topics: a lake, a policy.
+#[derive(Clone, Default)]
+pub struct Extra {
+    /// The lake and its writers' counters.
+    pub lake: Option<(flowmap_lake::Lake, crate::lake::LakeTotals)>,
+    /// The dependency policy.
+    pub policy: Option<crate::edges::Policy>,
+}
+
+/// Runs the job from Kafka lanes to the output topics (and the lake). Edges are computed when
+/// an edges or change-events topic or a lake is given.
 pub fn run_on_kafka(
     timely: timely::Config,
     job: crate::config::JobConfig,
     feed: KafkaFeedConfig,
     client: &ClientSettings,
-    output_topic: &str,
+    topics: OutputTopics,
+    extra: Extra,
 ) -> Result<(RunReport, Arc<FeedCounters>, Producer)> {
     let counters = Arc::new(FeedCounters::default());
     // One output producer per process, shared by its workers (librdkafka is thread-safe).
     let settings =
         ProducerSettings { when_full: FullPolicy::Block { max_wait: Duration::from_secs(300) }, ..Default::default() };
     let producer = Producer::new(client, &settings)?;
-    let sink_producer = producer.clone();
-    let topic = output_topic.to_string();
-    let sink: crate::run::SinkFactory = Arc::new(move |_, _| {
-        Ok(crate::run::Outputs {
-            flows: Some(Box::new(KafkaSink::from_producer(sink_producer.clone(), &topic))),
-            ..Default::default()
-        })
-    });
+    let edges = topics.edges.is_some() || topics.change_events.is_some() || extra.lake.is_some();
+    let destinations = Destinations {
+        kafka: Some((producer.clone(), Some(topics.flows), topics.edges, topics.change_events)),
+        lake: extra.lake,
+    };
     let feed_counters = Arc::clone(&counters);
     let make_feed =
         move |index, peers| Startup::from(KafkaFeed::new(feed.clone(), index, peers, Arc::clone(&feed_counters)));
-    let options = RunOptions { sample_every: Duration::from_secs(1), ..RunOptions::new(OutputMode::Sink(sink)) };
+    let options = RunOptions {
+        edges,
+        policy: extra.policy,
+        sample_every: Duration::from_secs(1),
+        ..RunOptions::new(OutputMode::Sink(destinations.factory()))
+    };
     let report = run(timely, job, make_feed, options)?;
     Ok((report, counters, producer))
 }
@@ -195,6 +260,7 @@ pub fn summarize(report: &RunReport, counters: &FeedCounters, producer: &Produce
         consumer_errors: counters.consumer_errors.load(Ordering::Relaxed),
         commits: counters.commits.load(Ordering::Relaxed),
         ingest: report.ingest.clone(),
+        counts: report.counts.clone(),
         output_producer: producer.stats(),
         seconds,
         flows_per_s: if seconds > 0.0 { report.output as f64 / seconds } else { 0.0 },

@@ -19,6 +19,7 @@ pub mod demo;
 #[cfg(feature = "sim")]
 pub mod files;
 pub mod kafka;
+pub mod outputs;
 
 /// flowmap: which workload was on each end of every TCP flow.
 #[derive(Debug, Parser)]

@@ -1,0 +1,169 @@
+"""Dependency edges, change events and the flow lake from one real run of `flowmap collect`
+(the project's broker, a local lake directory), checked by independent readers: confluent-kafka
+with protoc-generated classes for the topics, DuckDB over the lake's Parquet files, and the
+Prometheus text format of `/metrics` while the job runs.
+
+The equalities are the product's claims: a connection counts once (the lake's `counted` rows,
+the edges' `connections` and the job's two-sided counts agree), the edges topic and the lake's
+edges are the same deltas, and a new dependency is reported once per (client, server, port)
+that connected.
+"""
+import importlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from test_output_kafka import BIN, ROOT, SCENARIO, brokers, consume_all  # noqa: F401 (fixture)
+
+
+@pytest.fixture(scope="module")
+def edges_pb2(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen-edges")
+    from grpc_tools import protoc
+    proto_root = ROOT / "schema" / "proto"
+    files = [str(proto_root / f"flowmap/v1/{n}.proto") for n in ("batch", "attributed", "edges")]
+    assert protoc.main(["protoc", f"-I{proto_root}", f"--python_out={out}", *files]) == 0
+    sys.path.insert(0, str(out))
+    return importlib.import_module("flowmap.v1.edges_pb2")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def collected(brokers, tmp_path_factory):  # noqa: F811 (fixture)
+    tmp = tmp_path_factory.mktemp("edges")
+    scenario = tmp / "short.toml"
+    scenario.write_text(SCENARIO.read_text().replace("duration_s = 10800", "duration_s = 180")
+                        .replace("ipam_silences = 3", "ipam_silences = 0"))
+    suffix = f"{os.getpid()}-{time.time_ns()}"
+    topics = {k: f"py-{k}-{suffix}" for k in ("in", "out", "edges", "events")}
+    subprocess.run([str(BIN), "simulate", "--scenario", str(scenario), "--brokers", brokers, "--topic",
+                    topics["in"], "--truth", str(tmp / "truth.jsonl")], check=True, capture_output=True)
+    lake = tmp / "lake"
+    port = free_port()
+    job = subprocess.Popen(
+        [str(BIN), "collect", "--brokers", brokers, "--input-topic", topics["in"], "--output-topic", topics["out"],
+         "--edges-topic", topics["edges"], "--change-events-topic", topics["events"], "--lake", str(lake),
+         "--metrics", f"127.0.0.1:{port}", "--group", f"py-{suffix}", "--until-idle", "3s", "--json", "-w", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Read the metrics while the job runs (it stays up at least the idle period), until they
+    # show batches read.
+    metrics, deadline = "", time.time() + 60
+    while time.time() < deadline and job.poll() is None:
+        try:
+            scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        except OSError:
+            scraped = ""
+        if scraped:
+            metrics = scraped
+        if any(l.startswith("flowmap_batches_total") and not l.endswith(" 0") for l in metrics.splitlines()):
+            break
+        time.sleep(0.1)
+    out, err = job.communicate(timeout=300)
+    assert job.returncode == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    return {"topics": topics, "lake": lake, "summary": summary, "metrics": metrics, "stderr": err}
+
+
+def lake_sql(lake, sql):
+    con = duckdb.connect()
+    con.sql(f"create view flows as select * from read_parquet('{lake}/flows/**/*.parquet', hive_partitioning=true)")
+    con.sql(f"create view edges as select * from read_parquet('{lake}/edges/**/*.parquet', hive_partitioning=true)")
+    return con.sql(sql).fetchall()
+
+
+def test_lake_holds_every_output_record_once(collected):
+    (rows, distinct), = lake_sql(collected["lake"], "select count(*), count(distinct (flow_id, end_ns, open)) from flows")
+    assert rows == distinct == collected["summary"]["output"] > 1000
+
+
+def test_each_connection_counts_once_in_edges(collected):
+    lake = collected["lake"]
+    (counted,), = lake_sql(lake, "select count(*) from flows where counted")
+    (connections,), = lake_sql(lake, "select sum(connections) from edges")
+    assert counted == connections > 500
+    # Per edge, for the ends that are workloads or unattributed (external blocks are prefixes):
+    # the counted rows of the flows table, turned into (client, server, port) in SQL, give the
+    # edges' connections.
+    from_flows = lake_sql(lake, """
+        with f as (
+          select coalesce(local_workload, 'unattributed:no_local_workload') as l,
+                 coalesce(remote_workload, 'unattributed:' || reason) as r,
+                 case direction when 'client' then true when 'server' then false
+                      else local_port >= remote_port end as local_is_client,
+                 local_port, remote_port, reason
+          from flows where counted and coalesce(reason, '') <> 'external')
+        select case when local_is_client then l else r end,
+               case when local_is_client then r else l end,
+               case when local_is_client then remote_port else local_port end,
+               count(*)
+        from f group by all""")
+    from_edges = lake_sql(lake, """
+        select client, server, server_port, sum(connections) from edges
+        where client not like 'external:%' and server not like 'external:%'
+        group by all having sum(connections) > 0""")
+    assert sorted(from_flows) == sorted(from_edges)
+
+
+def test_edges_topic_equals_the_lake(collected, edges_pb2):
+    edges = []
+    for m in consume_all(collected_brokers(), collected["topics"]["edges"]):
+        e = edges_pb2.Edge()
+        e.ParseFromString(m.value())
+        assert e.schema_version == 1 and e.protocol == "tcp" and e.bucket_s > 0
+        assert e.bucket_start_ns % (e.bucket_s * 1_000_000_000) == 0
+        edges.append((e.bucket_start_ns, e.client, e.server, e.server_port, e.emitted_at_ns, e.connections,
+                      e.bytes_client_to_server, e.bytes_server_to_client, e.verified, e.one_sided))
+    lake = lake_sql(collected["lake"], """
+        select epoch_ns(bucket_start), client, server, server_port, epoch_ns(emitted_at), connections,
+               bytes_client_to_server, bytes_server_to_client, verified, one_sided from edges""")
+    assert len(edges) == collected["summary"]["counts"]["edges"] > 100
+    assert sorted(edges) == sorted(lake)
+
+
+def test_new_dependencies_are_reported_once_per_edge(collected, edges_pb2):
+    kinds = Counter()
+    new = set()
+    for m in consume_all(collected_brokers(), collected["topics"]["events"]):
+        ev = edges_pb2.Event()
+        ev.ParseFromString(m.value())
+        kinds[edges_pb2.EventKind.Name(ev.kind)] += 1
+        if ev.kind == edges_pb2.EVENT_KIND_NEW_DEPENDENCY:
+            key = (ev.client, ev.server, ev.server_port)
+            assert key not in new, f"{key} reported twice"
+            new.add(key)
+    known = {tuple(r) for r in lake_sql(collected["lake"], """
+        select client, server, server_port from edges
+        where client not like 'unattributed:%' and server not like 'unattributed:%'
+        group by all having sum(connections) + sum(failed_connects) > 0""")}
+    assert new == known and len(new) > 50, kinds
+
+
+def test_metrics_while_running(collected):
+    lines = [l for l in collected["metrics"].splitlines() if l and not l.startswith("#")]
+    values = defaultdict(float)
+    for line in lines:
+        name = line.split("{")[0].split(" ")[0]
+        values[name] += float(line.rsplit(" ", 1)[1])
+    for name in ("flowmap_flows_output_total", "flowmap_batches_total", "flowmap_ownership_state_bytes"):
+        assert name in values, f"{name} missing from /metrics"
+    assert values["flowmap_batches_total"] > 0
+
+
+def collected_brokers():
+    return os.environ.get("FLOWMAP_TEST_BROKERS") or subprocess.run(
+        [str(ROOT / "scripts" / "broker"), "start"], check=True, capture_output=True, text=True
+    ).stdout.strip().splitlines()[-1]
