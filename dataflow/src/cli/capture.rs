@@ -14,13 +14,13 @@ use flowmap_kafka::{admin, ClientSettings};
 use serde::Serialize;
 
 use super::kafka::BROKER_TIMEOUT;
+use super::outputs::{lake_line, Destinations, LakeArgs};
 use super::TimelyArgs;
 use crate::capture::{partition_path, CapturedTopic, Manifest, PartitionWriter, ReplayFeed, FORMAT};
 use crate::feed::{FeedError, Startup};
 use crate::kafka::reader::read_topic;
 use crate::kafka::{number_lanes, KafkaFeedConfig};
 use crate::output::OutputRecord;
-use super::outputs::{lake_line, Destinations, LakeArgs};
 use crate::run::{run, OutputMode, RunOptions};
 
 /// Arguments of `flowmap capture`.

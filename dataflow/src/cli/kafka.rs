@@ -11,9 +11,9 @@ use clap::Args;
 use flowmap_kafka::{admin, ClientSettings, FullPolicy, Producer, ProducerSettings};
 use serde::Serialize;
 
+use super::outputs::{lake_line, Destinations, LakeArgs};
 use super::TimelyArgs;
 use crate::feed::Startup;
-use super::outputs::{lake_line, Destinations, LakeArgs};
 use crate::kafka::{number_lanes, FeedCounters, KafkaFeed, KafkaFeedConfig};
 use crate::output::OutputRecord;
 use crate::run::{run, OutputMode, RunOptions, RunReport};

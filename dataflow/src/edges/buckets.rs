@@ -3,8 +3,8 @@
 //!
 //! Time contract: updates are exchanged by edge (so each edge is summed by one worker) and held,
 //! under the least capability of their bucket, until the input frontier passes the bucket's end
-//! plus `allowance`; then the bucket's sums go out, one row per edge, at that capability's time
-//! (its `emitted_at`). An update at a time past its bucket's end plus `allowance` (a late
+//! plus `allowance`; then the bucket's sums go out, one row per edge, each at the least time of
+//! that edge's own updates (its `emitted_at`, so independent of how edges share workers). An update at a time past its bucket's end plus `allowance` (a late
 //! record) is summed apart, per its time, and goes out as a delta once the frontier passes that
 //! time: what a bucket's first row holds never depends on when a late update happened to arrive. The
 //! rows of one emission are sorted by edge, so the output is the same whatever order the updates
@@ -65,7 +65,8 @@ pub trait EdgeBuckets<'scope> {
     fn edge_buckets(self, bucket_len: Time, allowance: Time) -> Stream<'scope, Time, Vec<wire::Edge>>;
 }
 
-type Pending = (Capability<Time>, HashMap<(String, String, u16), Measures>);
+/// The least capability of a bucket's held updates, and per edge its sum and least time.
+type Pending = (Capability<Time>, HashMap<(String, String, u16), (Measures, Time)>);
 
 impl<'scope> EdgeBuckets<'scope> for Stream<'scope, Time, Vec<(EdgeKey, Time, Measures)>> {
     fn edge_buckets(self, bucket_len: Time, allowance: Time) -> Stream<'scope, Time, Vec<wire::Edge>> {
@@ -91,9 +92,12 @@ impl<'scope> EdgeBuckets<'scope> for Stream<'scope, Time, Vec<(EdgeKey, Time, Me
                             }
                             let EdgeKey { client, server, server_port, .. } = key;
                             match sums.get_mut(&(client.clone(), server.clone(), server_port)) {
-                                Some(sum) => sum.plus_equals(&m),
+                                Some((sum, least)) => {
+                                    sum.plus_equals(&m);
+                                    *least = (*least).min(at);
+                                }
                                 None => {
-                                    sums.insert((client, server, server_port), m);
+                                    sums.insert((client, server, server_port), (m, at));
                                 }
                             }
                         }
@@ -111,13 +115,13 @@ impl<'scope> EdgeBuckets<'scope> for Stream<'scope, Time, Vec<(EdgeKey, Time, Me
                     .collect();
                 for class in ready {
                     let Some((cap, sums)) = open.remove(&class) else { continue };
+                    // Each edge goes out at the least time of its own updates: the same
+                    // whichever worker summed it, and with whichever other edges.
                     let mut rows: Vec<_> = sums.into_iter().collect();
-                    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                    let at = *cap.time();
-                    let mut session = output.session(&cap);
-                    for ((client, server, server_port), m) in rows {
+                    rows.sort_unstable_by(|a, b| (a.1 .1, &a.0).cmp(&(b.1 .1, &b.0)));
+                    for ((client, server, server_port), (m, at)) in rows {
                         let key = EdgeKey { bucket: class.0, client, server, server_port };
-                        session.give(edge_row(&key, bucket_len, at, &m));
+                        output.session(&cap.delayed(&at)).give(edge_row(&key, bucket_len, at, &m));
                     }
                 }
             }
@@ -184,7 +188,7 @@ mod tests {
             rows,
             vec![
                 (5 * S, 0, "a".into(), 2, 5 * S),
-                (5 * S, 0, "b".into(), 1, 5 * S),
+                (9 * S, 0, "b".into(), 1, 9 * S),
                 (61 * S, 60 * S, "a".into(), 1, 61 * S),
                 (300 * S, 0, "a".into(), 1, 300 * S),
             ]
