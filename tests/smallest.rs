@@ -348,3 +348,108 @@ fn two_hosts_sharing_an_exporter_id_are_counted_and_both_used() {
     assert!(report.ingest.exporter_id_conflicts >= 1, "{:?}", report.ingest);
     assert_eq!(report.ingest.duplicate_batches, 0);
 }
+
+/// Two-sided verification catches a wrong claim: a misconfigured host (a clone still holding
+/// the database's address, say) reports the database's side of a connection as its own workload
+/// `impostor`, while the database's host reports it as `db`. The two records of the other end
+/// disagree: the client's record is never attributed to `impostor` (nor to `db`: the evidence
+/// contradicts itself), the disagreement is counted once and emitted as an event naming both
+/// sides. (A wrong heartbeat for the address instead conflicts with the database's own claims:
+/// `conflict`, never the wrong owner; `tests` of the rule cover that.)
+#[test]
+fn a_planted_wrong_claim_is_reported_as_a_disagreement() {
+    let mut client = batch("host-a", 1, 0, T0, T0 + 20 * S);
+    client.flows.push(flow(("10.0.0.1", 40_001), ("10.0.0.2", 5432), Direction::Client, T0 + 5 * S, T0 + 6 * S, "app"));
+    let mut server = batch("host-b", 1, 0, T0, T0 + 20 * S);
+    server.flows.push(flow(("10.0.0.2", 5432), ("10.0.0.1", 40_001), Direction::Server, T0 + 5 * S, T0 + 6 * S, "db"));
+    let mut wrong = batch("host-x", 1, 0, T0, T0 + 20 * S);
+    wrong.flows.push(flow(
+        ("10.0.0.2", 5432),
+        ("10.0.0.1", 40_001),
+        Direction::Server,
+        T0 + 5 * S,
+        T0 + 6 * S,
+        "impostor",
+    ));
+    let deliveries = vec![delivery(&client, T0 + 20 * S), delivery(&server, T0 + 20 * S), delivery(&wrong, T0 + 20 * S)];
+    let roster: Vec<String> = ["host-a", "host-b", "host-x"].iter().map(|s| s.to_string()).collect();
+    for workers in [1, 2] {
+        let timely = if workers == 1 { timely::Config::thread() } else { timely::Config::process(workers) };
+        let options = flowmap::run::RunOptions {
+            edges: true,
+            sample_every: Duration::ZERO,
+            ..flowmap::run::RunOptions::new(flowmap::run::OutputMode::Collect)
+        };
+        let report = flowmap::memory::run_deliveries(
+            timely,
+            JobConfig::default(),
+            std::sync::Arc::new(deliveries.clone()),
+            std::sync::Arc::new(roster.clone()),
+            options,
+        )
+        .unwrap();
+        let records: Vec<OutputRecord> = report.flows.iter().map(OutputRecord::from).collect();
+        let of_client: Vec<_> = records.iter().filter(|r| r.exporter == "host-a").collect();
+        assert_eq!(of_client.len(), 1);
+        assert_eq!(of_client[0].remote_workload, None, "{workers} workers: {:?}", of_client[0]);
+        let disagreements: Vec<_> =
+            report.events.iter().filter(|e| e.kind == flowmap_schema::EventKind::Disagreement as i32).collect();
+        assert_eq!(report.counts.verified_disagree, 1, "{workers} workers: one connection, counted once");
+        assert_eq!(disagreements.len(), 1, "{workers} workers: one event");
+        let e = disagreements[0];
+        assert_eq!((e.peer_workload.as_str(), e.claims_workload.as_str()), ("db", "impostor"));
+    }
+}
+
+/// Edges count a connection once and its bytes once, however many records it has: an
+/// external connection (decided without a lookup) reported as three open slices and a final
+/// record makes one connection with the final record's bytes (regression: every slice counted
+/// the connection again).
+#[test]
+fn a_connection_with_several_records_counts_once_in_the_edges() {
+    let window = 10 * S;
+    let mut deliveries = Vec::new();
+    for k in 0..4u64 {
+        let (from, to) = (T0 + k * window, T0 + (k + 1) * window);
+        let mut b = batch("host-a", 1, k, from, to);
+        let last = k == 3;
+        let mut f = flow(
+            ("10.0.0.1", 40_001),
+            ("198.51.100.7", 443),
+            Direction::Client,
+            T0 + S,
+            if last { to - S } else { to },
+            "app",
+        );
+        f.open = !last;
+        f.connection_id = 9;
+        f.bytes_sent = (k + 1) * 1000;
+        f.bytes_received = (k + 1) * 10;
+        b.flows.push(f);
+        deliveries.push(delivery(&b, to));
+    }
+    let roster = vec!["host-a".to_string()];
+    for workers in [1, 2] {
+        let timely = if workers == 1 { timely::Config::thread() } else { timely::Config::process(workers) };
+        let options = flowmap::run::RunOptions {
+            edges: true,
+            sample_every: Duration::ZERO,
+            ..flowmap::run::RunOptions::new(flowmap::run::OutputMode::Collect)
+        };
+        let report = flowmap::memory::run_deliveries(
+            timely,
+            JobConfig::default(),
+            std::sync::Arc::new(deliveries.clone()),
+            std::sync::Arc::new(roster.clone()),
+            options,
+        )
+        .unwrap();
+        assert_eq!(report.flows.len(), 4);
+        let sum = |f: fn(&flowmap_schema::Edge) -> u64| report.edges.iter().map(f).sum::<u64>();
+        assert_eq!(sum(|e| e.connections), 1, "{workers} workers: {:?}", report.edges);
+        assert_eq!(sum(|e| e.bytes_client_to_server), 4000);
+        assert_eq!(sum(|e| e.bytes_server_to_client), 40);
+        assert!(report.edges.iter().all(|e| e.server == "external:198.51.100.0/24"));
+        assert_eq!(report.counts.one_sided, 1, "counted once in the two-sided counts too");
+    }
+}

@@ -155,6 +155,18 @@ struct Counters {
     retransmits: u64,
 }
 
+impl Counters {
+    /// The larger of each counter.
+    fn max(&self, o: &Counters) -> Counters {
+        Counters {
+            sent: self.sent.max(o.sent),
+            received: self.received.max(o.received),
+            segments: self.segments.max(o.segments),
+            retransmits: self.retransmits.max(o.retransmits),
+        }
+    }
+}
+
 /// Extension trait on a stream of verdict pieces.
 pub trait EdgeUpdates<'scope> {
     /// The edge updates of the records (see the module docs), as differential updates.
@@ -183,14 +195,14 @@ impl<'scope> EdgeUpdates<'scope> for Stream<'scope, Time, Vec<VerdictPiece>> {
                                 segments: f.segments_sent.saturating_add(f.segments_received),
                                 retransmits: u64::from(f.retransmits),
                             };
-                            let before = if row.one_of_several() {
+                            // Counters are cumulative: a record adds what grew past the largest
+                            // counters seen of its connection, so the sum is the largest whatever
+                            // order the records came in (a late slice can come with, or after,
+                            // the final record; found by the lake test comparing bytes).
+                            let before = if row.one_of_several() || f.open {
                                 let before = last.get(&row.id).map(|(c, _)| *c).unwrap_or_default();
-                                if f.open {
-                                    last.insert(row.id, (now, time));
-                                    forget.entry(time.saturating_add(params.retention)).or_default().push(row.id);
-                                } else {
-                                    last.remove(&row.id);
-                                }
+                                last.insert(row.id, (before.max(&now), time));
+                                forget.entry(time.saturating_add(params.retention)).or_default().push(row.id);
                                 before
                             } else {
                                 Counters::default()

@@ -374,8 +374,15 @@ impl VerdictPiece {
         self.flows.rows.iter().zip(&self.verdicts)
     }
 
-    /// The check of row `i`.
+    /// The check of row `i`. A row decided without a lookup (an external address) has no
+    /// stored check: it is one-sided and counts, and it is its connection's first record unless
+    /// the connection started before the record's window (a later slice, or the final record of
+    /// a connection reported before; found by the new edge test: every slice of an external
+    /// connection counted it again).
     pub fn check(&self, i: usize) -> Check {
-        self.checks.get(i).copied().unwrap_or_default()
+        self.checks.get(i).copied().unwrap_or_else(|| {
+            let continued = self.flows.rows.get(i).is_some_and(|r| r.flags & flags::CONTINUED != 0);
+            Check { first: !continued, ..Check::default() }
+        })
     }
 }

@@ -90,32 +90,57 @@ def test_lake_holds_every_output_record_once(collected):
     assert rows == distinct == collected["summary"]["output"] > 1000
 
 
+def edges_from_flows(lake):
+    """Edges recomputed in SQL from the lake's flows table alone: per (client, server, port),
+    the connections (the `counted` rows) and the bytes each way (each counted connection's
+    last record from the counting end). External blocks are prefixes: left out on both sides."""
+    return lake_sql(lake, """
+        with counted as (select flow_id, exporter from flows where counted),
+        last as (
+          select f.* from flows f join counted using (flow_id, exporter)
+          qualify row_number() over (partition by f.flow_id, f.exporter order by f.end_ns desc, f.open) = 1),
+        ends as (
+          select coalesce(local_workload, 'unattributed:no_local_workload') as l,
+                 coalesce(remote_workload, 'unattributed:' || reason) as r,
+                 case direction when 'client' then true when 'server' then false
+                      else local_port >= remote_port end as c,
+                 local_port, remote_port, bytes_sent, bytes_received
+          from last where coalesce(reason, '') <> 'external')
+        select case when c then l else r end, case when c then r else l end,
+               case when c then remote_port else local_port end,
+               count(*), sum(case when c then bytes_sent else bytes_received end),
+               sum(case when c then bytes_received else bytes_sent end)
+        from ends group by all""")
+
+
+def edges_from_job(lake):
+    return lake_sql(lake, """
+        select client, server, server_port, sum(connections), sum(bytes_client_to_server),
+               sum(bytes_server_to_client)
+        from edges where client not like 'external:%' and server not like 'external:%'
+        group by all having sum(connections) > 0""")
+
+
 def test_each_connection_counts_once_in_edges(collected):
     lake = collected["lake"]
     (counted,), = lake_sql(lake, "select count(*) from flows where counted")
     (connections,), = lake_sql(lake, "select sum(connections) from edges")
     assert counted == connections > 500
-    # Per edge, for the ends that are workloads or unattributed (external blocks are prefixes):
-    # the counted rows of the flows table, turned into (client, server, port) in SQL, give the
-    # edges' connections.
-    from_flows = lake_sql(lake, """
-        with f as (
-          select coalesce(local_workload, 'unattributed:no_local_workload') as l,
-                 coalesce(remote_workload, 'unattributed:' || reason) as r,
-                 case direction when 'client' then true when 'server' then false
-                      else local_port >= remote_port end as local_is_client,
-                 local_port, remote_port, reason
-          from flows where counted and coalesce(reason, '') <> 'external')
-        select case when local_is_client then l else r end,
-               case when local_is_client then r else l end,
-               case when local_is_client then remote_port else local_port end,
-               count(*)
-        from f group by all""")
-    from_edges = lake_sql(lake, """
-        select client, server, server_port, sum(connections) from edges
-        where client not like 'external:%' and server not like 'external:%'
-        group by all having sum(connections) > 0""")
-    assert sorted(from_flows) == sorted(from_edges)
+    assert sorted(edges_from_flows(lake)) == sorted(edges_from_job(lake))
+
+
+@pytest.mark.parametrize("scenario,workers", [("steady", 1), ("steady", 2), ("adversarial", 1), ("adversarial", 2)])
+def test_demo_edges_equal_duckdb_over_the_flows(scenario, workers, tmp_path):
+    lake = tmp_path / "lake"
+    done = subprocess.run([str(BIN), "demo", "--scenario", scenario, "-w", str(workers), "--lake", str(lake), "--json"],
+                          check=True, capture_output=True, text=True)
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["misattributed"] == 0
+    (rows,), = lake_sql(lake, "select count(*) from flows")
+    assert rows == summary["records"]
+    job, independent = sorted(edges_from_job(lake)), sorted(edges_from_flows(lake))
+    assert len(job) > 1000
+    assert job == independent
 
 
 def test_edges_topic_equals_the_lake(collected, edges_pb2):

@@ -46,6 +46,11 @@ pub struct BenchArgs {
     /// Write `ranges.csv` and `flows.csv` here (for the peer benchmark) and exit.
     #[arg(long)]
     pub export: Option<PathBuf>,
+    /// Run twice: the core alone (flows counted), then with dependency edges and change events
+    /// computed and flows and edges written to a lake in this directory (emptied first); print
+    /// both rates and their ratio.
+    #[arg(long)]
+    pub with_lake: Option<PathBuf>,
     /// Output and cluster flags.
     #[command(flatten)]
     pub run: RunFlags,
@@ -105,20 +110,49 @@ pub fn run(args: BenchArgs) -> Result<()> {
     eprintln!("  attributing with {} worker(s) ...", args.run.timely.workers);
     let sample = Duration::from_millis(100);
     let options = RunOptions { sample_every: sample, profile: args.run.profile, ..RunOptions::new(OutputMode::Count) };
-    let report = run_deliveries(timely, job, deliveries, roster, options)?;
+    let report = run_deliveries(timely.clone(), job.clone(), Arc::clone(&deliveries), Arc::clone(&roster), options)?;
     let secs = report.elapsed.as_secs_f64();
     if args.run.profile {
         super::print_profile(&report);
     }
-    ensure!(report.output == args.flows as u64, "output {} flows, expected {}", report.output, args.flows);
-    ensure!(
-        report.attributed == data.expected_inside,
-        "attributed {} flows, but {} start inside a range: the lookup is wrong",
-        report.attributed,
-        data.expected_inside
-    );
+    check(&report, &args, data.expected_inside)?;
+    let with_outputs = match &args.with_lake {
+        Some(dir) => {
+            let _ = std::fs::remove_dir_all(dir);
+            let settings = flowmap_lake::LakeConfig::at(&dir.display().to_string()).validate()?;
+            let lake = flowmap_lake::Lake::open(&settings)?;
+            let totals = crate::lake::LakeTotals::default();
+            let destinations = super::outputs::Destinations { kafka: None, lake: Some((lake, totals.clone())) };
+            eprintln!("  again with edges, change events and the lake at {} ...", dir.display());
+            let options = RunOptions {
+                edges: true,
+                sample_every: sample,
+                profile: args.run.profile,
+                ..RunOptions::new(OutputMode::Sink(destinations.factory()))
+            };
+            let outputs = run_deliveries(timely, job, deliveries, roster, options)?;
+            if args.run.profile {
+                super::print_profile(&outputs);
+            }
+            check(&outputs, &args, data.expected_inside)?;
+            let s = outputs.elapsed.as_secs_f64();
+            let rate = outputs.output as f64 / s;
+            println!(
+                "bench: with edges and the lake: {} flows in {:.2}s: {:.0} flows/s, {:.2}x the core alone; {} edge rows; {}",
+                outputs.output,
+                s,
+                rate,
+                rate / (report.output as f64 / secs),
+                outputs.counts.edges,
+                super::outputs::lake_line(&totals)
+            );
+            Some((rate, outputs.counts.edges))
+        }
+        None => None,
+    };
     let flows_per_sec = report.output as f64 / secs;
     let workers = report.workers;
+    let outputs_ratio = with_outputs.map(|(rate, _)| rate / flows_per_sec);
     let peak_rss = super::peak_rss_bytes();
     let state_bytes_per_ip = report.peak_state.bytes as f64 / args.ips as f64;
     println!(
@@ -149,8 +183,23 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "state_bytes_per_ip": state_bytes_per_ip,
             "attributed": report.attributed,
             "expected_attributed": data.expected_inside,
+            "with_lake_flows_per_sec": with_outputs.map(|(rate, _)| rate),
+            "with_lake_edge_rows": with_outputs.map(|(_, edges)| edges),
+            "with_lake_ratio": outputs_ratio,
         });
         println!("{summary}");
     }
+    Ok(())
+}
+
+/// The bench's own check: every flow out, and exactly the flows inside a range attributed.
+fn check(report: &crate::run::RunReport, args: &BenchArgs, expected_inside: u64) -> Result<()> {
+    ensure!(report.output == args.flows as u64, "output {} flows, expected {}", report.output, args.flows);
+    ensure!(
+        report.attributed == expected_inside,
+        "attributed {} flows, but {} start inside a range: the lookup is wrong",
+        report.attributed,
+        expected_inside
+    );
     Ok(())
 }

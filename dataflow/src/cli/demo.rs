@@ -165,7 +165,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
-/// Prints the dependency edges (summed over buckets) with the most connections, and the change
+/// Prints the dependency edges (summed over buckets) with the most bytes, and the change
 /// events by kind.
 fn print_edges(report: &crate::run::RunReport) {
     use std::collections::BTreeMap;
@@ -178,9 +178,9 @@ fn print_edges(report: &crate::run::RunReport) {
         s.3 += e.one_sided;
     }
     let mut top: Vec<_> = sums.into_iter().collect();
-    top.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(&b.0)));
+    top.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then(a.0.cmp(&b.0)));
     println!(
-        "  dependency edges    {} distinct (client, server, port) from {} edge rows; top by connections:",
+        "  dependency edges    {} distinct (client, server, port) from {} edge rows; top by bytes:",
         top.len(),
         report.edges.len()
     );

@@ -10,6 +10,7 @@
 //! rows of one emission are sorted by edge, so the output is the same whatever order the updates
 //! arrived in. State: the open buckets only.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use differential_dataflow::difference::Semigroup;
@@ -91,13 +92,14 @@ impl<'scope> EdgeBuckets<'scope> for Stream<'scope, Time, Vec<(EdgeKey, Time, Me
                                 *held = cap.clone();
                             }
                             let EdgeKey { client, server, server_port, .. } = key;
-                            match sums.get_mut(&(client.clone(), server.clone(), server_port)) {
-                                Some((sum, least)) => {
+                            match sums.entry((client, server, server_port)) {
+                                Entry::Occupied(mut e) => {
+                                    let (sum, least) = e.get_mut();
                                     sum.plus_equals(&m);
                                     *least = (*least).min(at);
                                 }
-                                None => {
-                                    sums.insert((client, server, server_port), (m, at));
+                                Entry::Vacant(e) => {
+                                    e.insert((m, at));
                                 }
                             }
                         }
