@@ -371,7 +371,8 @@ fn a_planted_wrong_claim_is_reported_as_a_disagreement() {
         T0 + 6 * S,
         "impostor",
     ));
-    let deliveries = vec![delivery(&client, T0 + 20 * S), delivery(&server, T0 + 20 * S), delivery(&wrong, T0 + 20 * S)];
+    let deliveries =
+        vec![delivery(&client, T0 + 20 * S), delivery(&server, T0 + 20 * S), delivery(&wrong, T0 + 20 * S)];
     let roster: Vec<String> = ["host-a", "host-b", "host-x"].iter().map(|s| s.to_string()).collect();
     for workers in [1, 2] {
         let timely = if workers == 1 { timely::Config::thread() } else { timely::Config::process(workers) };

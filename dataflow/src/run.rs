@@ -375,6 +375,7 @@ where
                 report.state_samples.push(size);
             }
         }
+        crate::metrics::publish(index, &collected.borrow().counts, &stats.borrow(), &state.get(), None);
         if error.borrow().is_none() && !abort.load(Ordering::Relaxed) {
             // Everything is out of the dataflow: drain the sinks, then the feed's last commit.
             let drained = sinks.finish().map_err(Stop::from);

@@ -59,23 +59,18 @@ def collected(brokers, tmp_path_factory):  # noqa: F811 (fixture)
          "--edges-topic", topics["edges"], "--change-events-topic", topics["events"], "--lake", str(lake),
          "--metrics", f"127.0.0.1:{port}", "--group", f"py-{suffix}", "--until-idle", "3s", "--json", "-w", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # Read the metrics while the job runs (it stays up at least the idle period), until they
-    # show batches read.
-    metrics, deadline = "", time.time() + 60
+    # Scrape the metrics while the job runs (it stays up at least the idle period).
+    scrapes, deadline = [], time.time() + 120
     while time.time() < deadline and job.poll() is None:
         try:
-            scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            scrapes.append(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode())
         except OSError:
-            scraped = ""
-        if scraped:
-            metrics = scraped
-        if any(l.startswith("flowmap_batches_total") and not l.endswith(" 0") for l in metrics.splitlines()):
-            break
+            pass
         time.sleep(0.1)
     out, err = job.communicate(timeout=300)
     assert job.returncode == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
-    return {"topics": topics, "lake": lake, "summary": summary, "metrics": metrics, "stderr": err}
+    return {"topics": topics, "lake": lake, "summary": summary, "scrapes": scrapes, "stderr": err}
 
 
 def lake_sql(lake, sql):
@@ -177,18 +172,72 @@ def test_new_dependencies_are_reported_once_per_edge(collected, edges_pb2):
     assert new == known and len(new) > 50, kinds
 
 
-def test_metrics_while_running(collected):
-    lines = [l for l in collected["metrics"].splitlines() if l and not l.startswith("#")]
+def metric_sums(text):
+    """Each metric summed over its labels (the workers)."""
     values = defaultdict(float)
-    for line in lines:
-        name = line.split("{")[0].split(" ")[0]
-        values[name] += float(line.rsplit(" ", 1)[1])
-    for name in ("flowmap_flows_output_total", "flowmap_batches_total", "flowmap_ownership_state_bytes"):
-        assert name in values, f"{name} missing from /metrics"
-    assert values["flowmap_batches_total"] > 0
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            values[line.split("{")[0].split(" ")[0]] += float(line.rsplit(" ", 1)[1])
+    return values
+
+
+def test_metrics_move_while_running_and_match_the_summary(collected):
+    series = [metric_sums(t) for t in collected["scrapes"]]
+    assert len(series) >= 5, "the endpoint answered while the job ran"
+    for name in ("flowmap_flows_output_total", "flowmap_batches_total", "flowmap_ownership_state_bytes",
+                 "flowmap_connections_checked_total", "flowmap_edge_rows_total"):
+        assert name in series[-1], f"{name} missing from /metrics"
+    summary = collected["summary"]
+    for name, total in (("flowmap_flows_output_total", summary["output"]),
+                        ("flowmap_flows_attributed_total", summary["attributed"]),
+                        ("flowmap_batches_total", summary["ingest"]["batches"])):
+        values = [s[name] for s in series]
+        assert values == sorted(values), f"{name} went down: {values}"
+        assert 0 < values[-1] <= total, f"{name}: scraped {values[-1]}, summary {total}"
 
 
 def collected_brokers():
     return os.environ.get("FLOWMAP_TEST_BROKERS") or subprocess.run(
         [str(ROOT / "scripts" / "broker"), "start"], check=True, capture_output=True, text=True
     ).stdout.strip().splitlines()[-1]
+
+
+def test_lake_survives_a_killed_job(brokers, tmp_path, pb2_attributed):  # noqa: F811 (fixture)
+    """`collect --lake` killed (SIGKILL) mid-stream and started again on the same group and
+    lake: the lake holds every distinct output record exactly once (DuckDB), although the
+    restarted job re-emits what the killed one had not committed."""
+    scenario = tmp_path / "short.toml"
+    scenario.write_text(SCENARIO.read_text().replace("duration_s = 10800", "duration_s = 300")
+                        .replace("ipam_silences = 3", "ipam_silences = 0"))
+    suffix = f"{os.getpid()}-{time.time_ns()}"
+    topic, output, group, lake = f"py-kin-{suffix}", f"py-kout-{suffix}", f"py-k-{suffix}", tmp_path / "lake"
+    publisher = subprocess.Popen([str(BIN), "simulate", "--scenario", str(scenario), "--brokers", brokers, "--topic",
+                                  topic, "--truth", str(tmp_path / "truth.jsonl"), "--rate", "60"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.5)
+    collect = [str(BIN), "collect", "--brokers", brokers, "--input-topic", topic, "--output-topic", output,
+               "--group", group, "--lake", str(lake), "--json", "-w", "2"]
+    first = subprocess.Popen(collect, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not list(lake.glob("flows/**/*.parquet")):
+        assert time.time() < deadline and first.poll() is None, "no lake file before the kill"
+        time.sleep(0.1)
+    first.kill()
+    first.wait()
+    assert publisher.wait(timeout=120) == 0
+    done = subprocess.run(collect + ["--until-idle", "3s"], check=True, capture_output=True, text=True, timeout=300)
+    assert json.loads(done.stdout.strip().splitlines()[-1])["output"] > 0
+    keys = set()
+    for m in consume_all(brokers, output):
+        rec = pb2_attributed.AttributedFlow()
+        rec.ParseFromString(m.value())
+        keys.add((rec.flow_id, rec.end_ns, rec.open))
+    (rows, distinct), = lake_sql(lake, "select count(*), count(distinct (flow_id, end_ns, open)) from flows")
+    assert rows == distinct == len(keys) > 1000
+    lake_keys = {tuple(r) for r in lake_sql(lake, "select flow_id, epoch_ns(end_ns), open from flows")}
+    assert lake_keys == keys
+
+
+@pytest.fixture(scope="module")
+def pb2_attributed(edges_pb2):
+    return importlib.import_module("flowmap.v1.attributed_pb2")
