@@ -1,5 +1,5 @@
 //! The flow lake as an output of the job: flow records to the lake's `flows` table, edges to
-//! its `edges` table (`flowmap-lake`: Hive-partitioned Parquet, each file committed atomically).
+//! its `edges` table, change events to `events` (`flowmap-lake`: Hive-partitioned Parquet, each file committed atomically).
 //!
 //! Why a sink like Kafka's: the job commits its input only below the delivered frontier, and a
 //! lake writer says when rows are durably stored ([`TableWriter::undelivered`]), so a killed
@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use flowmap_lake::{EdgeRow, FlowRow, Lake, LakeRow, TableWriter, Verification, WriterStats};
+use flowmap_lake::{EdgeRow, EventRow, FlowRow, Lake, LakeRow, TableWriter, Verification, WriterStats};
 use flowmap_operators::records::{self, VerdictPiece};
 use flowmap_operators::Time;
 use flowmap_schema as wire;
@@ -78,6 +78,24 @@ impl Sink<wire::Edge> for LakeSink<EdgeRow> {
     fn write(&mut self, time: Time, edge: &wire::Edge) -> Result<(), SinkError> {
         let row = EdgeRow::from_edge(edge)
             .map_err(|e| SinkError::Send { topic: "lake edges".into(), detail: e.to_string() })?;
+        self.rows.push(row);
+        self.push(time)
+    }
+    fn advance(&mut self, frontier: Option<Time>) -> Result<(), SinkError> {
+        Ok(self.writer()?.advance(frontier)?)
+    }
+    fn undelivered(&mut self) -> Result<Option<Time>, SinkError> {
+        Ok(self.writer()?.undelivered()?)
+    }
+    fn finish(&mut self) -> Result<(), SinkError> {
+        finish(&mut self.writer, &self.totals)
+    }
+}
+
+impl Sink<wire::Event> for LakeSink<EventRow> {
+    fn write(&mut self, time: Time, event: &wire::Event) -> Result<(), SinkError> {
+        let row = EventRow::from_event(event)
+            .map_err(|e| SinkError::Send { topic: "lake events".into(), detail: e.to_string() })?;
         self.rows.push(row);
         self.push(time)
     }

@@ -34,7 +34,7 @@
 //! - [`cell`] (private): the pure rules of cells, parts and duplicates.
 //! - [`layout`]: partitions, file names, manifests.
 //! - [`row`]: the [`LakeRow`] trait a table implements; [`flows`] ([`FlowRow`]) and [`edges`]
-//!   ([`EdgeRow`]) are the two tables.
+//!   ([`EdgeRow`]) and [`events`] ([`EventRow`]) are the tables.
 //! - [`stats`]: the counters, [`WriterStats`].
 //! - [`sample`]: deterministic sample rows and a model of the job's delivery loop (examples,
 //!   tests, benchmarks).
@@ -45,6 +45,7 @@ mod cell;
 pub mod config;
 pub mod edges;
 pub mod error;
+pub mod events;
 pub mod flows;
 pub mod layout;
 mod parquet_io;
@@ -57,6 +58,7 @@ pub mod writer;
 pub use config::{Compression, LakeConfig, LakeSettings, Location};
 pub use edges::{EdgePortError, EdgeRow};
 pub use error::{BadRow, ConfigError, LakeError};
+pub use events::{EventError, EventRow};
 pub use flows::{FlowRow, FromWireError, Verification};
 pub use row::LakeRow;
 pub use stats::WriterStats;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use flowmap_kafka::Producer;
-use flowmap_lake::{EdgeRow, FlowRow, Lake, LakeConfig, LakeSettings};
+use flowmap_lake::{EdgeRow, EventRow, FlowRow, Lake, LakeConfig, LakeSettings};
 
 use crate::edges::Policy;
 use crate::kafka::KafkaSink;
@@ -99,7 +99,7 @@ impl Destinations {
         Arc::new(move |index, peers| {
             let mut flows: Vec<Box<FlowSink>> = Vec::new();
             let mut edges: Vec<Box<dyn Sink<flowmap_schema::Edge>>> = Vec::new();
-            let mut events = None;
+            let mut events: Vec<Box<dyn Sink<flowmap_schema::Event>>> = Vec::new();
             if let Some((producer, flow_topic, edge_topic, event_topic)) = &self.kafka {
                 if let Some(t) = flow_topic {
                     flows.push(Box::new(KafkaSink::from_producer(producer.clone(), t)));
@@ -108,14 +108,15 @@ impl Destinations {
                     edges.push(Box::new(KafkaSink::from_producer(producer.clone(), t)));
                 }
                 if let Some(t) = event_topic {
-                    events = Some(Box::new(KafkaSink::from_producer(producer.clone(), t)) as Box<_>);
+                    events.push(Box::new(KafkaSink::from_producer(producer.clone(), t)));
                 }
             }
             if let Some((lake, totals)) = &self.lake {
                 flows.push(Box::new(LakeSink::<FlowRow>::new(lake, index, peers, Arc::clone(totals))?));
                 edges.push(Box::new(LakeSink::<EdgeRow>::new(lake, index, peers, Arc::clone(totals))?));
+                events.push(Box::new(LakeSink::<EventRow>::new(lake, index, peers, Arc::clone(totals))?));
             }
-            Ok(Outputs { flows: tee(flows), edges: tee(edges), events })
+            Ok(Outputs { flows: tee(flows), edges: tee(edges), events: tee(events) })
         })
     }
 }
@@ -132,7 +133,7 @@ fn tee<T: 'static>(mut sinks: Vec<Box<dyn Sink<T>>>) -> Option<Box<dyn Sink<T>>>
 pub fn lake_line(totals: &LakeTotals) -> String {
     let Ok(totals) = totals.lock() else { return "lake: counters unavailable".into() };
     let mut parts = Vec::new();
-    for table in ["flows", "edges"] {
+    for table in ["flows", "edges", "events"] {
         let of = totals.iter().filter(|(t, _)| *t == table).map(|(_, s)| s);
         let (mut rows, mut files, mut bytes, mut dups) = (0u64, 0u64, 0u64, 0u64);
         for s in of {
