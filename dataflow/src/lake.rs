@@ -27,6 +27,7 @@ pub struct LakeSink<R: LakeRow> {
     /// Rows of the item being written (reused).
     rows: Vec<R>,
     totals: LakeTotals,
+    worker: usize,
 }
 
 impl<R: LakeRow> LakeSink<R> {
@@ -37,11 +38,19 @@ impl<R: LakeRow> LakeSink<R> {
     /// that cannot be listed).
     pub fn new(lake: &Lake, index: usize, peers: usize, totals: LakeTotals) -> Result<Self, SinkError> {
         let writer = lake.writer::<R>(index as u32, peers as u32)?;
-        Ok(LakeSink { writer: Some(writer), rows: Vec::new(), totals })
+        Ok(LakeSink { writer: Some(writer), rows: Vec::new(), totals, worker: index })
     }
 
     fn writer(&mut self) -> Result<&mut TableWriter<R>, SinkError> {
         self.writer.as_mut().ok_or(SinkError::Finished)
+    }
+
+    /// The writer's counters to the metrics, and what is not yet stored.
+    fn undelivered_and_publish(&mut self) -> Result<Option<Time>, SinkError> {
+        let worker = self.worker;
+        let writer = self.writer()?;
+        crate::metrics::publish_lake(worker, R::TABLE, &writer.stats());
+        Ok(writer.undelivered()?)
     }
 
     fn push(&mut self, time: Time) -> Result<(), SinkError> {
@@ -67,7 +76,7 @@ where
         Ok(self.writer()?.advance(frontier)?)
     }
     fn undelivered(&mut self) -> Result<Option<Time>, SinkError> {
-        Ok(self.writer()?.undelivered()?)
+        self.undelivered_and_publish()
     }
     fn finish(&mut self) -> Result<(), SinkError> {
         finish(&mut self.writer, &self.totals)
@@ -85,7 +94,7 @@ impl Sink<wire::Edge> for LakeSink<EdgeRow> {
         Ok(self.writer()?.advance(frontier)?)
     }
     fn undelivered(&mut self) -> Result<Option<Time>, SinkError> {
-        Ok(self.writer()?.undelivered()?)
+        self.undelivered_and_publish()
     }
     fn finish(&mut self) -> Result<(), SinkError> {
         finish(&mut self.writer, &self.totals)
@@ -103,7 +112,7 @@ impl Sink<wire::Event> for LakeSink<EventRow> {
         Ok(self.writer()?.advance(frontier)?)
     }
     fn undelivered(&mut self) -> Result<Option<Time>, SinkError> {
-        Ok(self.writer()?.undelivered()?)
+        self.undelivered_and_publish()
     }
     fn finish(&mut self) -> Result<(), SinkError> {
         finish(&mut self.writer, &self.totals)

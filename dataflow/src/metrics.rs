@@ -67,9 +67,21 @@ pub fn publish(worker: usize, counts: &Counts, ingest: &IngestStats, state: &Ind
     ] {
         counter!("flowmap_connections_checked_total", "worker" => w.clone(), "result" => result).absolute(value);
     }
+    for (reason, value) in flowmap_operators::Reason::ALL.iter().zip(counts.unattributed) {
+        counter!("flowmap_flows_unattributed_total", "worker" => w.clone(), "reason" => reason.name()).absolute(value);
+    }
     gauge!("flowmap_ownership_state_bytes", "worker" => w.clone()).set(state.bytes as f64);
     gauge!("flowmap_ownership_addresses", "worker" => w.clone()).set(state.ips as f64);
     if let Some(ns) = delivered_ns {
         gauge!("flowmap_delivered_frontier_seconds", "worker" => w).set(ns as f64 / 1e9);
     }
+}
+
+/// Publishes one lake writer's counters so far.
+pub fn publish_lake(worker: usize, table: &'static str, stats: &flowmap_lake::WriterStats) {
+    let w = worker.to_string();
+    counter!("flowmap_lake_rows_written_total", "worker" => w.clone(), "table" => table).absolute(stats.rows_written);
+    counter!("flowmap_lake_files_written_total", "worker" => w.clone(), "table" => table).absolute(stats.files_written);
+    counter!("flowmap_lake_bytes_written_total", "worker" => w.clone(), "table" => table).absolute(stats.bytes_written);
+    counter!("flowmap_lake_duplicates_total", "worker" => w, "table" => table).absolute(stats.duplicates);
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flowmap_operators::records::{Verdict, VerdictPiece, Verification};
-use flowmap_operators::{IndexSize, Time};
+use flowmap_operators::{IndexSize, Reason, Time};
 use flowmap_schema as wire;
 use serde::Serialize;
 use timely::dataflow::operators::{Inspect, Probe};
@@ -95,6 +95,9 @@ pub struct Counts {
     pub output: u64,
     /// Of those, with a remote workload.
     pub attributed: u64,
+    /// Of those, without one, by reason (in the order of `Reason::ALL`; JSON: by name).
+    #[serde(serialize_with = "by_reason")]
+    pub unattributed: [u64; 7],
     /// Connections (each counted once, as in the edges) whose other end's record agrees with the
     /// claims.
     pub verified_agree: u64,
@@ -114,6 +117,9 @@ impl Counts {
     fn add(&mut self, o: &Counts) {
         self.output += o.output;
         self.attributed += o.attributed;
+        for (a, b) in self.unattributed.iter_mut().zip(o.unattributed) {
+            *a += b;
+        }
         self.verified_agree += o.verified_agree;
         self.verified_disagree += o.verified_disagree;
         self.verified_peer_only += o.verified_peer_only;
@@ -430,7 +436,16 @@ where
 
 fn count(c: &mut Counts, piece: &VerdictPiece) {
     c.output += piece.verdicts.len() as u64;
-    c.attributed += piece.verdicts.iter().filter(|v| matches!(v, Verdict::Attributed { .. })).count() as u64;
+    for v in &piece.verdicts {
+        match v {
+            Verdict::Attributed { .. } => c.attributed += 1,
+            Verdict::Unattributed(reason) => {
+                if let Some(i) = Reason::ALL.iter().position(|r| r == reason) {
+                    c.unattributed[i] += 1;
+                }
+            }
+        }
+    }
     // Each connection once: its first record, from the end that counts it (as the edges and the
     // lake's `counted` do); a piece decided without lookups has no checks (one-sided firsts).
     for check in (0..piece.verdicts.len()).map(|i| piece.check(i)).filter(|c| c.first && c.counts) {
@@ -441,4 +456,14 @@ fn count(c: &mut Counts, piece: &VerdictPiece) {
             Verification::OneSided => c.one_sided += 1,
         }
     }
+}
+
+/// The unattributed counts as a JSON object by reason name.
+fn by_reason<S: serde::Serializer>(counts: &[u64; 7], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(counts.len()))?;
+    for (reason, n) in Reason::ALL.iter().zip(counts) {
+        map.serialize_entry(reason.name(), n)?;
+    }
+    map.end()
 }

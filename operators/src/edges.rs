@@ -181,7 +181,15 @@ impl<'scope> EdgeUpdates<'scope> for Stream<'scope, Time, Vec<VerdictPiece>> {
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     let Some(&time) = cap.least() else { return };
-                    let mut session = output.session(&cap);
+                    // Updates of one edge at one time are summed here, before the exchange:
+                    // most records of a time share their edge with others.
+                    let mut sums: HashMap<EdgeKey, Measures> = HashMap::new();
+                    let mut add = |key: EdgeKey, m: Measures| match sums.entry(key) {
+                        std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().plus_equals(&m),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(m);
+                        }
+                    };
                     for piece in data.flat_map(|batch| batch.iter()) {
                         for (i, (row, verdict)) in piece.iter().enumerate() {
                             let check = piece.check(i);
@@ -273,14 +281,15 @@ impl<'scope> EdgeUpdates<'scope> for Stream<'scope, Time, Vec<VerdictPiece>> {
                                     server: server.clone(),
                                     server_port,
                                 };
-                                session.give((key, time, started));
+                                add(key, started);
                             }
                             if !delta.is_zero() {
                                 let key = EdgeKey { bucket: bucket(f.end_ns), client, server, server_port };
-                                session.give((key, time, delta));
+                                add(key, delta);
                             }
                         }
                     }
+                    output.session(&cap).give_iterator(sums.into_iter().map(|(k, m)| (k, time, m)));
                 });
                 // Forget connections whose latest record is older than the retention.
                 while let Some(entry) = forget.first_entry() {

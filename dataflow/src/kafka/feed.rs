@@ -112,6 +112,7 @@ impl ClientContext for Context {
         }
         self.errors.touch();
         let n = self.errors.consumer_errors.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::counter!("flowmap_consumer_errors_total").increment(1);
         if n.is_power_of_two() {
             tracing::warn!(%error, reason, total = n, "kafka consumer error");
         }
@@ -320,6 +321,7 @@ impl KafkaFeed {
             c.consumer.commit(&main, mode).map_err(kafka_error("cannot commit offsets", brokers))?;
         }
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("flowmap_commits_total").increment(1);
         Ok(())
     }
 }
@@ -353,6 +355,7 @@ impl Feed for KafkaFeed {
                     Some(Err(e)) => {
                         self.counters.touch();
                         let total = self.counters.consumer_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                        metrics::counter!("flowmap_consumer_errors_total").increment(1);
                         if total.is_power_of_two() {
                             tracing::warn!(error = %e, total, "kafka consumer error");
                         }
@@ -415,6 +418,8 @@ impl Feed for KafkaFeed {
                     });
                     let counter = if sent { &self.counters.dead_lettered } else { &self.counters.dead_letter_failed };
                     let total = counter.fetch_add(1, Ordering::Relaxed) + 1;
+                    let metric = if sent { "flowmap_dead_letters_total" } else { "flowmap_dead_letters_failed_total" };
+                    metrics::counter!(metric).increment(1);
                     if total.is_power_of_two() {
                         tracing::warn!(%source, %reason, dead_lettered = sent, total, "refused input message");
                     }
