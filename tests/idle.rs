@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use flowmap::config::{JobConfig, RawJobConfig};
 use flowmap::feed::{Feed, FeedStatus, Lane, Message, Outcome};
-use flowmap::run::{run, OutputMode, SinkFactory};
-use flowmap::sink::{FlowSink, SinkError};
+use flowmap::run::{run, OutputMode, Outputs, RunOptions, SinkFactory};
+use flowmap::sink::{FlowSink, Sink, SinkError};
 use flowmap_operators::records::VerdictPiece;
 use flowmap_operators::Time;
 use flowmap_schema::{encode_batch, Direction, ExporterBatch, Flow, Ownership, SCHEMA_VERSION};
@@ -92,7 +92,7 @@ impl Feed for LiveFeed {
 /// Records when output arrives.
 struct TimedSink(Arc<Mutex<Vec<(Instant, usize)>>>);
 
-impl FlowSink for TimedSink {
+impl Sink<VerdictPiece> for TimedSink {
     fn write(&mut self, _time: Time, piece: &VerdictPiece) -> Result<(), SinkError> {
         self.0.lock().unwrap().push((Instant::now(), piece.verdicts.len()));
         Ok(())
@@ -111,16 +111,16 @@ fn run_with_idle(idle: Duration) -> (usize, usize, flowmap::run::RunReport) {
     let job = JobConfig::try_from(raw).unwrap();
     let writes: Arc<Mutex<Vec<(Instant, usize)>>> = Arc::default();
     let sink_writes = Arc::clone(&writes);
-    let factory: SinkFactory =
-        Arc::new(move |_, _| Ok(Box::new(TimedSink(Arc::clone(&sink_writes))) as Box<dyn FlowSink>));
+    let factory: SinkFactory = Arc::new(move |_, _| {
+        let flows = Box::new(TimedSink(Arc::clone(&sink_writes))) as Box<FlowSink>;
+        Ok(Outputs { flows: Some(flows), edges: None, events: None })
+    });
     let started = Instant::now();
     let report = run(
         timely::Config::thread(),
         job,
         move |_, _| LiveFeed { started, a_seq: 0, b_seq: 0 },
-        OutputMode::Sink(factory),
-        Duration::from_secs(1),
-        false,
+        RunOptions { sample_every: Duration::from_secs(1), ..RunOptions::new(OutputMode::Sink(factory)) },
     )
     .unwrap();
     let writes = writes.lock().unwrap();

@@ -48,6 +48,66 @@ pub struct RawJobConfig {
     /// time) is re-read to rebuild the ownership state. Keep it at least `retention`.
     #[serde(with = "humantime_serde", default = "defaults::rebuild_window")]
     pub rebuild_window: Duration,
+    /// Dependency edges and change events.
+    #[serde(default)]
+    pub edges: RawEdgesConfig,
+}
+
+/// The `[edges]` section: dependency edges and change events.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEdgesConfig {
+    /// Length of an edge's time bucket.
+    #[serde(with = "humantime_serde", default = "defaults::bucket")]
+    pub bucket: Duration,
+    /// External IPv4 addresses are grouped by this prefix length into one node.
+    #[serde(default = "defaults::v4_prefix")]
+    pub external_v4_prefix: u8,
+    /// External IPv6 addresses are grouped by this prefix length into one node.
+    #[serde(default = "defaults::v6_prefix")]
+    pub external_v6_prefix: u8,
+    /// An edge (client, server, port) not seen for this long is a `new_dependency` again.
+    #[serde(with = "humantime_serde", default = "defaults::lookback")]
+    pub new_dependency_lookback: Duration,
+}
+
+impl Default for RawEdgesConfig {
+    fn default() -> Self {
+        RawEdgesConfig {
+            bucket: defaults::bucket(),
+            external_v4_prefix: defaults::v4_prefix(),
+            external_v6_prefix: defaults::v6_prefix(),
+            new_dependency_lookback: defaults::lookback(),
+        }
+    }
+}
+
+/// Validated edge settings (see [`RawEdgesConfig`]), in nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EdgesConfig {
+    bucket: u64,
+    v4_prefix: u8,
+    v6_prefix: u8,
+    lookback: u64,
+}
+
+impl EdgesConfig {
+    /// Bucket length, ns (at least a second, whole seconds).
+    pub fn bucket(&self) -> u64 {
+        self.bucket
+    }
+    /// Prefix length grouping external IPv4 addresses (0 to 32).
+    pub fn v4_prefix(&self) -> u8 {
+        self.v4_prefix
+    }
+    /// Prefix length grouping external IPv6 addresses (0 to 128).
+    pub fn v6_prefix(&self) -> u8 {
+        self.v6_prefix
+    }
+    /// The new-dependency lookback, ns (at least a bucket).
+    pub fn lookback(&self) -> u64 {
+        self.lookback
+    }
 }
 
 mod defaults {
@@ -79,6 +139,18 @@ mod defaults {
     pub fn rebuild_window() -> Duration {
         Duration::from_secs(15 * 60)
     }
+    pub fn bucket() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub const fn v4_prefix() -> u8 {
+        24
+    }
+    pub const fn v6_prefix() -> u8 {
+        48
+    }
+    pub fn lookback() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
+    }
 }
 
 impl Default for RawJobConfig {
@@ -93,6 +165,7 @@ impl Default for RawJobConfig {
             fuel: defaults::fuel(),
             idle_timeout: defaults::idle_timeout(),
             rebuild_window: defaults::rebuild_window(),
+            edges: RawEdgesConfig::default(),
         }
     }
 }
@@ -142,9 +215,14 @@ pub struct JobConfig {
     fuel: usize,
     idle_timeout: Duration,
     rebuild_window: u64,
+    edges: EdgesConfig,
 }
 
 impl JobConfig {
+    /// Edge settings.
+    pub fn edges(&self) -> &EdgesConfig {
+        &self.edges
+    }
     /// Clock-skew guard band, ns: an owner must hold `[t - guard, t + guard]` alone.
     pub fn guard(&self) -> u64 {
         self.guard
@@ -213,6 +291,22 @@ impl TryFrom<RawJobConfig> for JobConfig {
         if raw.idle_timeout.is_zero() {
             return Err(invalid("idle_timeout", "must be positive"));
         }
+        let e = &raw.edges;
+        if e.bucket < Duration::from_secs(1)
+            || e.bucket.subsec_nanos() != 0
+            || e.bucket > Duration::from_secs(24 * 3600)
+        {
+            return Err(invalid("edges.bucket", "must be whole seconds, between 1 s and 24 h"));
+        }
+        if e.external_v4_prefix > 32 {
+            return Err(invalid("edges.external_v4_prefix", "must be at most 32"));
+        }
+        if e.external_v6_prefix > 128 {
+            return Err(invalid("edges.external_v6_prefix", "must be at most 128"));
+        }
+        if e.new_dependency_lookback < e.bucket {
+            return Err(invalid("edges.new_dependency_lookback", "must be at least one bucket"));
+        }
         Ok(JobConfig {
             guard: nanos(raw.guard),
             retention: nanos(raw.retention),
@@ -223,6 +317,12 @@ impl TryFrom<RawJobConfig> for JobConfig {
             fuel: raw.fuel,
             idle_timeout: raw.idle_timeout,
             rebuild_window: nanos(raw.rebuild_window),
+            edges: EdgesConfig {
+                bucket: nanos(raw.edges.bucket),
+                v4_prefix: raw.edges.external_v4_prefix,
+                v6_prefix: raw.edges.external_v6_prefix,
+                lookback: nanos(raw.edges.new_dependency_lookback),
+            },
         })
     }
 }
@@ -284,6 +384,8 @@ mod tests {
             ("fleet_cidrs = []", "fleet_cidrs"),
             ("fuel = 0", "fuel"),
             ("idle_timeout = \"0s\"", "idle_timeout"),
+            ("[edges]\nbucket = \"500ms\"", "edges.bucket"),
+            ("[edges]\nexternal_v4_prefix = 33", "edges.external_v4_prefix"),
         ] {
             let err = JobConfig::parse(text, "t").unwrap_err().to_string();
             assert!(err.contains(field), "{text}: {err}");

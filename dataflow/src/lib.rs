@@ -12,6 +12,7 @@
 //!   (incarnations, gaps, duplicates), assignment sources' runs; no timely needed.
 //! - [`source`]: the batch source operator over a [`feed::Feed`].
 //! - [`pipeline`]: the attribution dataflow.
+//! - [`edges`]: dependency edges and change events from the verdicts.
 //! - [`run`]: workers, output collection, statistics.
 //! - [`sink`]: delivering output and tracking the delivered frontier.
 //! - [`profile`]: per-operator time from timely's log (`--profile`).
@@ -28,6 +29,7 @@ pub mod capture;
 pub mod cidr;
 pub mod cli;
 pub mod config;
+pub mod edges;
 pub mod feed;
 pub mod kafka;
 #[cfg(feature = "sim")]

@@ -5,13 +5,12 @@
 //! reads the same lanes in the same per-lane order and decides the same.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use flowmap_sim::Delivery;
 
 use crate::config::JobConfig;
 use crate::feed::{Feed, FeedStatus, Lane, Message, Outcome};
-use crate::run::{run, OutputMode, RunError, RunReport};
+use crate::run::{run, RunError, RunOptions, RunReport};
 
 /// Lanes of the in-memory feed (the number of partitions of a topic it stands in for).
 pub const LANES: u32 = 8;
@@ -85,21 +84,15 @@ impl Feed for MemoryFeed {
 }
 
 /// Runs the job over pre-generated deliveries, each worker reading its share.
+///
+/// # Errors
+/// As [`run`].
 pub fn run_deliveries(
     timely: timely::Config,
     job: JobConfig,
     deliveries: Arc<Vec<Delivery>>,
     roster: Arc<Vec<String>>,
-    mode: OutputMode,
-    sample_every: Duration,
-    profile: bool,
+    options: RunOptions,
 ) -> Result<RunReport, RunError> {
-    run(
-        timely,
-        job,
-        move |index, peers| MemoryFeed::new(Arc::clone(&deliveries), &roster, index, peers),
-        mode,
-        sample_every,
-        profile,
-    )
+    run(timely, job, move |index, peers| MemoryFeed::new(Arc::clone(&deliveries), &roster, index, peers), options)
 }

@@ -77,7 +77,8 @@ pub struct OutputRecord {
     pub reason: Option<String>,
 }
 
-fn wire_evidence(e: EvidenceKind) -> wire::Evidence {
+/// The wire form of an evidence kind.
+pub fn wire_evidence(e: EvidenceKind) -> wire::Evidence {
     match e {
         EvidenceKind::Heartbeat => wire::Evidence::Heartbeat,
         EvidenceKind::Flow => wire::Evidence::Flow,

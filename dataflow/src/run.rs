@@ -1,10 +1,11 @@
 //! Running the dataflow on timely workers: [`run`] builds one dataflow per worker over that
 //! worker's [`Feed`], steps it to completion, and gathers the output and the statistics.
 //!
-//! With a [`FlowSink`] ([`OutputMode::Sink`]) the runner also closes the loop the Kafka job
-//! needs: it follows the delivered frontier (see [`crate::sink`]) and reports it to the feed,
-//! which commits its input up to there; at the end it waits for the sink to drain before the
-//! feed's final commit. An error in a feed or a sink stops every worker of the process.
+//! With sinks ([`OutputMode::Sink`]: flows, and optionally edges and events) the runner also
+//! closes the loop the Kafka job needs: it follows the delivered frontier (see
+//! [`crate::sink`]) over every sink and reports it to the feed, which commits its input up to
+//! there; at the end it waits for the sinks to drain before the feed's final commit. An error
+//! in a feed or a sink stops every worker of the process.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -12,47 +13,111 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flowmap_operators::records::{Verdict, VerdictPiece};
+use flowmap_operators::records::{Verdict, VerdictPiece, Verification};
 use flowmap_operators::{IndexSize, Time};
 use flowmap_schema as wire;
+use serde::Serialize;
 use timely::dataflow::operators::{Inspect, Probe};
-use timely::dataflow::ProbeHandle;
+use timely::dataflow::{ProbeHandle, Stream};
 
 use crate::admission::IngestStats;
 use crate::config::JobConfig;
+use crate::edges::Policy;
 use crate::feed::{Feed, FeedError};
 use crate::output::records;
 use crate::pipeline::attribution;
 use crate::profile::OperatorTimes;
-use crate::sink::{deliver, FlowSink, SharedSink, SinkError};
+use crate::sink::{deliver, EdgeSink, EventSink, FlowSink, Sink, SinkError};
 use crate::source::{batch_source, SharedFeed};
 
-/// Makes worker `index` of `peers` its sink.
-pub type SinkFactory = Arc<dyn Fn(usize, usize) -> Result<Box<dyn FlowSink>, SinkError> + Send + Sync>;
+/// Where one worker's output goes (what a [`OutputMode::Sink`] factory makes per worker).
+#[derive(Default)]
+pub struct Outputs {
+    /// Flow records.
+    pub flows: Option<Box<FlowSink>>,
+    /// Edges (only when edges are computed).
+    pub edges: Option<Box<EdgeSink>>,
+    /// Change events (only when edges are computed).
+    pub events: Option<Box<EventSink>>,
+}
 
-/// What to do with the attributed flows.
+/// Makes worker `index` of `peers` its outputs.
+pub type SinkFactory = Arc<dyn Fn(usize, usize) -> Result<Outputs, SinkError> + Send + Sync>;
+
+/// What to do with the output.
 #[derive(Clone)]
 pub enum OutputMode {
-    /// Keep them all and return them (demo, tests, replay to a file).
+    /// Keep it all and return it (demo, tests, replay to a file).
     Collect,
-    /// Only count them (benchmarks).
+    /// Only count it (benchmarks).
     Count,
-    /// Hand them to a sink that acknowledges delivery (Kafka); the feed is told the delivered
-    /// frontier, so it can commit.
+    /// Hand it to sinks that acknowledge delivery (Kafka, the lake); the feed is told the
+    /// delivered frontier, so it can commit.
     Sink(SinkFactory),
 }
 
-impl OutputMode {
-    fn collects(&self) -> bool {
-        matches!(self, OutputMode::Collect)
+/// How to run.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// What to do with the output.
+    pub mode: OutputMode,
+    /// Compute dependency edges and change events.
+    pub edges: bool,
+    /// The dependency policy (policy violations), with edges.
+    pub policy: Option<Policy>,
+    /// How often the ownership state is sampled.
+    pub sample_every: Duration,
+    /// Collect the time per operator.
+    pub profile: bool,
+}
+
+impl RunOptions {
+    /// Options for `mode`, without edges, sampling every 100 ms, no profile.
+    pub fn new(mode: OutputMode) -> Self {
+        RunOptions { mode, edges: false, policy: None, sample_every: Duration::from_millis(100), profile: false }
     }
 }
 
 #[derive(Default)]
 struct Collected {
     flows: Vec<wire::AttributedFlow>,
-    output: u64,
-    attributed: u64,
+    edges: Vec<wire::Edge>,
+    events: Vec<wire::Event>,
+    counts: Counts,
+}
+
+/// Counts of the output.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Flow records output.
+    pub output: u64,
+    /// Of those, with a remote workload.
+    pub attributed: u64,
+    /// Connections (first records) whose other end's record agrees with the claims.
+    pub verified_agree: u64,
+    /// Connections whose two ends disagree.
+    pub verified_disagree: u64,
+    /// Connections whose other end's record names a workload the claims do not.
+    pub verified_peer_only: u64,
+    /// Connections seen by one end only.
+    pub one_sided: u64,
+    /// Edge rows emitted.
+    pub edges: u64,
+    /// Events emitted.
+    pub events: u64,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.output += o.output;
+        self.attributed += o.attributed;
+        self.verified_agree += o.verified_agree;
+        self.verified_disagree += o.verified_disagree;
+        self.verified_peer_only += o.verified_peer_only;
+        self.one_sided += o.one_sided;
+        self.edges += o.edges;
+        self.events += o.events;
+    }
 }
 
 /// What stopped a worker.
@@ -71,10 +136,12 @@ pub enum Stop {
 pub struct WorkerReport {
     /// Output records (when collecting).
     pub flows: Vec<wire::AttributedFlow>,
-    /// How many records were output.
-    pub output: u64,
-    /// How many of them have a remote workload.
-    pub attributed: u64,
+    /// Edges (when collecting).
+    pub edges: Vec<wire::Edge>,
+    /// Events (when collecting).
+    pub events: Vec<wire::Event>,
+    /// Counts of the output.
+    pub counts: Counts,
     /// Ingest counters.
     pub ingest: IngestStats,
     /// Largest ownership state this worker held, sampled during the run.
@@ -92,10 +159,16 @@ pub struct WorkerReport {
 pub struct RunReport {
     /// Output records (when collecting), in no particular order.
     pub flows: Vec<wire::AttributedFlow>,
+    /// Edges (when collecting), in no particular order.
+    pub edges: Vec<wire::Edge>,
+    /// Events (when collecting), in no particular order.
+    pub events: Vec<wire::Event>,
     /// How many records were output.
     pub output: u64,
     /// How many of them have a remote workload.
     pub attributed: u64,
+    /// Counts of the output, summed.
+    pub counts: Counts,
     /// Ingest counters, summed.
     pub ingest: IngestStats,
     /// Sum over workers of each worker's peak ownership state.
@@ -119,22 +192,78 @@ pub enum RunError {
     /// A worker panicked.
     #[error("worker failed: {0}")]
     Worker(String),
-    /// The feed or the sink failed (the job stopped; nothing past the failure was committed).
+    /// The feed or a sink failed (the job stopped; nothing past the failure was committed).
     #[error(transparent)]
     Stopped(#[from] Stop),
 }
 
+/// Adapts a boxed sink to the shared, unsized form.
+struct Boxed<T>(Box<dyn Sink<T>>);
+
+impl<T: 'static> Sink<T> for Boxed<T> {
+    fn write(&mut self, time: Time, item: &T) -> Result<(), SinkError> {
+        self.0.write(time, item)
+    }
+    fn undelivered(&mut self) -> Result<Option<Time>, SinkError> {
+        self.0.undelivered()
+    }
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.0.finish()
+    }
+}
+
+/// The sinks of one worker, shared with its operators.
+#[derive(Default)]
+struct Shared {
+    flows: Option<Rc<RefCell<Boxed<VerdictPiece>>>>,
+    edges: Option<Rc<RefCell<Boxed<wire::Edge>>>>,
+    events: Option<Rc<RefCell<Boxed<wire::Event>>>>,
+}
+
+impl Shared {
+    fn finish(&self) -> Result<(), SinkError> {
+        if let Some(s) = &self.flows {
+            s.borrow_mut().finish()?;
+        }
+        if let Some(s) = &self.edges {
+            s.borrow_mut().finish()?;
+        }
+        if let Some(s) = &self.events {
+            s.borrow_mut().finish()?;
+        }
+        Ok(())
+    }
+}
+
+/// Delivers `stream` to `sink` if there is one; either way, `probe` follows what is delivered.
+fn to_sink<'scope, T: Clone + 'static>(
+    stream: Stream<'scope, Time, Vec<T>>,
+    sink: Option<Rc<RefCell<Boxed<T>>>>,
+    error: &Rc<RefCell<Option<SinkError>>>,
+    probe: &ProbeHandle<Time>,
+) {
+    match sink {
+        Some(sink) => {
+            let shared: Rc<RefCell<dyn Sink<T>>> = sink;
+            deliver(stream, shared, Rc::clone(error)).probe_with(probe);
+        }
+        None => {
+            stream.probe_with(probe);
+        }
+    }
+}
+
 /// Runs the attribution job until every feed is exhausted.
 ///
-/// `make_feed(index, peers)` gives each worker its share of the input. `sample_every` sets how
-/// often the ownership state is measured.
+/// `make_feed(index, peers)` gives each worker its share of the input.
+///
+/// # Errors
+/// Timely could not start, a worker panicked, or a feed or sink failed.
 pub fn run<F, M>(
     timely: timely::Config,
     job: JobConfig,
     make_feed: M,
-    mode: OutputMode,
-    sample_every: Duration,
-    profile: bool,
+    options: RunOptions,
 ) -> Result<RunReport, RunError>
 where
     F: Feed,
@@ -151,44 +280,59 @@ where
         let error: Rc<RefCell<Option<Stop>>> = Rc::default();
         let sink_error: Rc<RefCell<Option<SinkError>>> = Rc::default();
         let probe = ProbeHandle::new();
-        let profiler = profile.then(|| crate::profile::install(worker));
+        let profiler = options.profile.then(|| crate::profile::install(worker));
         let feed = Rc::new(RefCell::new(make_feed(index, peers)));
         let shared: SharedFeed = feed.clone();
-        let sink: Option<SharedSink> = match &mode {
-            OutputMode::Sink(factory) => match factory(index, peers) {
-                Ok(sink) => Some(Rc::new(RefCell::new(BoxedSink(sink)))),
-                Err(e) => {
-                    *error.borrow_mut() = Some(e.into());
-                    None
+        let mut sinks = Shared::default();
+        if let OutputMode::Sink(factory) = &options.mode {
+            match factory(index, peers) {
+                Ok(outputs) => {
+                    sinks.flows = outputs.flows.map(|s| Rc::new(RefCell::new(Boxed(s))));
+                    sinks.edges = outputs.edges.map(|s| Rc::new(RefCell::new(Boxed(s))));
+                    sinks.events = outputs.events.map(|s| Rc::new(RefCell::new(Boxed(s))));
                 }
-            },
-            _ => None,
-        };
-        let collect = mode.collects();
-        let names = !matches!(mode, OutputMode::Count);
+                Err(e) => *error.borrow_mut() = Some(e.into()),
+            }
+        }
+        let collect = matches!(options.mode, OutputMode::Collect);
+        let names = !matches!(options.mode, OutputMode::Count) || options.edges;
         let state = worker.dataflow::<Time, _, _>(|scope| {
             let batches = batch_source(scope, shared, job.clone(), Rc::clone(&stats));
             let built = attribution(batches, &job, names);
-            let sink_counts = Rc::clone(&collected);
+            let c = Rc::clone(&collected);
             let counted = built.output.inspect_core(move |event| {
                 if let Ok((_, pieces)) = event {
-                    let mut c = sink_counts.borrow_mut();
+                    let mut c = c.borrow_mut();
                     for piece in pieces.iter() {
-                        count(&mut c, piece);
+                        count(&mut c.counts, piece);
                         if collect {
                             c.flows.extend(records(piece));
                         }
                     }
                 }
             });
-            match &sink {
-                Some(sink) => {
-                    deliver(counted, Rc::clone(sink), Rc::clone(&sink_error)).probe_with(&probe);
-                }
-                None => {
-                    counted.probe_with(&probe);
-                }
+            if options.edges {
+                let edges = crate::edges::edges(&counted, &job, options.policy.clone());
+                let c = Rc::clone(&collected);
+                let rows = edges.edges.inspect(move |e| {
+                    let mut c = c.borrow_mut();
+                    c.counts.edges += 1;
+                    if collect {
+                        c.edges.push(e.clone());
+                    }
+                });
+                let c = Rc::clone(&collected);
+                let events = edges.events.inspect(move |e| {
+                    let mut c = c.borrow_mut();
+                    c.counts.events += 1;
+                    if collect {
+                        c.events.push(e.clone());
+                    }
+                });
+                to_sink(rows, sinks.edges.clone(), &sink_error, &probe);
+                to_sink(events, sinks.events.clone(), &sink_error, &probe);
             }
+            to_sink(counted, sinks.flows.clone(), &sink_error, &probe);
             built.state
         });
         let mut report = WorkerReport::default();
@@ -214,7 +358,7 @@ where
                     break;
                 }
             }
-            if last_sample.elapsed() >= sample_every {
+            if last_sample.elapsed() >= options.sample_every {
                 last_sample = Instant::now();
                 let size = state.get();
                 if size.bytes > report.peak_state.bytes {
@@ -224,9 +368,8 @@ where
             }
         }
         if error.borrow().is_none() && !abort.load(Ordering::Relaxed) {
-            // Everything is out of the dataflow: drain the sink, then the feed's last commit.
-            let drained: Result<(), Stop> =
-                sink.as_ref().map_or(Ok(()), |s| s.borrow_mut().finish().map_err(Stop::from));
+            // Everything is out of the dataflow: drain the sinks, then the feed's last commit.
+            let drained = sinks.finish().map_err(Stop::from);
             if let Err(e) = drained.and_then(|()| feed.borrow_mut().finish().map_err(Stop::from)) {
                 *error.borrow_mut() = Some(e);
             }
@@ -240,8 +383,9 @@ where
         }
         let collected = std::mem::take(&mut *collected.borrow_mut());
         report.flows = collected.flows;
-        report.output = collected.output;
-        report.attributed = collected.attributed;
+        report.edges = collected.edges;
+        report.events = collected.events;
+        report.counts = collected.counts;
         report.ingest = stats.borrow().clone();
         report.operator_times = profiler.map(|finish| finish()).unwrap_or_default();
         report
@@ -253,8 +397,9 @@ where
         let worker = result.map_err(RunError::Worker)?;
         merged.workers += 1;
         merged.flows.extend(worker.flows);
-        merged.output += worker.output;
-        merged.attributed += worker.attributed;
+        merged.edges.extend(worker.edges);
+        merged.events.extend(worker.events);
+        merged.counts.add(&worker.counts);
         merged.ingest.merge(&worker.ingest);
         merged.peak_state.add(&worker.peak_state);
         merged.operator_times.merge(&worker.operator_times);
@@ -265,6 +410,8 @@ where
             merged.state_samples[i].add(s);
         }
     }
+    merged.output = merged.counts.output;
+    merged.attributed = merged.counts.attributed;
     merged.elapsed = started.elapsed();
     if let Some(e) = first_error.lock().ok().and_then(|e| e.clone()) {
         return Err(RunError::Stopped(e));
@@ -272,22 +419,15 @@ where
     Ok(merged)
 }
 
-fn count(c: &mut Collected, piece: &VerdictPiece) {
+fn count(c: &mut Counts, piece: &VerdictPiece) {
     c.output += piece.verdicts.len() as u64;
     c.attributed += piece.verdicts.iter().filter(|v| matches!(v, Verdict::Attributed { .. })).count() as u64;
-}
-
-/// Adapts a boxed sink to the shared, unsized form.
-struct BoxedSink(Box<dyn FlowSink>);
-
-impl FlowSink for BoxedSink {
-    fn write(&mut self, time: Time, piece: &VerdictPiece) -> Result<(), SinkError> {
-        self.0.write(time, piece)
-    }
-    fn undelivered(&mut self) -> Result<Option<Time>, SinkError> {
-        self.0.undelivered()
-    }
-    fn finish(&mut self) -> Result<(), SinkError> {
-        self.0.finish()
+    for check in piece.checks.iter().filter(|c| c.first) {
+        match check.verification {
+            Verification::Agree => c.verified_agree += 1,
+            Verification::Disagree => c.verified_disagree += 1,
+            Verification::PeerOnly => c.verified_peer_only += 1,
+            Verification::OneSided => c.one_sided += 1,
+        }
     }
 }

@@ -2,10 +2,10 @@
 //!
 //! The job commits its input only after everything derived from it is delivered, so the
 //! output stage must report delivery in the dataflow's own terms: the [`deliver`] operator hands
-//! each piece of verdicts to a [`FlowSink`] and holds a capability for the piece's time until the
-//! sink says every record of that time (and earlier) is acknowledged. A probe on its (empty)
-//! output stream is then the *delivered frontier*: every output at a time before it, on every
-//! worker, is safely stored.
+//! each output item (a piece of verdicts, an edge, an event) to a [`Sink`] and holds a capability
+//! for the item's time until the sink says every record of that time (and earlier) is
+//! acknowledged. A probe on the (empty) output streams of every `deliver` is then the *delivered
+//! frontier*: every output at a time before it, of every kind, on every worker, is safely stored.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use flowmap_operators::records::VerdictPiece;
 use flowmap_operators::Time;
+use flowmap_schema as wire;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
@@ -47,13 +48,13 @@ pub enum SinkError {
     },
 }
 
-/// Somewhere output records go.
-pub trait FlowSink: 'static {
-    /// Takes the records of one piece, at dataflow time `time`.
+/// Somewhere output items of type `T` go.
+pub trait Sink<T>: 'static {
+    /// Takes one item, at dataflow time `time`.
     ///
     /// # Errors
     /// A record that could not be handed to the transport.
-    fn write(&mut self, time: Time, piece: &VerdictPiece) -> Result<(), SinkError>;
+    fn write(&mut self, time: Time, item: &T) -> Result<(), SinkError>;
 
     /// The earliest time with records written but not yet acknowledged (`None`: all are).
     ///
@@ -68,18 +69,47 @@ pub trait FlowSink: 'static {
     fn finish(&mut self) -> Result<(), SinkError>;
 }
 
-/// A sink shared between the operator and the runner.
-pub type SharedSink = Rc<RefCell<dyn FlowSink>>;
+/// Where flow records go (Kafka's output topic, the lake's flows table).
+pub type FlowSink = dyn Sink<VerdictPiece>;
+/// Where edges go.
+pub type EdgeSink = dyn Sink<wire::Edge>;
+/// Where events go.
+pub type EventSink = dyn Sink<wire::Event>;
 
-/// Hands `pieces` to `sink`; the returned (empty) stream's frontier is the delivered frontier.
+/// A sink shared between the operator and the runner.
+pub type SharedSink<T> = Rc<RefCell<dyn Sink<T>>>;
+
+/// Writes to every sink of a list: delivered when all of them are (a job writing flows to Kafka
+/// and to the lake, for example).
+pub struct Tee<T>(pub Vec<Box<dyn Sink<T>>>);
+
+impl<T: 'static> Sink<T> for Tee<T> {
+    fn write(&mut self, time: Time, item: &T) -> Result<(), SinkError> {
+        self.0.iter_mut().try_for_each(|s| s.write(time, item))
+    }
+    fn undelivered(&mut self) -> Result<Option<Time>, SinkError> {
+        let mut least: Option<Time> = None;
+        for s in &mut self.0 {
+            if let Some(t) = s.undelivered()? {
+                least = Some(least.map_or(t, |l| l.min(t)));
+            }
+        }
+        Ok(least)
+    }
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.0.iter_mut().try_for_each(|s| s.finish())
+    }
+}
+
+/// Hands `items` to `sink`; the returned (empty) stream's frontier is the delivered frontier.
 /// A sink error is stored in `error` and stops delivery (the runner then stops the job).
-pub fn deliver<'scope>(
-    pieces: Stream<'scope, Time, Vec<VerdictPiece>>,
-    sink: SharedSink,
+pub fn deliver<'scope, T: Clone + 'static>(
+    items: Stream<'scope, Time, Vec<T>>,
+    sink: SharedSink<T>,
     error: Rc<RefCell<Option<SinkError>>>,
 ) -> Stream<'scope, Time, Vec<()>> {
-    let scope = pieces.scope();
-    pieces.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+    let scope = items.scope();
+    items.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
         Pipeline,
         "Deliver",
         move |_cap, info| {
@@ -92,8 +122,8 @@ pub fn deliver<'scope>(
                     let Some(cap) = cap.retain_least(port) else { return };
                     let time = *cap.time();
                     for batch in data {
-                        for piece in batch.iter() {
-                            if let Err(e) = sink.write(time, piece) {
+                        for item in batch.iter() {
+                            if let Err(e) = sink.write(time, item) {
                                 error.borrow_mut().get_or_insert(e);
                             }
                         }

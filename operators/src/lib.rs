@@ -13,13 +13,18 @@
 //! - [`rule`]: the attribution rule over the evidence near one instant; pure functions.
 //! - [`index`]: one worker's ownership index (claims, connection records, assignments, expiry).
 //! - [`attribute`]: the [`Attribute`] operator, the frontier-driven lookup.
+//! - [`sketch`]: a mergeable quantile sketch of round-trip times (re-exported from the schema,
+//!   whose `Edge.rtt_sketch` carries its bytes).
+//! - [`edges`]: dependency edges from verdicts (the [`edges::EdgeUpdates`] operator).
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod attribute;
+pub mod edges;
 pub mod index;
 pub mod records;
 pub mod rule;
+pub use flowmap_schema::sketch;
 pub mod types;
 
 pub use attribute::{Attribute, AttributeParams, StateProbe};

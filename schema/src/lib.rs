@@ -15,6 +15,7 @@
 //! - [`ip_from_bytes`] / [`ip_to_bytes`]: the raw 4- or 16-byte address form used on the wire.
 //! - [`flow_id`]: the stable id of a flow.
 //! - [`attributed`]: the job's output schema, [`AttributedFlow`] (`proto/flowmap/v1/attributed.proto`).
+//! - [`edges`]: dependency edges and change events, [`Edge`] and [`Event`] (`proto/flowmap/v1/edges.proto`).
 //! - [`vpc`]: the output schema of VPC flow log rows, [`VpcFlowRecord`] (`proto/flowmap/v1/vpc.proto`),
 //!   and their stable id, [`vpc_record_id`].
 #![deny(missing_docs)]
@@ -25,10 +26,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use prost::Message;
 
 pub mod attributed;
+pub mod edges;
+pub mod sketch;
 pub mod view;
 pub mod vpc;
 
 pub use attributed::{decode_attributed, encode_attributed, AttributedFlow, Evidence, Reason, ATTRIBUTED_PROTO};
+pub use edges::{decode_edge, decode_event, Edge, Event, EventKind, EDGES_PROTO};
 
 pub use vpc::{
     decode_vpc_record, encode_vpc_record, vpc_record_id, VpcAction, VpcAddressField, VpcEnd, VpcFlowDirection,

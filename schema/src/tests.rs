@@ -254,3 +254,58 @@ fn connection_id_keeps_one_flow_id() {
     assert_ne!(flow_id("host-1", &a), flow_id("host-1", &c));
     assert_ne!(flow_id("host-1", &a), flow_id("host-1", &batch.flows[0]), "differs from the 5-tuple form");
 }
+
+/// The edges schema is a contract too: every declared tag is in the Rust mirror and back.
+#[test]
+fn edges_proto_matches_rust_mirror() {
+    let declared = declared_tags(EDGES_PROTO);
+    let edge = Edge {
+        schema_version: SCHEMA_VERSION,
+        bucket_start_ns: 1,
+        bucket_s: 60,
+        client: "a".into(),
+        server: "b".into(),
+        server_port: 80,
+        protocol: "tcp".into(),
+        emitted_at_ns: 2,
+        connections: 1,
+        bytes_client_to_server: 1,
+        bytes_server_to_client: 1,
+        segments: 1,
+        retransmits: 1,
+        failed_connects: 1,
+        verified: 1,
+        disagreements: 1,
+        one_sided: 1,
+        rtt_p50_us: 1.0,
+        rtt_p90_us: 1.0,
+        rtt_p99_us: 1.0,
+        rtt_sketch: vec![1],
+    };
+    assert_eq!(tags_of(&edge.encode_to_vec()), expect(&declared, "Edge"));
+    let event = Event {
+        schema_version: SCHEMA_VERSION,
+        kind: EventKind::Disagreement as i32,
+        at_ns: 1,
+        client: "a".into(),
+        server: "b".into(),
+        server_port: 80,
+        detail: "d".into(),
+        flow_id: 7,
+        exporter_id: "e".into(),
+        peer_workload: "p".into(),
+        claims_workload: "c".into(),
+        claims_evidence: Evidence::Heartbeat as i32,
+    };
+    assert_eq!(tags_of(&event.encode_to_vec()), expect(&declared, "Event"));
+    for (name, value) in [
+        ("EVENT_KIND_NEW_DEPENDENCY", EventKind::NewDependency as i32),
+        ("EVENT_KIND_POLICY_VIOLATION", EventKind::PolicyViolation as i32),
+        ("EVENT_KIND_DISAGREEMENT", EventKind::Disagreement as i32),
+    ] {
+        assert!(EDGES_PROTO.contains(&format!("{name} = {value};")), "{name}");
+    }
+    assert_eq!(decode_edge(&edge.encode_to_vec()).unwrap(), edge);
+    assert_eq!(decode_event(&event.encode_to_vec()).unwrap(), event);
+    assert!(matches!(decode_edge(&[0x08, 0x02]), Err(DecodeError::UnsupportedVersion { found: 2 })));
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use flowmap::config::JobConfig;
 use flowmap::memory::MemoryFeed;
 use flowmap::output::OutputRecord;
-use flowmap::run::{run, OutputMode, RunReport};
+use flowmap::run::{run, OutputMode, RunOptions, RunReport};
 use flowmap_sim::rng::Rng;
 use flowmap_sim::{Delivery, Scenario, Score, Simulation};
 
@@ -32,9 +32,7 @@ pub fn attribute_paced(
         config,
         job,
         move |index, peers| MemoryFeed::new(Arc::clone(&deliveries), &roster, index, peers).with_pace(pace),
-        OutputMode::Collect,
-        Duration::ZERO,
-        false,
+        RunOptions { sample_every: Duration::ZERO, ..RunOptions::new(OutputMode::Collect) },
     )
     .expect("dataflow runs")
 }

@@ -81,8 +81,9 @@ def consume_all(brokers, topic):
 def test_output_topic_is_readable_by_an_independent_client(brokers, run, pb2):
     messages = consume_all(brokers, run["output"])
     assert len(messages) == run["summary"]["output"] > 1000
-    evidence_names = {1: "heartbeat", 2: "flow", 3: "assignment"}
-    reason_names = {1: "no_owner", 2: "conflict", 3: "near_boundary", 4: "external", 5: "evidence_expired"}
+    # Names from the schema itself, so a new evidence kind or reason is covered as it lands.
+    evidence_names = {v: n.removeprefix("EVIDENCE_").lower() for n, v in pb2.Evidence.items() if v}
+    reason_names = {v: n.removeprefix("REASON_").lower() for n, v in pb2.Reason.items() if v}
     ours = {}
     for m in messages:
         rec = pb2.AttributedFlow()

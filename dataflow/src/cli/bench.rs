@@ -20,7 +20,7 @@ use serde_json::json;
 use super::RunFlags;
 use crate::cidr::Cidr;
 use crate::memory::run_deliveries;
-use crate::run::OutputMode;
+use crate::run::{OutputMode, RunOptions};
 
 /// Arguments of `flowmap bench`.
 #[derive(Debug, Args)]
@@ -104,7 +104,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let roster = Arc::new(data.roster);
     eprintln!("  attributing with {} worker(s) ...", args.run.timely.workers);
     let sample = Duration::from_millis(100);
-    let report = run_deliveries(timely, job, deliveries, roster, OutputMode::Count, sample, args.run.profile)?;
+    let options = RunOptions { sample_every: sample, profile: args.run.profile, ..RunOptions::new(OutputMode::Count) };
+    let report = run_deliveries(timely, job, deliveries, roster, options)?;
     let secs = report.elapsed.as_secs_f64();
     if args.run.profile {
         super::print_profile(&report);

@@ -20,7 +20,7 @@ use crate::feed::{FeedError, Startup};
 use crate::kafka::reader::read_topic;
 use crate::kafka::{number_lanes, KafkaFeedConfig};
 use crate::output::OutputRecord;
-use crate::run::{run, OutputMode};
+use crate::run::{run, OutputMode, Outputs, RunOptions};
 
 /// Arguments of `flowmap capture`.
 #[derive(Debug, Args)]
@@ -227,8 +227,10 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
             let producer = flowmap_kafka::Producer::new(&client, &flowmap_kafka::ProducerSettings::default())?;
             let topic = topic.clone();
             OutputMode::Sink(Arc::new(move |_, _| {
-                Ok(Box::new(crate::kafka::KafkaSink::from_producer(producer.clone(), &topic))
-                    as Box<dyn crate::sink::FlowSink>)
+                Ok(Outputs {
+                    flows: Some(Box::new(crate::kafka::KafkaSink::from_producer(producer.clone(), &topic))),
+                    ..Outputs::default()
+                })
             }))
         }
         _ => bail!("give --out FILE, or --brokers with --output-topic"),
@@ -247,9 +249,7 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
                         ReplayFeed::open(&dir, &manifest, index, peers, Arc::clone(&counter)).map_err(FeedError::from),
                     )
                 },
-                mode,
-                Duration::from_secs(1),
-                false,
+                RunOptions { sample_every: Duration::from_secs(1), ..RunOptions::new(mode) },
             )?;
             (report, total)
         }
@@ -283,9 +283,7 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
                 move |index, peers| {
                     Startup::from(crate::kafka::KafkaFeed::new(feed.clone(), index, peers, Arc::clone(&c)))
                 },
-                mode,
-                Duration::from_secs(1),
-                false,
+                RunOptions { sample_every: Duration::from_secs(1), ..RunOptions::new(mode) },
             )?;
             read.store(counters.messages.load(Ordering::Relaxed), Ordering::Relaxed);
             let n = read.load(Ordering::Relaxed);

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::RunFlags;
 use crate::memory::run_deliveries;
 use crate::output::OutputRecord;
-use crate::run::OutputMode;
+use crate::run::{OutputMode, RunOptions};
 
 /// Arguments of `flowmap demo`.
 #[derive(Debug, Args)]
@@ -26,6 +26,10 @@ pub struct DemoArgs {
     /// Job settings (TOML); the built-in defaults otherwise.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// A dependency policy (TOML, see `configs/policy.toml`): edges it does not allow are
+    /// reported as policy violations.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
     /// Output and cluster flags.
     #[command(flatten)]
     pub run: RunFlags,
@@ -54,7 +58,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let roster = Arc::new(sim.roster);
     let mode = OutputMode::Collect;
     let sample = Duration::from_millis(50);
-    let report = run_deliveries(timely, job, Arc::clone(&deliveries), roster, mode, sample, args.run.profile)?;
+    let policy = args.policy.as_deref().map(crate::edges::Policy::load).transpose()?;
+    let options =
+        RunOptions { edges: true, policy, sample_every: sample, profile: args.run.profile, ..RunOptions::new(mode) };
+    let report = run_deliveries(timely, job, Arc::clone(&deliveries), roster, options)?;
     let records: Vec<OutputRecord> = report.flows.iter().map(OutputRecord::from).collect();
     let verdicts: Vec<_> = records.iter().map(super::verdict).collect();
     let score = flowmap_sim::score(&sim.truth, &verdicts, &deliveries);

@@ -15,7 +15,7 @@ use flowmap_sim::{Delivery, IPAM_FEED};
 use super::TimelyArgs;
 use crate::memory::run_deliveries;
 use crate::output::OutputRecord;
-use crate::run::OutputMode;
+use crate::run::{OutputMode, RunOptions};
 
 /// Arguments of `flowmap simulate`.
 #[derive(Debug, Args)]
@@ -150,8 +150,7 @@ pub fn attribute(args: AttributeArgs) -> Result<()> {
             .map(str::to_string)
             .collect(),
     );
-    let report =
-        run_deliveries(timely, job, deliveries, roster, OutputMode::Collect, Duration::from_millis(200), false)?;
+    let report = run_deliveries(timely, job, deliveries, roster, RunOptions::new(OutputMode::Collect))?;
     let mut records: Vec<OutputRecord> = report.flows.iter().map(OutputRecord::from).collect();
     records.sort_by_key(OutputRecord::key);
     let sink: Box<dyn Write> = match &args.out {

@@ -15,7 +15,7 @@ use super::TimelyArgs;
 use crate::feed::Startup;
 use crate::kafka::{number_lanes, FeedCounters, KafkaFeed, KafkaFeedConfig, KafkaSink};
 use crate::output::OutputRecord;
-use crate::run::{run, OutputMode, RunReport};
+use crate::run::{run, OutputMode, RunOptions, RunReport};
 
 /// How long start-up requests to the broker may take.
 pub const BROKER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -169,12 +169,16 @@ pub fn run_on_kafka(
     let sink_producer = producer.clone();
     let topic = output_topic.to_string();
     let sink: crate::run::SinkFactory = Arc::new(move |_, _| {
-        Ok(Box::new(KafkaSink::from_producer(sink_producer.clone(), &topic)) as Box<dyn crate::sink::FlowSink>)
+        Ok(crate::run::Outputs {
+            flows: Some(Box::new(KafkaSink::from_producer(sink_producer.clone(), &topic))),
+            ..Default::default()
+        })
     });
     let feed_counters = Arc::clone(&counters);
     let make_feed =
         move |index, peers| Startup::from(KafkaFeed::new(feed.clone(), index, peers, Arc::clone(&feed_counters)));
-    let report = run(timely, job, make_feed, OutputMode::Sink(sink), Duration::from_secs(1), false)?;
+    let options = RunOptions { sample_every: Duration::from_secs(1), ..RunOptions::new(OutputMode::Sink(sink)) };
+    let report = run(timely, job, make_feed, options)?;
     Ok((report, counters, producer))
 }
 
