@@ -40,7 +40,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     for (path, file, content_type) in ASSETS {
         let source = web.join(file);
         if !source.is_file() {
-            return Err(format!("serve/build.rs: {} is missing (run `npm ci` in {})", source.display(), web.display()).into());
+            return Err(
+                format!("serve/build.rs: {} is missing (run `npm ci` in {})", source.display(), web.display()).into()
+            );
         }
         println!("cargo:rerun-if-changed={}", source.display());
         writeln!(
@@ -76,7 +78,8 @@ fn install_needed(web: &Path) -> Result<Option<String>, Box<dyn Error>> {
 
 fn npm_ci(web: &Path, why: &str) -> Result<(), Box<dyn Error>> {
     println!("cargo:warning=serve/web: {why}; running `npm ci`");
-    let status = Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]).current_dir(web).status();
+    let status =
+        Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]).current_dir(web).status();
     match status {
         Ok(s) if s.success() => Ok(()),
         Ok(s) => Err(format!("`npm ci` in {} failed ({s}); the map page needs its npm packages", web.display()).into()),

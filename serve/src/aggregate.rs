@@ -19,8 +19,8 @@ use crate::filter::NameMatch;
 use crate::group::NodeKind;
 use crate::query::View;
 use crate::row::{EdgeRow, Endpoint, EventKind, EventRow};
-use crate::sketch::RttSketch;
 use crate::source::EdgeRows;
+use flowmap_schema::sketch::RttSketch;
 
 /// Per-name facts, computed once per distinct name.
 struct NameInfo<'a> {
@@ -123,8 +123,8 @@ pub(crate) struct Aggregate<'a> {
     /// Rows read (in range) and kept (after the filters).
     pub rows_in_range: u64,
     pub rows_kept: u64,
-    /// Sketches that could not be merged with the edge's others (different parameters).
-    pub sketch_mismatches: u64,
+    /// Kept rows whose RTT sketch was unreadable (their quantile columns were used).
+    pub rows_unreadable_sketch: u64,
 }
 
 impl<'a> Aggregate<'a> {
@@ -139,7 +139,7 @@ impl<'a> Aggregate<'a> {
             edge_ids: HashMap::new(),
             rows_in_range: 0,
             rows_kept: 0,
-            sketch_mismatches: 0,
+            rows_unreadable_sketch: 0,
         };
         let has_positive = !view.filter.positive.is_empty();
         // Connections with an unattributed end, whatever the search says.
@@ -186,17 +186,27 @@ impl<'a> Aggregate<'a> {
             if !edge.protocols.contains(&&*r.protocol) {
                 edge.protocols.push(&r.protocol);
             }
-            match &r.rtt_sketch {
+            agg.rows_unreadable_sketch += u64::from(r.rtt_sketch.is_unreadable());
+            let sketch = r.rtt_sketch.get();
+            match sketch {
                 Some(sketch) => edge.sketches.push(sketch),
                 None if r.rtt_p50_us.is_some() || r.rtt_p99_us.is_some() => edge.rows_without_sketch += 1,
                 None => {}
             }
-            if r.rtt_sketch.is_some() || r.rtt_p50_us.is_some() || r.rtt_p99_us.is_some() {
-                let q = |v: Option<f64>, k: f64| v.or_else(|| r.rtt_sketch.as_ref().and_then(|s| s.quantile(k)));
-                edge.rtt_rows.push((q(r.rtt_p50_us, 0.5), q(r.rtt_p90_us, 0.9), q(r.rtt_p99_us, 0.99), r.connections.max(1)));
+            if sketch.is_some() || r.rtt_p50_us.is_some() || r.rtt_p99_us.is_some() {
+                let q = |v: Option<f64>, k: f64| v.or_else(|| sketch.and_then(|s| s.quantile(k)));
+                edge.rtt_rows.push((
+                    q(r.rtt_p50_us, 0.5),
+                    q(r.rtt_p90_us, 0.9),
+                    q(r.rtt_p99_us, 0.99),
+                    r.connections.max(1),
+                ));
             }
             if both_attributed {
-                let shares = [(to_unattributed.get(&(c, r.server_port)), c, false), (from_unattributed.get(&(s, r.server_port)), s, true)];
+                let shares = [
+                    (to_unattributed.get(&(c, r.server_port)), c, false),
+                    (from_unattributed.get(&(s, r.server_port)), s, true),
+                ];
                 for (share, name, server_side) in shares {
                     if let Some((n, reasons)) = share {
                         if shares_seen.insert((e, name, r.server_port, server_side)) {
@@ -212,8 +222,8 @@ impl<'a> Aggregate<'a> {
         for ev in events.iter().filter(|ev| rows.range().contains(ev.at_ns) && view.ports.contains(ev.server_port)) {
             let (c, s) = (agg.intern(view, &ev.client), agg.intern(view, &ev.server));
             let (cn, sn) = (agg.infos[c as usize].node, agg.infos[s as usize].node);
-            if let Some(&e) = agg.edge_ids.get(&(cn, sn)) {
-                let k = EventKind::ALL.iter().position(|k| *k == ev.kind).unwrap_or(0);
+            let k = EventKind::ALL.iter().position(|k| *k == ev.kind);
+            if let (Some(&e), Some(k)) = (agg.edge_ids.get(&(cn, sn)), k) {
                 agg.edges[e as usize].events[k] += 1;
             }
         }
@@ -274,21 +284,17 @@ impl<'a> Aggregate<'a> {
     }
 
     /// Merges the RTT of edge `e`.
-    pub fn rtt(&mut self, e: usize) -> MergedRtt {
+    pub fn rtt(&self, e: usize) -> MergedRtt {
         let edge = &self.edges[e];
         if edge.rows_without_sketch == 0 {
             if let Some((first, rest)) = edge.sketches.split_first() {
                 let mut merged = (*first).clone();
-                for s in rest {
-                    if merged.merge(s).is_err() {
-                        self.sketch_mismatches += 1;
-                    }
-                }
+                rest.iter().for_each(|s| merged.merge(s));
                 return MergedRtt {
                     p50_us: merged.quantile(0.5),
                     p90_us: merged.quantile(0.9),
                     p99_us: merged.quantile(0.99),
-                    samples: Some(merged.count() as u64),
+                    samples: Some(merged.count()),
                     method: "sketch",
                 };
             }

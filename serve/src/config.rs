@@ -365,7 +365,10 @@ mod tests {
     #[test]
     fn bad_settings_name_the_field() {
         let err = |text: &str| ServeConfig::from_toml(text).expect_err(text).to_string();
-        assert_eq!(err("default_limit = 0"), "default_limit: must be positive and at most max_limit (which must be positive)");
+        assert_eq!(
+            err("default_limit = 0"),
+            "default_limit: must be positive and at most max_limit (which must be positive)"
+        );
         assert_eq!(err("default_group = \"nope\""), "default_group: unknown group \"nope\": use a level 0 to 16");
         assert_eq!(err("max_concurrent = 0"), "max_concurrent: must be positive");
         assert_eq!(err("default_range = \"0s\""), "default_range: must be positive");

@@ -43,8 +43,7 @@ pub fn edges_csv(graph: &Graph) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(COLUMNS)?;
     for e in &graph.edges {
-        let reasons: Vec<String> =
-            e.certainty.unattributed_reasons.iter().map(|(r, n)| format!("{r}={n}")).collect();
+        let reasons: Vec<String> = e.certainty.unattributed_reasons.iter().map(|(r, n)| format!("{r}={n}")).collect();
         let ports: Vec<String> = e.ports.iter().map(|p| format!("{}={}", p.port, p.connections)).collect();
         w.write_record([
             e.source.clone(),

@@ -137,7 +137,9 @@ impl Ports {
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let bad = || BadFilter(format!("port {part:?}: write a port (443), a range (8000-8999) or a list of them"));
             let (lo, hi) = match part.split_once('-') {
-                Some((lo, hi)) => (lo.trim().parse::<u16>().map_err(|_| bad())?, hi.trim().parse::<u16>().map_err(|_| bad())?),
+                Some((lo, hi)) => {
+                    (lo.trim().parse::<u16>().map_err(|_| bad())?, hi.trim().parse::<u16>().map_err(|_| bad())?)
+                }
                 None => {
                     let p = part.parse::<u16>().map_err(|_| bad())?;
                     (p, p)

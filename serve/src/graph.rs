@@ -126,6 +126,8 @@ pub struct EventCounts {
     pub policy_violation: u64,
     /// Verification disagreements.
     pub disagreement: u64,
+    /// Events of a kind this version does not know.
+    pub unspecified: u64,
 }
 
 /// An edge of the map: a client node calling a server node.
@@ -205,8 +207,8 @@ pub struct Graph {
     pub truncated: bool,
     /// The limit applied.
     pub limit: usize,
-    /// RTT sketches that could not be merged (different parameters), left out of the quantiles.
-    pub sketch_mismatches: u64,
+    /// Rows of the view whose RTT sketch was unreadable (their quantile columns were used).
+    pub rows_unreadable_sketch: u64,
 }
 
 /// `/api/node`.
@@ -293,8 +295,7 @@ fn share(part: u64, whole: u64) -> Option<f64> {
 fn certainty(agg: &Aggregate<'_>, e: usize) -> Certainty {
     let edge = &agg.edges[e];
     let s = &edge.sums;
-    let special =
-        [edge.client, edge.server].iter().any(|&n| agg.nodes[n as usize].kind == NodeKind::Unattributed);
+    let special = [edge.client, edge.server].iter().any(|&n| agg.nodes[n as usize].kind == NodeKind::Unattributed);
     let class = if special {
         "unattributed"
     } else if edge.unattributed > 0 {
@@ -317,13 +318,14 @@ fn certainty(agg: &Aggregate<'_>, e: usize) -> Certainty {
     }
 }
 
-fn edge_out(agg: &mut Aggregate<'_>, e: usize) -> Edge {
+fn edge_out(agg: &Aggregate<'_>, e: usize) -> Edge {
     let rtt = agg.rtt(e);
     let certainty = certainty(agg, e);
     let edge = &agg.edges[e];
     let (source, target) = (agg.nodes[edge.client as usize].name.clone(), agg.nodes[edge.server as usize].name.clone());
     let s: Sums = edge.sums;
-    let mut ports: Vec<PortCount> = edge.ports.iter().map(|(&port, &connections)| PortCount { port, connections }).collect();
+    let mut ports: Vec<PortCount> =
+        edge.ports.iter().map(|(&port, &connections)| PortCount { port, connections }).collect();
     ports.sort_by_key(|p| (Reverse(p.connections), p.port));
     let ports_total = ports.len();
     ports.truncate(8);
@@ -348,7 +350,7 @@ fn edge_out(agg: &mut Aggregate<'_>, e: usize) -> Edge {
         ports_total,
         protocols: edge.protocols.iter().map(|p| p.to_string()).collect(),
         certainty,
-        events: EventCounts { new_dependency, policy_violation, disagreement },
+        events: EventCounts { new_dependency, policy_violation, disagreement, unspecified: 0 },
     }
 }
 
@@ -412,7 +414,7 @@ fn nodes_of(agg: &Aggregate<'_>, kept: &[usize]) -> Vec<Node> {
 
 /// `/api/graph`: the view's nodes and top edges.
 pub fn graph(q: &GraphQuery, rows: &EdgeRows, events: &[EventRow]) -> Graph {
-    let mut agg = Aggregate::new(&q.view, rows, events);
+    let agg = Aggregate::new(&q.view, rows, events);
     let kept = ranked(&agg, &q.view, q.rank);
     let all_nodes = nodes_of(&agg, &kept);
     let totals = Totals {
@@ -430,7 +432,7 @@ pub fn graph(q: &GraphQuery, rows: &EdgeRows, events: &[EventRow]) -> Graph {
         .map(|n| agg.nodes[n as usize].name.as_str())
         .collect();
     let nodes = all_nodes.into_iter().filter(|n| shown_nodes.contains(n.id.as_str())).collect();
-    let edges = shown.to_vec().into_iter().map(|e| edge_out(&mut agg, e)).collect();
+    let edges = shown.to_vec().into_iter().map(|e| edge_out(&agg, e)).collect();
     Graph {
         range: rows.range().into(),
         group: q.view.grouping.label(),
@@ -439,21 +441,23 @@ pub fn graph(q: &GraphQuery, rows: &EdgeRows, events: &[EventRow]) -> Graph {
         truncated: kept.len() > q.limit,
         totals,
         limit: q.limit,
-        sketch_mismatches: agg.sketch_mismatches,
+        rows_unreadable_sketch: agg.rows_unreadable_sketch,
     }
 }
 
 /// `/api/node`: a node's callers and callees; `None` when the view has no such node.
 pub fn node(q: &NodeQuery, rows: &EdgeRows, events: &[EventRow]) -> Option<NodeDetail> {
-    let mut agg = Aggregate::new(&q.view, rows, events);
+    let agg = Aggregate::new(&q.view, rows, events);
     let id = agg.node_named(&q.id)?;
-    let kept: Vec<usize> =
-        ranked(&agg, &q.view, Rank::Bytes).into_iter().filter(|&e| agg.edges[e].client == id || agg.edges[e].server == id).collect();
+    let kept: Vec<usize> = ranked(&agg, &q.view, Rank::Bytes)
+        .into_iter()
+        .filter(|&e| agg.edges[e].client == id || agg.edges[e].server == id)
+        .collect();
     let node = nodes_of(&agg, &kept).into_iter().find(|n| n.id == q.id)?;
     let (mut callers, mut callees) = (Vec::new(), Vec::new());
     for e in kept {
         let (client, server) = (agg.edges[e].client, agg.edges[e].server);
-        let out = edge_out(&mut agg, e);
+        let out = edge_out(&agg, e);
         if server == id {
             callers.push(out.clone());
         }
@@ -495,11 +499,21 @@ pub fn series(q: &SeriesQuery, rows: &EdgeRows) -> Series {
             p.retransmits += r.retransmits;
         }
     }
-    Series { range: range.into(), source: q.source.clone(), target: q.target.clone(), step_s: q.step_ns / 1_000_000_000, points }
+    Series {
+        range: range.into(),
+        source: q.source.clone(),
+        target: q.target.clone(),
+        step_s: q.step_ns / 1_000_000_000,
+        points,
+    }
 }
 
 /// What a name is to a series: (in the source node, in the target node, search match).
-fn series_name<'r>(memo: &mut HashMap<&'r str, (bool, bool, NameMatch)>, name: &'r str, q: &SeriesQuery) -> (bool, bool, NameMatch) {
+fn series_name<'r>(
+    memo: &mut HashMap<&'r str, (bool, bool, NameMatch)>,
+    name: &'r str,
+    q: &SeriesQuery,
+) -> (bool, bool, NameMatch) {
     if let Some(v) = memo.get(name) {
         return *v;
     }
@@ -516,17 +530,18 @@ pub fn events(q: &EventsQuery, events: &[EventRow]) -> Events {
         .iter()
         .filter(|e| q.range.contains(e.at_ns) && q.ports.contains(e.server_port))
         .filter(|e| q.kinds.is_empty() || q.kinds.contains(&e.kind))
-        .filter(|e| {
-            NameMatch::keeps(q.filter.classify(&[&e.client]), q.filter.classify(&[&e.server]), has_positive)
-        })
+        .filter(|e| NameMatch::keeps(q.filter.classify(&[&e.client]), q.filter.classify(&[&e.server]), has_positive))
         .collect();
-    kept.sort_by(|a, b| b.at_ns.cmp(&a.at_ns).then_with(|| a.client.cmp(&b.client)).then_with(|| a.server.cmp(&b.server)));
+    kept.sort_by(|a, b| {
+        b.at_ns.cmp(&a.at_ns).then_with(|| a.client.cmp(&b.client)).then_with(|| a.server.cmp(&b.server))
+    });
     let mut counts = EventCounts::default();
     for e in &kept {
         match e.kind {
             EventKind::NewDependency => counts.new_dependency += 1,
             EventKind::PolicyViolation => counts.policy_violation += 1,
             EventKind::Disagreement => counts.disagreement += 1,
+            EventKind::Unspecified => counts.unspecified += 1,
         }
     }
     let truncated = kept.len() > q.limit;

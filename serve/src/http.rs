@@ -137,11 +137,8 @@ fn parse<T>(
     read: impl FnOnce(&Context<'_>, &Params) -> Result<T, BadRequest>,
 ) -> Result<T, ApiError> {
     let params = Params::parse(query.as_deref())?;
-    let data_end_ns = if params.from.is_some() && params.to.is_some() {
-        None
-    } else {
-        state.source.extent()?.map(|r| r.to_ns())
-    };
+    let data_end_ns =
+        if params.from.is_some() && params.to.is_some() { None } else { state.source.extent()?.map(|r| r.to_ns()) };
     let ctx = Context { config: &state.config, now_ns: now_ns(), data_end_ns };
     Ok(read(&ctx, &params)?)
 }
@@ -171,7 +168,10 @@ async fn edges_csv(State(state): Shared, RawQuery(query): RawQuery) -> Result<Re
     let name = format!("attachment; filename=\"flowmap-edges-{}-{}.csv\"", from.replace(':', ""), to.replace(':', ""));
     let disposition = HeaderValue::from_str(&name).unwrap_or(HeaderValue::from_static("attachment"));
     Ok((
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8")), (header::CONTENT_DISPOSITION, disposition)],
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8")),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
         body,
     )
         .into_response())
@@ -182,7 +182,8 @@ async fn node_json(State(state): Shared, RawQuery(query): RawQuery) -> Result<Re
         let q = parse(s, query, |c, p| c.node(p))?;
         let rows = s.source.edges(q.view.range)?;
         let events = s.source.events(q.view.range)?;
-        graph::node(&q, &rows, &events).ok_or_else(|| ApiError::NotFound(format!("id: no node {:?} in this view", q.id)))
+        graph::node(&q, &rows, &events)
+            .ok_or_else(|| ApiError::NotFound(format!("id: no node {:?} in this view", q.id)))
     })
     .await?;
     Ok(Json(detail).into_response())
@@ -223,6 +224,12 @@ struct Meta {
     max_limit: usize,
     /// The named groupings.
     groupings: Vec<String>,
+    /// The deepest group level.
+    max_level: u8,
+    /// Facts about the data (a lake without an events table, ...).
+    notes: Vec<String>,
+    /// Bad rows the source counted, by reason (kept or skipped: see `/healthz`).
+    bad_rows: std::collections::BTreeMap<String, u64>,
     version: &'static str,
 }
 
@@ -231,8 +238,9 @@ async fn meta(State(state): Shared, RawQuery(query): RawQuery) -> Result<Respons
         return Err(BadRequest("query: /api/meta takes no parameters".into()).into());
     }
     let meta = compute(&state, |s| {
+        let health = s.source.health();
         Ok(Meta {
-            source: s.source.health().source,
+            source: health.source,
             extent: s.source.extent()?.map(RangeOut::from),
             now: format_time(now_ns()),
             default_range_s: s.config.default_range().as_secs(),
@@ -240,6 +248,9 @@ async fn meta(State(state): Shared, RawQuery(query): RawQuery) -> Result<Respons
             default_limit: s.config.default_limit(),
             max_limit: s.config.max_limit(),
             groupings: s.config.grouping_names().map(str::to_owned).collect(),
+            max_level: crate::group::MAX_LEVEL,
+            notes: health.notes,
+            bad_rows: health.bad_rows,
             version: env!("CARGO_PKG_VERSION"),
         })
     })
@@ -268,7 +279,8 @@ async fn healthz(State(state): Shared) -> Response {
 
 async fn metrics_text(State(state): Shared) -> Response {
     let body = state.metrics.render();
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], body).into_response()
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], body)
+        .into_response()
 }
 
 async fn asset(uri: Uri) -> Response {

@@ -24,7 +24,6 @@
 //!
 //! # Layout
 //! - [`row`]: the rows (edge deltas, events), the contract with the job and the lake.
-//! - [`sketch`]: mergeable RTT sketches and their encoding in the lake.
 //! - [`source`]: the [`EdgeSource`] trait; the in-memory and lake sources.
 //! - [`time`], [`filter`], [`query`]: reading and validating request parameters.
 //! - [`group`]: which node a name is drawn in (levels, named groupings).
@@ -46,13 +45,12 @@ mod http;
 pub mod query;
 pub mod row;
 pub mod server;
-pub mod sketch;
 pub mod source;
 pub mod time;
 
 pub use config::{ConfigError, RawConfig, ServeConfig};
-pub use row::{EdgeRow, Endpoint, EventKind, EventRow};
+pub use flowmap_schema::sketch::{RttSketch, SketchError};
+pub use row::{EdgeRow, Endpoint, EventKind, EventRow, RowSketch};
 pub use server::{serve, ServeError, ServeOptions, Serving};
-pub use sketch::RttSketch;
 pub use source::{EdgeRows, EdgeSource, Health, LakeOptions, LakeSource, MemoryOptions, MemorySource, SourceError};
 pub use time::TimeRange;

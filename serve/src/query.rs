@@ -201,7 +201,10 @@ impl Context<'_> {
         let range = TimeRange::new(from, to).map_err(|e| bad("to", e))?;
         let max = self.config.max_range();
         if range.len_ns() > duration_ns(max) {
-            return Err(bad("from", format!("the range is longer than max_range ({})", humantime::format_duration(max))));
+            return Err(bad(
+                "from",
+                format!("the range is longer than max_range ({})", humantime::format_duration(max)),
+            ));
         }
         Ok(range)
     }

@@ -143,12 +143,7 @@ pub fn serve(
         .thread_name("flowmap-serve")
         .build()
         .map_err(ServeError::Runtime)?;
-    let state = Arc::new(AppState {
-        permits: Semaphore::new(config.max_concurrent()),
-        source,
-        config,
-        metrics,
-    });
+    let state = Arc::new(AppState { permits: Semaphore::new(config.max_concurrent()), source, config, metrics });
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("flowmap-serve".into())

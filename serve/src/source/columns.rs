@@ -14,8 +14,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use foldhash::HashMap;
 
-use crate::row::{EdgeRow, EventKind, EventRow};
-use crate::sketch::RttSketch;
+use crate::row::{EdgeRow, EventKind, EventRow, RowSketch, BAD_SKETCH};
 
 /// Rows skipped, by reason.
 pub(super) type BadRows = BTreeMap<String, u64>;
@@ -110,7 +109,8 @@ pub(super) fn edges(batch: &RecordBatch, names: &mut Names, bad: &mut BadRows) -
     let sketch = column(batch, "rtt_sketch", &DataType::Binary)?;
 
     let (bucket_s, port) = (bucket_s.as_primitive::<UInt32Type>(), port.as_primitive::<UInt16Type>());
-    let (client, server, protocol) = (client.as_string::<i32>(), server.as_string::<i32>(), protocol.as_string::<i32>());
+    let (client, server, protocol) =
+        (client.as_string::<i32>(), server.as_string::<i32>(), protocol.as_string::<i32>());
     let mut rows = Vec::with_capacity(batch.num_rows());
     'rows: for i in 0..batch.num_rows() {
         let mut reject = |what: &str| *bad.entry(format!("null or invalid {what}")).or_default() += 1;
@@ -140,19 +140,15 @@ pub(super) fn edges(batch: &RecordBatch, names: &mut Names, bad: &mut BadRows) -
                 }
             }
         }
-        let quantile = |k: usize| {
-            rtt[k].as_ref().filter(|a| !a.is_null(i)).map(|a| a.as_primitive::<Float64Type>().value(i))
-        };
+        let quantile =
+            |k: usize| rtt[k].as_ref().filter(|a| !a.is_null(i)).map(|a| a.as_primitive::<Float64Type>().value(i));
         let rtt_sketch = match sketch.as_ref().filter(|a| !a.is_null(i)) {
-            None => None,
-            Some(a) => match RttSketch::decode(a.as_binary::<i32>().value(i)) {
-                Ok(s) => Some(Arc::new(s)),
-                Err(_) => {
-                    *bad.entry("bad rtt_sketch (row kept without it)".into()).or_default() += 1;
-                    None
-                }
-            },
+            None => RowSketch::Absent,
+            Some(a) => RowSketch::from_bytes(a.as_binary::<i32>().value(i)),
         };
+        if rtt_sketch.is_unreadable() {
+            *bad.entry(BAD_SKETCH.into()).or_default() += 1;
+        }
         rows.push(EdgeRow {
             bucket_start_ns: start,
             bucket_s: bucket_s.value(i),

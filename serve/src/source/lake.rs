@@ -359,10 +359,18 @@ impl EdgeSource for LakeSource {
                 Content::Unreadable => {}
             }
         }
+        let mut notes = Vec::new();
+        if !self.root.join(Table::Events.dir()).is_dir() {
+            notes.push(format!(
+                "the lake has no events table ({}) yet: no events are shown from it (live events come from a running job)",
+                self.root.join(Table::Events.dir()).display()
+            ));
+        }
         Health {
             source: "lake",
             ok,
             problems,
+            notes,
             edge_rows,
             event_rows,
             bad_rows: cache.bad_rows.clone(),

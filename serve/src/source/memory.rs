@@ -12,7 +12,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use super::{EdgeRows, EdgeSource, Health, SourceError};
-use crate::row::{EdgeRow, EventRow};
+use crate::row::{EdgeRow, EventKind, EventRow, BAD_PORT, BAD_SKETCH, UNSPECIFIED_EVENT};
 use crate::time::TimeRange;
 
 /// A bucket with more chunks than this has them concatenated into one.
@@ -73,6 +73,17 @@ struct State {
     event_rows: u64,
     expired_rows: u64,
     frontier_ns: Option<u64>,
+    /// Rows kept with what could be read, by reason.
+    bad_rows: BTreeMap<String, u64>,
+}
+
+impl State {
+    fn bad(&mut self, reason: &str, n: u64) {
+        if n > 0 {
+            metrics::counter!("flowmap_serve_memory_bad_rows_total").increment(n);
+            *self.bad_rows.entry(reason.to_owned()).or_default() += n;
+        }
+    }
 }
 
 impl MemorySource {
@@ -82,17 +93,23 @@ impl MemorySource {
     }
 
     /// Adds edge deltas (any buckets, any order), then drops what fell out of the retention.
+    /// Rows with an unreadable sketch or port 0 are kept and counted in [`Health::bad_rows`].
     pub fn push_edges(&self, rows: Vec<EdgeRow>) {
         if rows.is_empty() {
             return;
         }
         let mut by_bucket: BTreeMap<u64, Vec<EdgeRow>> = BTreeMap::new();
         let mut newest = 0;
+        let (mut bad_sketch, mut bad_port) = (0, 0);
         for row in rows {
+            bad_sketch += u64::from(row.rtt_sketch.is_unreadable());
+            bad_port += u64::from(row.server_port == 0);
             newest = newest.max(row.bucket_start_ns.saturating_add(u64::from(row.bucket_s) * 1_000_000_000));
             by_bucket.entry(row.bucket_start_ns).or_default().push(row);
         }
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        state.bad(BAD_SKETCH, bad_sketch);
+        state.bad(BAD_PORT, bad_port);
         state.newest_ns = state.newest_ns.max(newest);
         for (bucket, rows) in by_bucket {
             state.edge_rows += rows.len() as u64;
@@ -106,9 +123,12 @@ impl MemorySource {
         self.expire(&mut state);
     }
 
-    /// Adds events, then drops what fell out of the retention.
+    /// Adds events, then drops what fell out of the retention. Events of
+    /// [`EventKind::Unspecified`] are kept and counted in [`Health::bad_rows`].
     pub fn push_events(&self, events: Vec<EventRow>) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        let unspecified = events.iter().filter(|e| e.kind == EventKind::Unspecified).count() as u64;
+        state.bad(UNSPECIFIED_EVENT, unspecified);
         for event in events {
             state.newest_ns = state.newest_ns.max(event.at_ns);
             state.event_rows += 1;
@@ -164,6 +184,7 @@ impl EdgeSource for MemorySource {
             event_rows: state.event_rows,
             expired_rows: state.expired_rows,
             frontier_ns: state.frontier_ns,
+            bad_rows: state.bad_rows.clone(),
             ..Health::default()
         }
     }
@@ -197,7 +218,7 @@ mod tests {
             rtt_p50_us: None,
             rtt_p90_us: None,
             rtt_p99_us: None,
-            rtt_sketch: None,
+            rtt_sketch: crate::row::RowSketch::Absent,
         }
     }
 

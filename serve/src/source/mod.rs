@@ -94,9 +94,13 @@ pub struct Health {
     pub edge_rows: u64,
     /// Event rows held (memory) or decoded and cached (lake).
     pub event_rows: u64,
-    /// Rows skipped, by reason (`null or invalid bytes_client_to_server`, `unknown event kind`,
-    /// `bad rtt_sketch`, ...). A row with a bad sketch is kept without its sketch.
+    /// Bad rows, by reason: skipped (`null or invalid bytes_client_to_server`, `unknown event
+    /// kind`, ...) or kept with what could be read ([`BAD_SKETCH`](crate::row::BAD_SKETCH): a row
+    /// whose sketch is unreadable keeps its quantile columns).
     pub bad_rows: BTreeMap<String, u64>,
+    /// Facts about the data the page shows beside the map (a table the lake does not have yet,
+    /// ...).
+    pub notes: Vec<String>,
     /// Files that could not be read (not Parquet, a required column missing, ...).
     pub bad_files: u64,
     /// Rows dropped because they were older than the retention (memory).
