@@ -302,12 +302,13 @@ impl<'a> Aggregate<'a> {
         if edge.rtt_rows.is_empty() {
             return MergedRtt { p50_us: None, p90_us: None, p99_us: None, samples: None, method: "none" };
         }
+        // Summed in value order, so that the result does not depend on the order the source
+        // handed the rows over in (files of a lake, pushes of the job): f64 addition is not
+        // associative.
         let mean = |pick: fn(&(Option<f64>, Option<f64>, Option<f64>, u64)) -> Option<f64>| {
-            let (sum, weight) = edge
-                .rtt_rows
-                .iter()
-                .filter_map(|r| pick(r).map(|v| (v * r.3 as f64, r.3 as f64)))
-                .fold((0.0, 0.0), |(s, w), (v, k)| (s + v, w + k));
+            let mut terms: Vec<(f64, u64)> = edge.rtt_rows.iter().filter_map(|r| pick(r).map(|v| (v, r.3))).collect();
+            terms.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let (sum, weight) = terms.iter().fold((0.0, 0.0), |(s, w), (v, k)| (s + v * *k as f64, w + *k as f64));
             (weight > 0.0).then(|| sum / weight)
         };
         MergedRtt { p50_us: mean(|r| r.0), p90_us: mean(|r| r.1), p99_us: mean(|r| r.2), samples: None, method: "rows" }

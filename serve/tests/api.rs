@@ -379,3 +379,24 @@ async fn health_meta_and_metrics() -> anyhow::Result<()> {
     assert_eq!(s.get("/nope.js").await?.0, 404);
     Ok(())
 }
+
+/// Regression: an edge's RTT approximated from rows (`method: "rows"`) was a float sum in the
+/// order the source handed the rows over, so the lake and the in-memory source (or two pushes in
+/// another order) gave different last digits for the same data.
+#[tokio::test]
+async fn regression_rtt_means_do_not_depend_on_row_order() -> anyhow::Result<()> {
+    let f = fixture();
+    let forward = server(&f);
+    let backward = Arc::new(MemorySource::new(MemoryOptions::default()));
+    backward.push_edges(f.edges.iter().rev().map(Into::into).collect());
+    backward.push_events(f.events.iter().rev().map(Into::into).collect());
+    let backward = Server::start(backward, ServeConfig::default())?;
+    let range = format!("from={}&to={}", rfc3339(START_NS), rfc3339(START_NS + BUCKETS * MINUTE_NS));
+    for group in ["0", "1", "2"] {
+        let path = format!("/api/graph?{range}&group={group}&limit=20000");
+        let (a, b) = (forward.json(&path).await?, backward.json(&path).await?);
+        assert!(a["edges"].as_array().is_some_and(|e| e.iter().any(|e| e["rtt"]["method"] == "rows")));
+        assert_eq!(a["edges"], b["edges"], "{path}");
+    }
+    Ok(())
+}

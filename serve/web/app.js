@@ -88,6 +88,11 @@
     return Math.round(p) + '%';
   }
 
+  // RFC 3339 without a zero fraction (what the API writes too).
+  function isoTime(ms) {
+    return new Date(ms).toISOString().replace('.000Z', 'Z');
+  }
+
   function fmtTime(ms) {
     return new Date(ms).toISOString().replace('T', ' ').replace(/:\d\d\.\d+Z$|:\d\dZ$/, 'Z');
   }
@@ -183,8 +188,8 @@
     const span = PRESETS[state.preset];
     if (!span) return;
     const end = state.meta && state.meta.extent ? state.meta.extent.to_ms : Date.now();
-    state.view.from = new Date(end - span).toISOString();
-    state.view.to = new Date(end).toISOString();
+    state.view.from = isoTime(end - span);
+    state.view.to = isoTime(end);
   }
 
   // ---------- controls ----------
@@ -356,9 +361,11 @@
     window.flowmap = { cy, state };
   }
 
+  // Area-like scaling (square root of the share of the largest), so that a node with a quarter
+  // of the largest's bytes is half as wide; logs would make every node look alike.
   function scale(value, max, lo, hi) {
     if (!max) return lo;
-    return lo + ((hi - lo) * Math.log1p(value)) / Math.log1p(max);
+    return lo + (hi - lo) * Math.sqrt(Math.max(0, value) / max);
   }
 
   function shortLabel(n) {
@@ -373,7 +380,7 @@
     for (const n of graph.nodes) {
       elements.push({
         group: 'nodes',
-        data: { id: n.id, label: shortLabel(n), kind: n.kind, size: scale(n.bytes_in + n.bytes_out, maxNode, 16, 54) },
+        data: { id: n.id, label: shortLabel(n), kind: n.kind, size: scale(n.bytes_in + n.bytes_out, maxNode, 18, 64) },
       });
     }
     state.edges = new Map();
@@ -387,7 +394,7 @@
           target: e.target,
           cert: e.certainty.class,
           color: COLORS[e.certainty.class] || '#94a3b8',
-          width: scale(e.bytes, maxEdge, 1, 9),
+          width: scale(e.bytes, maxEdge, 1.2, 12),
           isNew: e.events.new_dependency > 0,
           label: fmtBytes(e.bytes) + ' · ' + fmtCount(e.connections) + ' conn',
         },
@@ -694,7 +701,7 @@
     const xs = s.points.map((p) => p.t_ms / 1000);
     const conns = s.points.map((p) => p.connections);
     const bytes = s.points.map((p) => p.bytes);
-    const width = Math.max(240, box.clientWidth || 320);
+    const width = Math.max(240, $('detail').clientWidth - 30);
     state.chart = new uPlot(
       {
         width,
@@ -703,7 +710,13 @@
         legend: { live: true },
         scales: { x: { time: true }, c: { auto: true }, b: { auto: true } },
         axes: [
-          { stroke: '#8b98a9', grid: { stroke: '#1f2937' }, ticks: { stroke: '#1f2937' } },
+          {
+            stroke: '#8b98a9',
+            grid: { stroke: '#1f2937' },
+            ticks: { stroke: '#1f2937' },
+            space: 70,
+            values: (u, splits) => splits.map((t) => new Date(t * 1000).toISOString().slice(11, 16)),
+          },
           { scale: 'c', stroke: '#60a5fa', grid: { stroke: '#1f2937' }, size: 44, values: (u, v) => v.map(fmtCount) },
           { scale: 'b', side: 1, stroke: '#34d399', grid: { show: false }, size: 56, values: (u, v) => v.map(fmtBytes) },
         ],

@@ -4,6 +4,8 @@
 //! key in every one-minute bucket with a random share verified, an RTT sketch per row, and a
 //! handful of change events. Deterministic for a seed.
 
+#![allow(dead_code)] // each example uses part of it
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
@@ -136,6 +138,13 @@ pub fn fleet(workloads: usize, keys: usize, buckets: u64, start_ns: u64, seed: u
 /// Writes `edges` to a lake at `dir` with the lake crate's writer (rows pushed at their dataflow
 /// time, then finished).
 pub fn write_lake(dir: &Path, edges: &[Edge]) -> anyhow::Result<u64> {
+    // The lake runs its own tokio runtime: write from a thread of our own, so that async tests
+    // and examples can call this too.
+    std::thread::scope(|scope| scope.spawn(|| write_lake_now(dir, edges)).join())
+        .map_err(|_| anyhow::anyhow!("the lake writer's thread panicked"))?
+}
+
+fn write_lake_now(dir: &Path, edges: &[Edge]) -> anyhow::Result<u64> {
     let settings = flowmap_lake::LakeConfig::at(&dir.to_string_lossy()).validate()?;
     let lake = flowmap_lake::Lake::open(&settings)?;
     let mut writer = lake.writer::<flowmap_lake::EdgeRow>(0, 1)?;

@@ -200,6 +200,13 @@ pub fn lake_row(e: &Edge) -> flowmap_lake::EdgeRow {
 /// Writes `edges` to a lake at `dir` with the lake crate's writer, the way the job does: rows
 /// pushed at their dataflow time (`emitted_at`), the frontier advanced, then finished.
 pub fn write_lake(dir: &Path, edges: &[Edge]) -> anyhow::Result<()> {
+    // The lake runs its own tokio runtime: write from a thread of our own, so that async tests
+    // and examples can call this too.
+    std::thread::scope(|scope| scope.spawn(|| write_lake_now(dir, edges)).join())
+        .map_err(|_| anyhow::anyhow!("the lake writer's thread panicked"))?
+}
+
+fn write_lake_now(dir: &Path, edges: &[Edge]) -> anyhow::Result<()> {
     let settings = flowmap_lake::LakeConfig::at(&dir.to_string_lossy()).validate()?;
     let lake = flowmap_lake::Lake::open(&settings)?;
     let mut writer = lake.writer::<flowmap_lake::EdgeRow>(0, 1)?;
