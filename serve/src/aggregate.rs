@@ -115,6 +115,9 @@ type Unattributed<'a> = HashMap<(u32, u16), (u64, BTreeMap<&'a str, u64>)>;
 /// A range's rows, grouped and filtered.
 pub(crate) struct Aggregate<'a> {
     names: HashMap<&'a str, u32>,
+    /// The same, by the name's address and length: the sources share one allocation per
+    /// distinct name, so most rows are found here without hashing their text.
+    by_address: HashMap<(usize, usize), u32>,
     infos: Vec<NameInfo<'a>>,
     node_ids: HashMap<(NodeKind, String), u32>,
     pub nodes: Vec<NodeAcc>,
@@ -132,6 +135,7 @@ impl<'a> Aggregate<'a> {
     pub fn new(view: &View, rows: &'a EdgeRows, events: &'a [EventRow]) -> Self {
         let mut agg = Aggregate {
             names: HashMap::new(),
+            by_address: HashMap::new(),
             infos: Vec::new(),
             node_ids: HashMap::new(),
             nodes: Vec::new(),
@@ -232,7 +236,12 @@ impl<'a> Aggregate<'a> {
 
     /// The index of a raw name, computing its node and filter match the first time.
     fn intern(&mut self, view: &View, name: &'a str) -> u32 {
+        let address = (name.as_ptr() as usize, name.len());
+        if let Some(&i) = self.by_address.get(&address) {
+            return i;
+        }
         if let Some(&i) = self.names.get(name) {
+            self.by_address.insert(address, i);
             return i;
         }
         let (kind, node_name) = view.grouping.node(name);
@@ -253,6 +262,7 @@ impl<'a> Aggregate<'a> {
         let i = self.infos.len() as u32;
         self.infos.push(NameInfo { node, matched, unattributed, counted: false });
         self.names.insert(name, i);
+        self.by_address.insert(address, i);
         i
     }
 
@@ -287,9 +297,7 @@ impl<'a> Aggregate<'a> {
     pub fn rtt(&self, e: usize) -> MergedRtt {
         let edge = &self.edges[e];
         if edge.rows_without_sketch == 0 {
-            if let Some((first, rest)) = edge.sketches.split_first() {
-                let mut merged = (*first).clone();
-                rest.iter().for_each(|s| merged.merge(s));
+            if let Some(merged) = merge_all(&edge.sketches) {
                 return MergedRtt {
                     p50_us: merged.quantile(0.5),
                     p90_us: merged.quantile(0.9),
@@ -315,10 +323,65 @@ impl<'a> Aggregate<'a> {
     }
 }
 
+/// Merges sketches pairwise, as a balanced tree: a merge costs the size of both sketches, so
+/// merging `n` small sketches one by one into a growing one costs `n` times the final size
+/// (the API's slowest part at coarse group levels, where an edge has thousands of rows), while
+/// the tree costs the total size per level, `log n` levels.
+fn merge_all(sketches: &[&RttSketch]) -> Option<RttSketch> {
+    let mut level: Vec<RttSketch> = sketches
+        .chunks(2)
+        .map(|pair| {
+            let mut m = pair[0].clone();
+            if let Some(b) = pair.get(1) {
+                m.merge(b);
+            }
+            m
+        })
+        .collect();
+    while level.len() > 1 {
+        let mut next = Vec::with_capacity(level.len().div_ceil(2));
+        let mut it = level.into_iter();
+        while let Some(mut a) = it.next() {
+            if let Some(b) = it.next() {
+                a.merge(&b);
+            }
+            next.push(a);
+        }
+        level = next;
+    }
+    level.pop()
+}
+
 fn is_unattributed(name: &str) -> bool {
     name.starts_with(Endpoint::UNATTRIBUTED)
 }
 
 fn reason(name: &str) -> &str {
     name.strip_prefix(Endpoint::UNATTRIBUTED).unwrap_or(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_merges_equal_one_by_one_merges() {
+        let sketches: Vec<RttSketch> = (0..9u64)
+            .map(|i| {
+                let mut s = RttSketch::default();
+                s.add(100.0 * (i + 1) as f64, i + 1);
+                s.add(7.0, 1);
+                s
+            })
+            .collect();
+        for n in [0, 1, 2, 3, 8, 9] {
+            let refs: Vec<&RttSketch> = sketches[..n].iter().collect();
+            let one_by_one = refs.split_first().map(|(first, rest)| {
+                let mut m = (*first).clone();
+                rest.iter().for_each(|s| m.merge(s));
+                m
+            });
+            assert_eq!(merge_all(&refs), one_by_one, "{n} sketches");
+        }
+    }
 }

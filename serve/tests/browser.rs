@@ -49,16 +49,20 @@ async fn seq(b: &Browser) -> anyhow::Result<u64> {
     Ok(b.js("return window.flowmap.state.seq;", vec![]).await?.as_u64().unwrap_or(0))
 }
 
-/// Clicks the drawn node `id` with the mouse, at its position on the screen.
+/// Clicks the drawn node `id` with the mouse, at its position on the screen (centred first).
 async fn click_node(b: &Browser, id: &str) -> anyhow::Result<()> {
     let pos = b
         .js(
-            "const n = window.flowmap.cy.getElementById(arguments[0]); const p = n.renderedPosition(); \
-             const r = document.getElementById('cy').getBoundingClientRect(); return [r.left + p.x, r.top + p.y];",
+            "const cy = window.flowmap.cy; const n = cy.getElementById(arguments[0]); cy.center(n); \
+             const p = n.renderedPosition(); const r = document.getElementById('cy').getBoundingClientRect(); \
+             const x = r.left + p.x, y = r.top + p.y; const hit = document.elementFromPoint(x, y); \
+             return [x, y, hit && hit.closest('#cy') !== null];",
             vec![json!(id)],
         )
         .await?;
     let (x, y) = (pos[0].as_f64().unwrap_or(0.0), pos[1].as_f64().unwrap_or(0.0));
+    // Centred, so that no overlay (status, legend) is above it.
+    anyhow::ensure!(pos[2] == json!(true), "node {id} at ({x}, {y}) is covered by something else");
     let mouse = MouseActions::new("mouse".into())
         .then(PointerAction::MoveTo { duration: None, x, y })
         .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })

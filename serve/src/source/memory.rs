@@ -8,6 +8,8 @@
 //! minus the retention are dropped (counted in [`Health::expired_rows`]).
 
 use std::collections::BTreeMap;
+
+use foldhash::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -75,9 +77,22 @@ struct State {
     frontier_ns: Option<u64>,
     /// Rows kept with what could be read, by reason.
     bad_rows: BTreeMap<String, u64>,
+    /// One allocation per distinct name (client, server, protocol) of the rows held: the job
+    /// hands over a new string per row, and hours of rows repeat a few thousand names.
+    names: HashSet<Arc<str>>,
 }
 
 impl State {
+    fn intern(&mut self, name: &Arc<str>) -> Arc<str> {
+        match self.names.get(name) {
+            Some(shared) => shared.clone(),
+            None => {
+                self.names.insert(name.clone());
+                name.clone()
+            }
+        }
+    }
+
     fn bad(&mut self, reason: &str, n: u64) {
         if n > 0 {
             metrics::counter!("flowmap_serve_memory_bad_rows_total").increment(n);
@@ -101,13 +116,16 @@ impl MemorySource {
         let mut by_bucket: BTreeMap<u64, Vec<EdgeRow>> = BTreeMap::new();
         let mut newest = 0;
         let (mut bad_sketch, mut bad_port) = (0, 0);
-        for row in rows {
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        for mut row in rows {
+            for name in [&mut row.client, &mut row.server, &mut row.protocol] {
+                *name = state.intern(name);
+            }
             bad_sketch += u64::from(row.rtt_sketch.is_unreadable());
             bad_port += u64::from(row.server_port == 0);
             newest = newest.max(row.bucket_start_ns.saturating_add(u64::from(row.bucket_s) * 1_000_000_000));
             by_bucket.entry(row.bucket_start_ns).or_default().push(row);
         }
-        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.bad(BAD_SKETCH, bad_sketch);
         state.bad(BAD_PORT, bad_port);
         state.newest_ns = state.newest_ns.max(newest);
@@ -154,6 +172,10 @@ impl MemorySource {
         state.edge_rows -= gone;
         state.event_rows -= gone_events;
         state.expired_rows += gone + gone_events;
+        if gone > 0 {
+            // Names only the set still holds belong to expired rows.
+            state.names.retain(|n| Arc::strong_count(n) > 1);
+        }
     }
 }
 
@@ -249,6 +271,22 @@ mod tests {
         assert!(rows.chunks.len() <= CHUNKS_PER_BUCKET, "{} chunks", rows.chunks.len());
         let n = 3 * CHUNKS_PER_BUCKET as u64;
         assert_eq!(rows.iter().map(|r| r.connections).sum::<u64>(), n * (n - 1) / 2);
+    }
+
+    #[test]
+    fn names_are_shared_and_forgotten_with_their_rows() {
+        let source = MemorySource::new(MemoryOptions::new(Duration::from_secs(120)).expect("positive"));
+        source.push_edges(vec![row(0, "a", 1)]);
+        source.push_edges(vec![row(60, "a", 1), row(60, "b", 1)]);
+        let rows: Vec<EdgeRow> = source.edges(range(0, 120)).expect("memory").iter().cloned().collect();
+        let a: Vec<&Arc<str>> = rows.iter().filter(|r| &*r.client == "a").map(|r| &r.client).collect();
+        assert_eq!(a.len(), 2);
+        assert!(Arc::ptr_eq(a[0], a[1]), "one allocation per name");
+        assert!(Arc::ptr_eq(&rows[0].server, &rows[2].server));
+        drop(rows);
+        source.push_edges(vec![row(240, "c", 1)]); // everything before 180 s expires
+        let names = source.state.read().expect("not poisoned").names.len();
+        assert_eq!(names, 3, "c, db and tcp are left");
     }
 
     #[test]
