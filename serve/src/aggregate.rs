@@ -86,7 +86,7 @@ pub(crate) struct EdgeAcc<'a> {
     /// Sketches of the rows that had one.
     sketches: Vec<&'a RttSketch>,
     /// (p50, p90, p99, weight) of every row with an RTT (for when some row has no sketch).
-    rtt_rows: Vec<(Option<f64>, Option<f64>, Option<f64>, u64)>,
+    rtt_rows: Vec<RowRtt>,
     rows_without_sketch: u64,
     /// Connections on this edge's client workloads and ports whose server went unattributed, and
     /// on its server workloads and ports whose client did.
@@ -95,6 +95,10 @@ pub(crate) struct EdgeAcc<'a> {
     /// Events in the range on this edge, by kind ([`EventKind::ALL`] order).
     pub events: [u64; 3],
 }
+
+/// A row's RTT quantiles (p50, p90, p99, from its columns or else its sketch) and weight (its
+/// connections, at least 1).
+type RowRtt = (Option<f64>, Option<f64>, Option<f64>, u64);
 
 /// The merged RTT of an edge.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -313,7 +317,7 @@ impl<'a> Aggregate<'a> {
         // Summed in value order, so that the result does not depend on the order the source
         // handed the rows over in (files of a lake, pushes of the job): f64 addition is not
         // associative.
-        let mean = |pick: fn(&(Option<f64>, Option<f64>, Option<f64>, u64)) -> Option<f64>| {
+        let mean = |pick: fn(&RowRtt) -> Option<f64>| {
             let mut terms: Vec<(f64, u64)> = edge.rtt_rows.iter().filter_map(|r| pick(r).map(|v| (v, r.3))).collect();
             terms.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             let (sum, weight) = terms.iter().fold((0.0, 0.0), |(s, w), (v, k)| (s + v * *k as f64, w + *k as f64));

@@ -432,7 +432,7 @@ pub fn graph(q: &GraphQuery, rows: &EdgeRows, events: &[EventRow]) -> Graph {
         .map(|n| agg.nodes[n as usize].name.as_str())
         .collect();
     let nodes = all_nodes.into_iter().filter(|n| shown_nodes.contains(n.id.as_str())).collect();
-    let edges = shown.to_vec().into_iter().map(|e| edge_out(&agg, e)).collect();
+    let edges = shown.iter().map(|&e| edge_out(&agg, e)).collect();
     Graph {
         range: rows.range().into(),
         group: q.view.grouping.label(),

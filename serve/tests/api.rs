@@ -92,7 +92,9 @@ async fn graph_equals_an_independent_computation() -> anyhow::Result<()> {
     let f = fixture();
     let s = server(&f);
     let end = START_NS + BUCKETS * MINUTE_NS;
-    let views: [(u64, u64, usize, Option<&str>, Option<u32>); 7] = [
+    // (from, to, group level, search, port)
+    type View<'a> = (u64, u64, usize, Option<&'a str>, Option<u32>);
+    let views: [View<'_>; 7] = [
         (START_NS, end, 1, None, None),
         (START_NS, end, 2, None, None),
         (START_NS, end, 0, None, None),
