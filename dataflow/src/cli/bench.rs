@@ -122,7 +122,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let settings = flowmap_lake::LakeConfig::at(&dir.display().to_string()).validate()?;
             let lake = flowmap_lake::Lake::open(&settings)?;
             let totals = crate::lake::LakeTotals::default();
-            let destinations = super::outputs::Destinations { kafka: None, lake: Some((lake, totals.clone())) };
+            let destinations =
+                super::outputs::Destinations { kafka: None, lake: Some((lake, totals.clone())), map: None };
             eprintln!("  again with edges, change events and the lake at {} ...", dir.display());
             let options = RunOptions {
                 edges: true,

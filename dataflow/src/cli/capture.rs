@@ -232,7 +232,8 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
     let timely = if args.out.is_some() { args.timely.single_process_config()? } else { args.timely.config()? };
     let read = Arc::new(AtomicU64::new(0));
     let totals = crate::lake::LakeTotals::default();
-    let mut destinations = Destinations { kafka: None, lake: args.outputs.open()?.map(|l| (l, totals.clone())) };
+    let mut destinations =
+        Destinations { kafka: None, lake: args.outputs.open()?.map(|l| (l, totals.clone())), map: None };
     if let (Some(topic), Some(brokers)) = (&args.output_topic, &args.brokers) {
         let client = ClientSettings::new(brokers);
         let mut topics = vec![(topic.as_str(), 4)];

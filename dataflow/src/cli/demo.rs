@@ -30,6 +30,13 @@ pub struct DemoArgs {
     /// The lake and the dependency policy.
     #[command(flatten)]
     pub outputs: LakeArgs,
+    /// After the run, serve the dependency map of its edges and events at this address (for
+    /// example 127.0.0.1:8080) until killed.
+    #[arg(long)]
+    pub serve: Option<std::net::SocketAddr>,
+    /// The map's settings.
+    #[command(flatten)]
+    pub map: super::serve::MapArgs,
     /// Output and cluster flags.
     #[command(flatten)]
     pub run: RunFlags,
@@ -62,7 +69,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
     if let Some(lake) = &lake {
         eprintln!("  writing flows and edges to the lake at {}", lake.location());
     }
-    let destinations = Destinations { kafka: None, lake: lake.map(|l| (l, totals.clone())) };
+    let map = args.serve.map(|_| super::serve::memory_source());
+    let destinations = Destinations { kafka: None, lake: lake.map(|l| (l, totals.clone())), map: map.clone() };
     let with_lake = destinations.any();
     let mode = if with_lake { OutputMode::CollectAnd(destinations.factory()) } else { OutputMode::Collect };
     let sample = Duration::from_millis(50);
@@ -129,6 +137,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
         score.baseline_attributed, score.baseline_misattributed, score.baseline_misattributed_by_kind
     );
     ensure!(score.missing == 0, "{} delivered records are missing from the output", score.missing);
+    let server = match (args.serve, map) {
+        (Some(addr), Some(map)) => Some(args.map.start(addr, map)?),
+        _ => None,
+    };
     if args.run.json {
         let summary = json!({
             "scenario": scenario.name,
@@ -161,6 +173,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
             "counts": report.counts,
         });
         println!("{summary}");
+    }
+    if let Some(server) = server {
+        println!("the map of this run is at {} (Ctrl-C stops it)", server.url());
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        server.wait()?;
     }
     Ok(())
 }

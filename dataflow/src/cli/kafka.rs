@@ -48,8 +48,15 @@ pub struct CollectArgs {
     #[command(flatten)]
     pub outputs: LakeArgs,
     /// Serve Prometheus metrics (the job's counters) at http://ADDR/metrics.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "serve")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Serve the dependency map of the job's own edges and events at this address while it
+    /// runs (its `/metrics` are the job's metrics).
+    #[arg(long)]
+    pub serve: Option<std::net::SocketAddr>,
+    /// The map's settings.
+    #[command(flatten)]
+    pub map: super::serve::MapArgs,
     /// Topic for refused input (created if missing). Default: `<output-topic>.dlq`.
     #[arg(long)]
     pub dead_letter_topic: Option<String>,
@@ -160,7 +167,16 @@ pub fn collect(args: CollectArgs) -> Result<()> {
         change_events: args.change_events_topic.clone(),
     };
     let with_lake = lake.is_some();
-    let extra = Extra { lake: lake.map(|l| (l, totals.clone())), policy: args.outputs.policy()? };
+    let map = args.serve.map(|_| super::serve::memory_source());
+    let server = match (args.serve, &map) {
+        (Some(addr), Some(map)) => {
+            let server = args.map.start(addr, Arc::clone(map) as Arc<dyn flowmap_serve::EdgeSource>)?;
+            eprintln!("collect: the map is at {}", server.url());
+            Some(server)
+        }
+        _ => None,
+    };
+    let extra = Extra { lake: lake.map(|l| (l, totals.clone())), policy: args.outputs.policy()?, map };
     if let Some(addr) = args.metrics {
         crate::metrics::serve(addr)?;
         eprintln!("collect: metrics at http://{addr}/metrics");
@@ -191,6 +207,9 @@ pub fn collect(args: CollectArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     }
+    if let Some(server) = server {
+        server.stop()?;
+    }
     Ok(())
 }
 
@@ -212,6 +231,8 @@ pub struct Extra {
     pub lake: Option<(flowmap_lake::Lake, crate::lake::LakeTotals)>,
     /// The dependency policy.
     pub policy: Option<crate::edges::Policy>,
+    /// The map's in-memory source.
+    pub map: Option<Arc<flowmap_serve::MemorySource>>,
 }
 
 /// Runs the job from Kafka lanes to the output topics (and the lake). Edges are computed when
@@ -229,10 +250,11 @@ pub fn run_on_kafka(
     let settings =
         ProducerSettings { when_full: FullPolicy::Block { max_wait: Duration::from_secs(300) }, ..Default::default() };
     let producer = Producer::new(client, &settings)?;
-    let edges = topics.edges.is_some() || topics.change_events.is_some() || extra.lake.is_some();
+    let edges = topics.edges.is_some() || topics.change_events.is_some() || extra.lake.is_some() || extra.map.is_some();
     let destinations = Destinations {
         kafka: Some((producer.clone(), Some(topics.flows), topics.edges, topics.change_events)),
         lake: extra.lake,
+        map: extra.map,
     };
     let feed_counters = Arc::clone(&counters);
     let make_feed =

@@ -20,6 +20,7 @@ pub mod demo;
 pub mod files;
 pub mod kafka;
 pub mod outputs;
+pub mod serve;
 
 /// flowmap: which workload was on each end of every TCP flow.
 #[derive(Debug, Parser)]
@@ -56,6 +57,8 @@ pub enum Command {
     /// Score attributed flows against ground truth, with the old method as a baseline.
     #[cfg(feature = "sim")]
     Score(files::ScoreArgs),
+    /// Serve the dependency map of a lake (HTTP: the page, a JSON and CSV API, metrics).
+    Serve(serve::ServeArgs),
     /// Measure attribution throughput on the core-lookup data set.
     #[cfg(feature = "sim")]
     #[command(disable_help_flag = true)]
@@ -72,6 +75,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Collect(args) => kafka::collect(args),
         Command::Capture(args) => capture::capture(args),
         Command::Replay(args) => capture::replay(args),
+        Command::Serve(args) => serve::run(args),
         #[cfg(feature = "sim")]
         Command::Attribute(args) => files::attribute(args),
         #[cfg(feature = "sim")]

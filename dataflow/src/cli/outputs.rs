@@ -86,12 +86,14 @@ pub struct Destinations {
     pub kafka: Option<(Producer, Option<String>, Option<String>, Option<String>)>,
     /// The lake, and where its writers leave their counters.
     pub lake: Option<(Lake, LakeTotals)>,
+    /// The map's in-memory source (`--serve`).
+    pub map: Option<Arc<flowmap_serve::MemorySource>>,
 }
 
 impl Destinations {
     /// Whether anything is written at all.
     pub fn any(&self) -> bool {
-        self.kafka.is_some() || self.lake.is_some()
+        self.kafka.is_some() || self.lake.is_some() || self.map.is_some()
     }
 
     /// The per-worker sinks.
@@ -115,6 +117,10 @@ impl Destinations {
                 flows.push(Box::new(LakeSink::<FlowRow>::new(lake, index, peers, Arc::clone(totals))?));
                 edges.push(Box::new(LakeSink::<EdgeRow>::new(lake, index, peers, Arc::clone(totals))?));
                 events.push(Box::new(LakeSink::<EventRow>::new(lake, index, peers, Arc::clone(totals))?));
+            }
+            if let Some(map) = &self.map {
+                edges.push(Box::new(super::serve::MapEdges(Arc::clone(map))));
+                events.push(Box::new(super::serve::MapEvents(Arc::clone(map))));
             }
             Ok(Outputs { flows: tee(flows), edges: tee(edges), events: tee(events) })
         })
