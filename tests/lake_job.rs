@@ -94,3 +94,55 @@ fn same(got: &(Vec<FlowRow>, Vec<EdgeRow>), want: &(Vec<FlowRow>, Vec<EdgeRow>),
     first("flows", &got.0, &want.0, what);
     first("edges", &got.1, &want.1, what);
 }
+
+/// `flowmap serve --lake` over the lake a demo wrote: the map's API answers from the job's own
+/// tables, edges and events (new dependencies) alike.
+#[test]
+fn serve_reads_the_lake_the_job_wrote() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = scratch("serve");
+    let scenario = scenario(&dir);
+    let lake = dir.join("lake");
+    let summary = demo(&scenario, &lake, "2");
+    assert_eq!(summary["misattributed"].as_u64(), Some(0));
+    /// Kills the server however the test ends.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_flowmap"))
+            .args(["serve", "--lake", lake.to_str().unwrap(), "--addr", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().trim_start_matches("http://").to_string();
+    let get = |path: &str| -> serde_json::Value {
+        let mut stream = std::net::TcpStream::connect(&url).unwrap();
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {url}\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+        serde_json::from_str(body).unwrap()
+    };
+    let meta = get("/api/meta");
+    let (from, to) = (meta["extent"]["from"].as_str().unwrap(), meta["extent"]["to"].as_str().unwrap());
+    let graph = get(&format!("/api/graph?from={from}&to={to}&group=2"));
+    let events = get(&format!("/api/events?from={from}&to={to}"));
+    drop(child);
+    let (flows, edges) = tables(&lake);
+    let lake_edges: std::collections::BTreeSet<_> =
+        edges.iter().filter(|e| e.connections > 0).map(|e| (e.client.clone(), e.server.clone())).collect();
+    assert!(!flows.is_empty());
+    assert!(graph["edges"].as_array().unwrap().len() > 10, "{graph}");
+    assert!(lake_edges.len() > 10);
+    let listed = events["events"].as_array().map_or(0, Vec::len);
+    assert!(listed > 0, "the lake's events table is served: {events}");
+}
