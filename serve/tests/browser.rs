@@ -2,7 +2,8 @@
 //! from a lake written by `flowmap-lake`; the nodes and edges it draws are the API's for the
 //! query it made; a search narrows them exactly as the API says; a click on a node lists its
 //! callers and callees as `/api/node` does; a click on one of them shows the edge and its series.
-//! Screenshots go to `target/map.png` (an edge selected) and `target/map-node.png`.
+//! Screenshots go to `target/map.png` (an edge selected) and `target/map-node.png`; the same
+//! checks run against the page `flowmap demo --serve` serves (`target/map-demo*.png`).
 //!
 //! Needs `chromium` and `chromedriver` (scripts/setup installs Debian's); fails saying so when
 //! they are missing.
@@ -93,7 +94,7 @@ async fn screenshot(b: &Browser, name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-async fn run(b: &Browser, server: &Server) -> anyhow::Result<()> {
+async fn run(b: &Browser, server: &Server, png: &str) -> anyhow::Result<()> {
     b.open(&format!("{}/", server.url())).await?;
     b.wait_ready(1, READY).await?;
 
@@ -151,14 +152,14 @@ async fn run(b: &Browser, server: &Server) -> anyhow::Result<()> {
     assert!(!listed[1].as_array().is_none_or(Vec::is_empty), "svc-02 has callers in the fixture");
     let url = b.client.current_url().await?;
     assert!(url.query().unwrap_or_default().contains("node=svc-02"), "{url}");
-    let node_png = screenshot(b, "map-node.png").await?;
+    let node_png = screenshot(b, &format!("{png}-node.png")).await?;
 
     // Click its first callee: the edge's measures and series.
     b.client.find(Locator::Css("#callees tbody tr")).await?.click().await?;
     wait_detail(b).await?;
     let chart = b.js("return document.querySelectorAll('#chart canvas').length;", vec![]).await?;
     assert!(chart.as_u64().unwrap_or(0) > 0, "the edge's series is drawn");
-    let png = screenshot(b, "map.png").await?;
+    let png = screenshot(b, &format!("{png}.png")).await?;
     eprintln!("screenshots: {} {}", png.display(), node_png.display());
     Ok(())
 }
@@ -171,7 +172,52 @@ async fn the_page_draws_what_the_api_says() -> anyhow::Result<()> {
     let server =
         Server::start(Arc::new(LakeSource::open(dir.path(), LakeOptions::default())?), ServeConfig::default())?;
     let browser = Browser::start().await?;
-    let result = run(&browser, &server).await;
+    let result = run(&browser, &server, "map").await;
     browser.close().await;
+    result
+}
+
+/// The page `flowmap demo --serve` serves (the `flowmap` binary of this workspace, which
+/// `scripts/test` builds first), checked the same way.
+#[tokio::test]
+async fn the_demo_map_draws_what_the_api_says() -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader};
+    let bin = std::env::var_os("FLOWMAP_BIN").map(PathBuf::from).unwrap_or_else(|| target_dir().join("debug/flowmap"));
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p flowmap; scripts/test does)",
+        bin.display()
+    );
+    /// Kills the demo however the test ends.
+    struct Demo(std::process::Child);
+    impl Drop for Demo {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut demo = Demo(
+        std::process::Command::new(&bin)
+            .args(["demo", "--scenario", "steady", "--serve", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?,
+    );
+    let stdout = demo.0.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let url = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            if let Some(rest) = line.strip_prefix("the map of this run is at ") {
+                return Ok(rest.split_whitespace().next().unwrap_or_default().to_owned());
+            }
+        }
+        anyhow::bail!("the demo ended without serving its map")
+    })
+    .await??;
+    let server = Server::at(&url);
+    let browser = Browser::start().await?;
+    let result = run(&browser, &server, "map-demo").await;
+    browser.close().await;
+    drop(demo);
     result
 }

@@ -11,9 +11,11 @@ use std::sync::Arc;
 
 use flowmap_serve::{serve, EdgeSource, ServeConfig, ServeOptions, Serving};
 
-/// A map server on an ephemeral loopback port.
+/// A map server: one this process serves on an ephemeral loopback port, or one another
+/// process serves (`flowmap demo --serve`).
 pub struct Server {
-    pub serving: Serving,
+    pub serving: Option<Serving>,
+    pub base: String,
     pub http: reqwest::Client,
 }
 
@@ -23,12 +25,17 @@ impl Server {
         let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle();
         let addr = "127.0.0.1:0".parse()?;
         let serving = serve(ServeOptions::loopback(addr), config, source, metrics, std::future::pending())?;
-        Ok(Server { serving, http: reqwest::Client::new() })
+        Ok(Server { base: serving.url(), serving: Some(serving), http: reqwest::Client::new() })
+    }
+
+    /// A server another process runs at `base` (`http://HOST:PORT`).
+    pub fn at(base: &str) -> Self {
+        Server { serving: None, base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
     }
 
     /// The base URL.
     pub fn url(&self) -> String {
-        self.serving.url()
+        self.base.clone()
     }
 
     /// GET `path` (with its query): status and body.
