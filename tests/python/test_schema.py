@@ -85,7 +85,13 @@ def test_batches_decode_with_generated_code(simulated, batch_pb2):
                 assert f.start_ns <= f.end_ns == batch.window_to_ns, "an open slice"
             else:
                 assert f.start_ns <= f.end_ns < batch.window_to_ns, "the batch's promise"
-            assert f.direction in (batch_pb2.DIRECTION_CLIENT, batch_pb2.DIRECTION_SERVER)
+            # Which side opened is known unless the exporter did not see the connection
+            # established (one older than the exporter: `start_unobserved`).
+            if f.start_unobserved:
+                assert f.direction in (batch_pb2.DIRECTION_UNSPECIFIED, batch_pb2.DIRECTION_CLIENT,
+                                       batch_pb2.DIRECTION_SERVER)
+            else:
+                assert f.direction in (batch_pb2.DIRECTION_CLIENT, batch_pb2.DIRECTION_SERVER)
         flows += len(batch.flows)
         heartbeats += len(batch.heartbeats)
         assignments += len(batch.assignments)
