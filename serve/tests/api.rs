@@ -352,7 +352,7 @@ async fn health_meta_and_metrics() -> anyhow::Result<()> {
         handle,
         std::future::pending(),
     )?;
-    let s = Server { serving, http: reqwest::Client::new() };
+    let s = Server { base: serving.url(), serving: Some(serving), http: reqwest::Client::new() };
     let health = s.json("/healthz").await?;
     assert_eq!(health["status"], "ok");
     assert_eq!(u(&health, "edge_rows"), f.edges.len() as u64);
