@@ -60,52 +60,60 @@ impl<R: LakeRow> LakeSink<R> {
     }
 }
 
-impl<R: LakeRow> Sink<VerdictPiece> for LakeSink<R>
-where
-    R: FlowRowLike,
-{
-    fn write(&mut self, time: Time, piece: &VerdictPiece) -> Result<(), SinkError> {
-        for (i, (row, verdict)) in piece.iter().enumerate() {
-            let check = piece.check(i);
-            let record = to_wire(piece, row, verdict);
-            self.rows.push(R::from_record(&record, check)?);
+/// An output item that becomes rows of lake table `R`.
+pub trait ToLakeRows<R> {
+    /// Appends the item's rows to `out`.
+    ///
+    /// # Errors
+    /// An item the lake cannot hold (an address of another length, a port above 65535, an
+    /// unknown enumeration value): never produced by the job's own output, reported rather than
+    /// dropped.
+    fn to_lake_rows(&self, out: &mut Vec<R>) -> Result<(), SinkError>;
+}
+
+impl ToLakeRows<FlowRow> for VerdictPiece {
+    fn to_lake_rows(&self, out: &mut Vec<FlowRow>) -> Result<(), SinkError> {
+        for (i, (row, verdict)) in self.iter().enumerate() {
+            let check = self.check(i);
+            let verification = match check.verification {
+                records::Verification::Agree => Verification::Agree,
+                records::Verification::Disagree => Verification::Disagree,
+                records::Verification::PeerOnly => Verification::PeerOnly,
+                records::Verification::OneSided => Verification::OneSided,
+            };
+            let record = to_wire(self, row, verdict);
+            out.push(
+                FlowRow::from_attributed(&record, check.counts && check.first, verification)
+                    .map_err(|e| SinkError::Send { topic: "lake flows".into(), detail: e.to_string() })?,
+            );
         }
-        self.push(time)
-    }
-    fn advance(&mut self, frontier: Option<Time>) -> Result<(), SinkError> {
-        Ok(self.writer()?.advance(frontier)?)
-    }
-    fn undelivered(&mut self) -> Result<Option<Time>, SinkError> {
-        self.undelivered_and_publish()
-    }
-    fn finish(&mut self) -> Result<(), SinkError> {
-        finish(&mut self.writer, &self.totals)
+        Ok(())
     }
 }
 
-impl Sink<wire::Edge> for LakeSink<EdgeRow> {
-    fn write(&mut self, time: Time, edge: &wire::Edge) -> Result<(), SinkError> {
-        let row = EdgeRow::from_edge(edge)
-            .map_err(|e| SinkError::Send { topic: "lake edges".into(), detail: e.to_string() })?;
-        self.rows.push(row);
-        self.push(time)
-    }
-    fn advance(&mut self, frontier: Option<Time>) -> Result<(), SinkError> {
-        Ok(self.writer()?.advance(frontier)?)
-    }
-    fn undelivered(&mut self) -> Result<Option<Time>, SinkError> {
-        self.undelivered_and_publish()
-    }
-    fn finish(&mut self) -> Result<(), SinkError> {
-        finish(&mut self.writer, &self.totals)
+impl ToLakeRows<EdgeRow> for wire::Edge {
+    fn to_lake_rows(&self, out: &mut Vec<EdgeRow>) -> Result<(), SinkError> {
+        out.push(
+            EdgeRow::from_edge(self)
+                .map_err(|e| SinkError::Send { topic: "lake edges".into(), detail: e.to_string() })?,
+        );
+        Ok(())
     }
 }
 
-impl Sink<wire::Event> for LakeSink<EventRow> {
-    fn write(&mut self, time: Time, event: &wire::Event) -> Result<(), SinkError> {
-        let row = EventRow::from_event(event)
-            .map_err(|e| SinkError::Send { topic: "lake events".into(), detail: e.to_string() })?;
-        self.rows.push(row);
+impl ToLakeRows<EventRow> for wire::Event {
+    fn to_lake_rows(&self, out: &mut Vec<EventRow>) -> Result<(), SinkError> {
+        out.push(
+            EventRow::from_event(self)
+                .map_err(|e| SinkError::Send { topic: "lake events".into(), detail: e.to_string() })?,
+        );
+        Ok(())
+    }
+}
+
+impl<T: ToLakeRows<R>, R: LakeRow> Sink<T> for LakeSink<R> {
+    fn write(&mut self, time: Time, item: &T) -> Result<(), SinkError> {
+        item.to_lake_rows(&mut self.rows)?;
         self.push(time)
     }
     fn advance(&mut self, frontier: Option<Time>) -> Result<(), SinkError> {
@@ -126,27 +134,4 @@ fn finish<R: LakeRow>(writer: &mut Option<TableWriter<R>>, totals: &LakeTotals) 
         totals.push((R::TABLE, stats));
     }
     Ok(())
-}
-
-/// A lake row made from one output record and its two-sided check (only [`FlowRow`]).
-pub trait FlowRowLike: Sized {
-    /// The row.
-    ///
-    /// # Errors
-    /// A record the lake cannot hold (an address of another length, an unknown enumeration
-    /// value): never produced by the job's own output, reported rather than dropped.
-    fn from_record(record: &wire::AttributedFlow, check: records::Check) -> Result<Self, SinkError>;
-}
-
-impl FlowRowLike for FlowRow {
-    fn from_record(record: &wire::AttributedFlow, check: records::Check) -> Result<Self, SinkError> {
-        let verification = match check.verification {
-            records::Verification::Agree => Verification::Agree,
-            records::Verification::Disagree => Verification::Disagree,
-            records::Verification::PeerOnly => Verification::PeerOnly,
-            records::Verification::OneSided => Verification::OneSided,
-        };
-        FlowRow::from_attributed(record, check.counts && check.first, verification)
-            .map_err(|e| SinkError::Send { topic: "lake flows".into(), detail: e.to_string() })
-    }
 }
