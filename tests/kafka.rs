@@ -82,17 +82,17 @@ fn verdicts(records: &[OutputRecord]) -> BTreeMap<u64, (Option<String>, Option<S
     map
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(unique(name));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory, removed when the guard drops (each run wrote ~500 MB of captures).
+fn tmp(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("flowmap-{name}-")).tempdir().unwrap()
 }
 
 #[test]
 fn simulate_kafka_collect_score_misattributes_nothing_and_loses_nothing() {
     let b = brokers();
-    let dir = tmp("e2e");
-    let (input, truth) = publish(&b, &dir);
+    let tmp_dir = tmp("e2e");
+    let dir = tmp_dir.path();
+    let (input, truth) = publish(&b, dir);
     let output = unique("attributed");
     let summary = json(&ok(collect(&b, &input, &output, &unique("g"), &["-w", "2"])));
     assert!(summary["output"].as_u64().unwrap() > 100_000, "{summary}");
@@ -113,8 +113,9 @@ fn simulate_kafka_collect_score_misattributes_nothing_and_loses_nothing() {
 #[test]
 fn replay_of_a_capture_is_deterministic_and_matches_the_live_run() {
     let b = brokers();
-    let dir = tmp("replay");
-    let (input, _) = publish(&b, &dir);
+    let tmp_dir = tmp("replay");
+    let dir = tmp_dir.path();
+    let (input, _) = publish(&b, dir);
     let output = unique("attributed");
     ok(collect(&b, &input, &output, &unique("g"), &["-w", "2"]));
     let capture = dir.join("capture");
@@ -157,8 +158,9 @@ fn free_port() -> u16 {
 #[test]
 fn two_processes_give_the_same_output_as_one_process_with_two_workers() {
     let b = brokers();
-    let dir = tmp("multiproc");
-    let (input, _) = publish(&b, &dir);
+    let tmp_dir = tmp("multiproc");
+    let dir = tmp_dir.path();
+    let (input, _) = publish(&b, dir);
     let (single, multi) = (unique("single"), unique("multi"));
     ok(collect(&b, &input, &single, &unique("g"), &["-w", "2"]));
     let hostfile = dir.join("hosts.txt");
@@ -187,7 +189,8 @@ fn two_processes_give_the_same_output_as_one_process_with_two_workers() {
 #[test]
 fn job_killed_mid_stream_and_restarted_loses_nothing_and_agrees_after_dedup() {
     let b = brokers();
-    let dir = tmp("restart");
+    let tmp_dir = tmp("restart");
+    let dir = tmp_dir.path();
     let (input, output, group) = (unique("flows"), unique("attributed"), unique("g"));
     let truth = dir.join("truth.jsonl");
     let simulate = |skip: &str, rate: &str| {
@@ -290,7 +293,8 @@ fn settled_output(b: &str, topic: &str, quiet: Duration) -> Vec<OutputRecord> {
 #[test]
 fn broker_outage_producer_and_job_recover_by_themselves() {
     let (broker, b) = OwnBroker::start(free_port());
-    let dir = tmp("outage");
+    let tmp_dir = tmp("outage");
+    let dir = tmp_dir.path();
     let (input, output, group) = (unique("flows"), unique("attributed"), unique("g"));
     let truth = dir.join("truth.jsonl");
     let simulate = |skip: &str, extra: &[&str]| {

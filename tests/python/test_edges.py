@@ -196,6 +196,22 @@ def test_metrics_move_while_running_and_match_the_summary(collected):
         assert 0 < values[-1] <= total, f"{name}: scraped {values[-1]}, summary {total}"
 
 
+def test_consumer_lag_per_partition_is_served_and_ends_at_zero(collected, brokers):  # noqa: F811
+    """`flowmap_consumer_lag_messages{topic,partition}`: one series per input partition, from
+    librdkafka's statistics; the job read everything before it went idle, so each ends at 0."""
+    topic = collected["topics"]["in"]
+    last = {}
+    for text in collected["scrapes"]:
+        for line in text.splitlines():
+            if line.startswith("flowmap_consumer_lag_messages{") and f'topic="{topic}"' in line:
+                partition = line.split('partition="')[1].split('"')[0]
+                last[partition] = float(line.rsplit(" ", 1)[1])
+    from confluent_kafka.admin import AdminClient
+    meta = AdminClient({"bootstrap.servers": brokers}).list_topics(topic, timeout=10)
+    assert sorted(last) == sorted(str(p) for p in meta.topics[topic].partitions), last
+    assert all(v == 0 for v in last.values()), last
+
+
 def collected_brokers():
     return os.environ.get("FLOWMAP_TEST_BROKERS") or subprocess.run(
         [str(ROOT / "scripts" / "broker"), "start"], check=True, capture_output=True, text=True

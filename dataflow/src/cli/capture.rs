@@ -298,6 +298,7 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
                 timeout: BROKER_TIMEOUT,
                 time_range: (args.since.is_some() || args.until.is_some())
                     .then(|| (args.since.unwrap_or(i64::MIN), args.until.unwrap_or(i64::MAX))),
+                lag_metrics: false,
             };
             let counters = Arc::new(crate::kafka::FeedCounters::default());
             let c = Arc::clone(&counters);

@@ -147,6 +147,7 @@ pub fn collect(args: CollectArgs) -> Result<()> {
         rebuild_window: job.rebuild_window(),
         timeout: BROKER_TIMEOUT,
         time_range: None,
+        lag_metrics: args.metrics.is_some(),
     };
     eprintln!(
         "collect: {} lanes from {}, output to '{}', group '{}'{}",

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flowmap_kafka::rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use flowmap_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use flowmap_kafka::rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
+use flowmap_kafka::rdkafka::{ClientContext, Message as _, Offset, Statistics, TopicPartitionList};
 use flowmap_kafka::{ClientSettings, FullPolicy, Producer, ProducerSettings, Record, Ticket};
 use flowmap_operators::Time;
 
@@ -57,6 +57,9 @@ pub struct KafkaFeedConfig {
     pub timeout: Duration,
     /// Only messages stamped in `[from, to)` (ms since the epoch), for replaying a time range.
     pub time_range: Option<(i64, i64)>,
+    /// Publish each partition's consumer lag as a metric, from librdkafka's statistics (every
+    /// second; only worth it when metrics are served).
+    pub lag_metrics: bool,
 }
 
 /// Counters shared by the feeds of one process.
@@ -115,6 +118,28 @@ impl ClientContext for Context {
         metrics::counter!("flowmap_consumer_errors_total").increment(1);
         if n.is_power_of_two() {
             tracing::warn!(%error, reason, total = n, "kafka consumer error");
+        }
+    }
+
+    /// librdkafka's statistics (only when `statistics.interval.ms` is set: `lag_metrics`): each
+    /// partition's lag, the partition's high watermark minus the next offset this job reads
+    /// (`app_offset`), as `flowmap_consumer_lag_messages{topic,partition}`.
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (&partition, p) in &t.partitions {
+                // Partition -1 is librdkafka's internal "unassigned" partition; offsets are -1
+                // until known.
+                if partition < 0 || p.hi_offset < 0 || p.app_offset < 0 {
+                    continue;
+                }
+                let lag = (p.hi_offset - p.app_offset).max(0);
+                metrics::gauge!(
+                    "flowmap_consumer_lag_messages",
+                    "topic" => topic.clone(),
+                    "partition" => partition.to_string()
+                )
+                .set(lag as f64);
+            }
         }
     }
 }
@@ -216,6 +241,9 @@ impl KafkaFeed {
                         // Notice a restarted broker within a second (librdkafka's default
                         // backs off up to 10 s).
                         .set("reconnect.backoff.max.ms", "1000");
+                    if config.lag_metrics {
+                        cc.set("statistics.interval.ms", "1000");
+                    }
                     let consumer: BaseConsumer<Context> = cc
                         .create_with_context(Context { errors: Arc::clone(&counters) })
                         .map_err(kafka_error("cannot create a Kafka consumer", &brokers))?;

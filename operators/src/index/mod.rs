@@ -41,7 +41,7 @@ pub use arena::{Arena, MAX_NAME};
 use crate::records::{
     direction, Check, EvidencePiece, FlowPiece, FlowRow, NameRef, Names, RunId, Verdict, Verification,
 };
-use crate::rule::{band, decide, touches, Candidates, Decision, Span};
+use crate::rule::{band, decide, decide_over, touches, Band, Candidates, Decision, Interval, Span};
 use crate::types::{EvidenceKind, Ip, Reason, Time};
 
 type Map<K, V> = HashMap<K, V, FixedState>;
@@ -590,6 +590,33 @@ impl Index {
         Looked { verdict, check, disagreement }
     }
 
+    /// Looks up who held `(ip, port)` over the whole interval `[from, to]` (ns, both included;
+    /// a cloud flow log row's), at the current time, by the rule's interval form
+    /// ([`crate::rule::decide_over`]): exporter claims and assignments as for a flow, no peers
+    /// (a flow log row is no connection of an exporter). The workload's name borrows from the
+    /// index.
+    ///
+    /// A band starting a retention or more before the index's time is `evidence_expired`, as
+    /// for flows: look intervals up within the retention of their start (a flow log row arrives
+    /// about ten minutes after its interval ends, so the retention must cover that, the
+    /// interval and the guard band).
+    pub fn lookup_interval(&self, ip: Ip, port: u16, from: Time, to: Time) -> Interval<'_> {
+        let p = self.params;
+        if self.now >= from.saturating_sub(p.guard).saturating_add(p.retention) {
+            return Interval::Decided(Decision::Unattributed(Reason::EvidenceExpired));
+        }
+        let Some(entry) = self.entries.get(&ip) else {
+            return Interval::Decided(Decision::Unattributed(Reason::NoOwner));
+        };
+        let b = Band::interval(from, to, p.guard).range();
+        let mut c = Candidates::default();
+        exporter_claims(entry, port, b, &self.arena, &mut c);
+        if let Some(x) = &entry.extra {
+            assignments(&x.assigns, &self.arena, &self.runs, b, (self.now, p.retention), &mut c);
+        }
+        decide_over(&c, from, to, p.guard)
+    }
+
     fn remember(&mut self, id: u64, verdict: Remembered, check: Check) {
         let memo = Memo { verdict, verification: check.verification, counts: check.counts, last_seen: self.now };
         self.memo.insert(id, memo);
@@ -703,22 +730,7 @@ fn candidates<'a, R>(
     let b = band(row.start, p.guard);
     let mut c = Candidates::default();
     let mut peers = Peers { counts: true };
-    for claim in entry.claims.iter() {
-        if !touches(claim.from, claim.to, b) {
-            continue;
-        }
-        let span = || Span {
-            from: claim.from,
-            to: claim.to,
-            workload: arena.get(claim.name),
-            kind: EvidenceKind::from_u8(claim.kind).unwrap_or(EvidenceKind::Flow),
-        };
-        match claim.port {
-            0 => c.whole.push(span()),
-            port if port == row.remote_port => c.exact.push(span()),
-            _ => c.other.push(span()),
-        }
-    }
+    exporter_claims(entry, row.remote_port, b, arena, &mut c);
     if let Some(x) = &entry.extra {
         if !x.conns.is_empty() {
             let matched = &mut scratch.peers;
@@ -751,6 +763,26 @@ fn candidates<'a, R>(
         assignments(&x.assigns, arena, runs, b, (now, p.retention), &mut c);
     }
     f(&c, peers)
+}
+
+/// The exporter claims of `entry` touching the band `b`, split by their scope against `port`.
+fn exporter_claims<'a>(entry: &'a Entry, port: u16, b: (Time, Time), arena: &'a Arena, c: &mut Candidates<'a>) {
+    for claim in entry.claims.iter() {
+        if !touches(claim.from, claim.to, b) {
+            continue;
+        }
+        let span = || Span {
+            from: claim.from,
+            to: claim.to,
+            workload: arena.get(claim.name),
+            kind: EvidenceKind::from_u8(claim.kind).unwrap_or(EvidenceKind::Flow),
+        };
+        match claim.port {
+            0 => c.whole.push(span()),
+            claimed if claimed == port => c.exact.push(span()),
+            _ => c.other.push(span()),
+        }
+    }
 }
 
 /// Whether this end's record (`row`) carries a connection that the other end reported too

@@ -290,3 +290,57 @@ fn remembered_verdicts_expire() {
     index.advance(12 * S + 900 * S);
     assert_eq!(index.size().memo, 0);
 }
+
+/// Cloud flow log rows: one owner over the whole interval, guard band included, from heartbeats,
+/// port-scoped claims and assignments alike; expired like flows.
+#[test]
+fn intervals_need_one_owner_for_all_of_them() {
+    use crate::rule::Interval;
+    let mut index = Index::new(params());
+    // pod-a holds 10.2.0.1 over [0, 300 s), pod-b from 300 s; 10.2.0.9 is shared: pod-c on
+    // port 80 throughout, pod-d on port 9000 for [200, 210 s).
+    at(
+        &mut index,
+        0,
+        Ev::default()
+            .claim("10.2.0.1", 0, EvidenceKind::Heartbeat, 0, 300 * S, "pod-a")
+            .claim("10.2.0.9", 80, EvidenceKind::Flow, 0, 600 * S, "pod-c")
+            .promise(1, 0, 600 * S)
+            .assign("10.9.0.1", 10 * S, Some("lb"), 1),
+    );
+    at(
+        &mut index,
+        300 * S,
+        Ev::default().claim("10.2.0.1", 0, EvidenceKind::Heartbeat, 300 * S, 600 * S, "pod-b").claim(
+            "10.2.0.9",
+            9000,
+            EvidenceKind::Flow,
+            200 * S,
+            210 * S,
+            "pod-d",
+        ),
+    );
+    index.advance(600 * S);
+    let decided = |i: Interval<'_>| match i {
+        Interval::Decided(Decision::Attributed { workload, evidence }) => Ok((workload.to_string(), evidence)),
+        Interval::Decided(Decision::Unattributed(r)) => Err(Some(r)),
+        Interval::NotCovered => Err(None),
+    };
+    let a = ip("10.2.0.1");
+    assert_eq!(decided(index.lookup_interval(a, 443, 60 * S, 119 * S)), Ok(("pod-a".into(), EvidenceKind::Heartbeat)));
+    assert_eq!(decided(index.lookup_interval(a, 443, 240 * S, 299 * S)), Err(None), "the band reaches 301 s");
+    assert_eq!(decided(index.lookup_interval(a, 443, 240 * S, 359 * S)), Err(None));
+    assert_eq!(decided(index.lookup_interval(a, 443, 360 * S, 419 * S)), Ok(("pod-b".into(), EvidenceKind::Heartbeat)));
+    let shared = ip("10.2.0.9");
+    assert_eq!(decided(index.lookup_interval(shared, 80, 60 * S, 119 * S)), Ok(("pod-c".into(), EvidenceKind::Flow)));
+    assert_eq!(decided(index.lookup_interval(shared, 80, 180 * S, 239 * S)), Ok(("pod-c".into(), EvidenceKind::Flow)));
+    assert_eq!(decided(index.lookup_interval(shared, 443, 180 * S, 239 * S)), Err(Some(Reason::SharedIp)));
+    assert_eq!(
+        decided(index.lookup_interval(ip("10.9.0.1"), 443, 60 * S, 119 * S)),
+        Ok(("lb".into(), EvidenceKind::Assignment))
+    );
+    assert_eq!(decided(index.lookup_interval(ip("10.9.0.1"), 443, 0, 59 * S)), Err(Some(Reason::NoOwner)));
+    assert_eq!(decided(index.lookup_interval(ip("10.7.0.7"), 443, 60 * S, 119 * S)), Err(Some(Reason::NoOwner)));
+    index.advance(960 * S);
+    assert_eq!(decided(index.lookup_interval(a, 443, 60 * S, 119 * S)), Err(Some(Reason::EvidenceExpired)));
+}

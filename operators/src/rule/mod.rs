@@ -29,6 +29,13 @@
 //! different workloads overlap there is a conflict; `W` is attributed only if `W`, and no one
 //! else, holds every instant of the band. A boundary inside the band is `near_boundary` (it
 //! could be clock skew), another claimant at `t` a `conflict`, nothing at `t` `no_owner`.
+//!
+//! # Intervals
+//! A cloud flow log row aggregates the packets of up to ten minutes: its addresses are looked
+//! up over the [`Band`] `[from - guard, to + guard]` of the row's whole interval `[from, to]`,
+//! anchored at `from`, by the same rule ([`decide_in`]). One owner must hold every instant of
+//! it; where an owner holds the start but not the rest, [`decide_over`] says so
+//! ([`Interval::NotCovered`]) instead of `near_boundary`.
 
 use crate::types::{EvidenceKind, Reason, Time};
 
@@ -84,6 +91,39 @@ pub fn band(at: Time, guard: Time) -> (Time, Time) {
     (at.saturating_sub(guard), at.saturating_add(guard).saturating_add(1))
 }
 
+/// The instants a lookup needs one owner for: `[lo, hi)`, anchored at `at` (the owner is the
+/// one holding `at`; `lo <= at < hi`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Band {
+    /// The anchor: a flow's start, an interval's start.
+    pub at: Time,
+    /// First instant (inclusive).
+    pub lo: Time,
+    /// End (exclusive).
+    pub hi: Time,
+}
+
+impl Band {
+    /// The guard band around the instant `at` ([`band`]).
+    pub fn point(at: Time, guard: Time) -> Band {
+        let (lo, hi) = band(at, guard);
+        Band { at, lo, hi }
+    }
+
+    /// The band of the interval `[from, to]` (both included, as a flow log row's start and end
+    /// seconds are), widened by `guard` on each side and anchored at `from`; `to < from` is taken
+    /// as `to = from`.
+    pub fn interval(from: Time, to: Time, guard: Time) -> Band {
+        let to = to.max(from);
+        Band { at: from, lo: from.saturating_sub(guard), hi: to.saturating_add(guard).saturating_add(1) }
+    }
+
+    /// As a half-open range, for [`touches`].
+    pub fn range(self) -> (Time, Time) {
+        (self.lo, self.hi)
+    }
+}
+
 /// Whether `[from, to)` touches the band `[lo, hi)`.
 pub fn touches(from: Time, to: Time, (lo, hi): (Time, Time)) -> bool {
     from < hi && lo < to && from < to
@@ -91,6 +131,11 @@ pub fn touches(from: Time, to: Time, (lo, hi): (Time, Time)) -> bool {
 
 /// Applies the rule (see the module docs) to the candidates of a flow starting at `at`.
 pub fn decide<'a>(c: &Candidates<'a>, at: Time, guard: Time) -> Decision<'a> {
+    decide_in(c, Band::point(at, guard))
+}
+
+/// Applies the rule (see the module docs) over the band `b`.
+pub fn decide_in<'a>(c: &Candidates<'a>, b: Band) -> Decision<'a> {
     if let Some((first, rest)) = c.peers.split_first() {
         return if rest.iter().all(|w| w == first) {
             Decision::Attributed { workload: first, evidence: EvidenceKind::Peer }
@@ -98,23 +143,46 @@ pub fn decide<'a>(c: &Candidates<'a>, at: Time, guard: Time) -> Decision<'a> {
             Decision::Unattributed(Reason::Conflict)
         };
     }
-    let b = band(at, guard);
-    let near = |s: &&Span<'a>| touches(s.from, s.to, b);
+    let near = |s: &&Span<'a>| touches(s.from, s.to, b.range());
     if c.exact.iter().any(|s| near(&s) && !inside_whole_heartbeat(s, &c.whole)) {
-        return ranges(c.exact.iter().chain(&c.whole).filter(near).copied(), at, guard);
+        return ranges_in(c.exact.iter().chain(&c.whole).filter(near).copied(), b);
     }
-    if shared(c, b) {
+    if shared(c, b.range()) {
         return Decision::Unattributed(Reason::SharedIp);
     }
     if c.whole.iter().any(|s| near(&s)) {
-        return ranges(c.whole.iter().filter(near).copied(), at, guard);
+        return ranges_in(c.whole.iter().filter(near).copied(), b);
     }
-    let verdict = ranges(c.assigned.iter().filter(near).copied(), at, guard);
+    let verdict = ranges_in(c.assigned.iter().filter(near).copied(), b);
     match verdict {
         Decision::Unattributed(Reason::NoOwner | Reason::NearBoundary) if c.assignment_cut => {
             Decision::Unattributed(Reason::SourceGap)
         }
         v => v,
+    }
+}
+
+/// What the rule says about an address over a whole interval (a flow log row's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interval<'a> {
+    /// The rule's decision over the interval's band (attributed only if one owner holds all of
+    /// it).
+    Decided(Decision<'a>),
+    /// An owner holds the interval's start (its own guard band included), but not the whole
+    /// interval: the owner changed, or its evidence stops, inside it.
+    NotCovered,
+}
+
+/// Applies the rule over the interval `[from, to]` widened by `guard` (see "Intervals" in the
+/// module docs).
+pub fn decide_over<'a>(c: &Candidates<'a>, from: Time, to: Time, guard: Time) -> Interval<'a> {
+    match decide_in(c, Band::interval(from, to, guard)) {
+        Decision::Unattributed(Reason::NearBoundary | Reason::Conflict | Reason::SourceGap)
+            if matches!(decide_in(c, Band::point(from, guard)), Decision::Attributed { .. }) =>
+        {
+            Interval::NotCovered
+        }
+        d => Interval::Decided(d),
     }
 }
 
@@ -140,7 +208,12 @@ pub fn shared(c: &Candidates<'_>, b: (Time, Time)) -> bool {
 /// Works without building a range set in the common case of one claimant: grow the union of its
 /// ranges around `at`, and check it covers the band.
 pub fn ranges<'a>(claims: impl Iterator<Item = Span<'a>> + Clone, at: Time, guard: Time) -> Decision<'a> {
-    let (lo, hi) = band(at, guard);
+    ranges_in(claims, Band::point(at, guard))
+}
+
+/// The range rule over the band `b` (see the module docs).
+pub fn ranges_in<'a>(claims: impl Iterator<Item = Span<'a>> + Clone, b: Band) -> Decision<'a> {
+    let Band { at, lo, hi } = b;
     let Some(first) = claims.clone().next() else {
         return Decision::Unattributed(Reason::NoOwner);
     };

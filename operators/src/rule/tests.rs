@@ -25,7 +25,13 @@ fn owners_at<'a>(claims: &[Span<'a>], t: Time) -> Vec<&'a str> {
 
 /// The range rule, pointwise: W iff W alone holds every instant of the band.
 fn pointwise<'a>(claims: &[Span<'a>], at: Time, guard: Time) -> Decision<'a> {
-    let (lo, hi) = band(at, guard);
+    pointwise_in(claims, Band::point(at, guard))
+}
+
+/// The range rule over a band, pointwise: the owner of the anchor, if it alone holds every
+/// instant of the band.
+fn pointwise_in<'a>(claims: &[Span<'a>], b: Band) -> Decision<'a> {
+    let Band { at, lo, hi } = b;
     let near: Vec<Span<'a>> = claims.iter().copied().filter(|c| touches(c.from, c.to, (lo, hi))).collect();
     let here = owners_at(&near, at);
     match here.as_slice() {
@@ -44,16 +50,21 @@ fn pointwise<'a>(claims: &[Span<'a>], at: Time, guard: Time) -> Decision<'a> {
 
 /// The whole rule, pointwise (see the module docs, in the same order).
 fn rule_pointwise<'a>(c: &Candidates<'a>, at: Time, guard: Time) -> Decision<'a> {
+    rule_pointwise_in(c, Band::point(at, guard))
+}
+
+/// The whole rule over a band, pointwise.
+fn rule_pointwise_in<'a>(c: &Candidates<'a>, band: Band) -> Decision<'a> {
     if let Some(first) = c.peers.first() {
         return if c.peers.iter().all(|w| w == first) { ok(first, Peer) } else { no(Reason::Conflict) };
     }
-    let b = band(at, guard);
+    let b = band.range();
     let touching = |v: &[Span<'a>]| v.iter().any(|s| touches(s.from, s.to, b));
     let exact_counts: Vec<Span<'a>> =
         c.exact.iter().copied().filter(|s| !inside_whole_heartbeat(s, &c.whole)).collect();
     if touching(&exact_counts) {
         let both: Vec<Span<'a>> = c.exact.iter().chain(&c.whole).copied().collect();
-        return pointwise(&both, at, guard);
+        return pointwise_in(&both, band);
     }
     let (lo, hi) = b;
     let holds_whole = |w: &str| c.whole.iter().any(|s| s.workload == w && touches(s.from, s.to, (lo, hi)));
@@ -61,9 +72,9 @@ fn rule_pointwise<'a>(c: &Candidates<'a>, at: Time, guard: Time) -> Decision<'a>
         return no(Reason::SharedIp);
     }
     if touching(&c.whole) {
-        return pointwise(&c.whole, at, guard);
+        return pointwise_in(&c.whole, band);
     }
-    match pointwise(&c.assigned, at, guard) {
+    match pointwise_in(&c.assigned, band) {
         Decision::Unattributed(Reason::NoOwner | Reason::NearBoundary) if c.assignment_cut => no(Reason::SourceGap),
         d => d,
     }
@@ -297,4 +308,68 @@ proptest! {
             }
         }
     }
+
+    /// Over an interval, the rule equals its pointwise definition on the interval's band.
+    #[test]
+    fn interval_matches_pointwise(c in arb_candidates(), from in 0..70u64, len in 0..30u64, guard in 0..6u64) {
+        let b = Band::interval(from, from + len, guard);
+        prop_assert_eq!(decide_in(&c, b), rule_pointwise_in(&c, b));
+    }
+
+    /// Over an interval: a workload only if the evidence chosen names it alone at every instant
+    /// of `[from - guard, to + guard]`; `NotCovered` only where an owner holds the start; and
+    /// an interval of one instant decides as the flow rule does.
+    #[test]
+    fn interval_attributed_only_when_one_owner_holds_all_of_it(
+        c in arb_candidates(), from in 0..70u64, len in 0..30u64, guard in 0..6u64,
+    ) {
+        let c = Candidates { peers: Vec::new(), ..c };
+        let to = from + len;
+        let b = Band::interval(from, to, guard);
+        match decide_over(&c, from, to, guard) {
+            Interval::Decided(Decision::Attributed { workload, evidence }) => {
+                let chosen: Vec<Span<'_>> = match evidence {
+                    Assignment => c.assigned.clone(),
+                    _ if c.exact.iter().any(|s| touches(s.from, s.to, b.range()) && !inside_whole_heartbeat(s, &c.whole)) => c.exact.iter().chain(&c.whole).copied().collect(),
+                    _ => c.whole.clone(),
+                };
+                for t in b.lo..b.hi {
+                    prop_assert_eq!(owners_at(&chosen, t), vec![workload], "t = {}", t);
+                }
+            }
+            Interval::NotCovered => {
+                let at_start = matches!(decide(&c, from, guard), Decision::Attributed { .. });
+                let over_all = matches!(decide_in(&c, b), Decision::Attributed { .. });
+                prop_assert!(at_start && !over_all, "start {} whole {}", at_start, over_all);
+            }
+            Interval::Decided(_) => {}
+        }
+        if len == 0 {
+            prop_assert_eq!(decide_in(&c, b), decide(&c, from, guard));
+        }
+    }
+}
+
+#[test]
+fn an_owner_change_inside_an_interval_is_not_covered() {
+    // a holds the address until 300, b from 300: a row for [100, 250] is a's, [100, 400] is
+    // nobody's (a held its start), [350, 400] is b's.
+    let c = whole(vec![span(Heartbeat, 0, 300, "a"), span(Heartbeat, 300, 1_000, "b")]);
+    assert_eq!(decide_over(&c, 100, 250, 10), Interval::Decided(ok("a", Heartbeat)));
+    assert_eq!(decide_over(&c, 100, 400, 10), Interval::NotCovered);
+    assert_eq!(decide_over(&c, 350, 400, 10), Interval::Decided(ok("b", Heartbeat)));
+    // The guard band widens the interval: ending 5 before the change is too close.
+    assert_eq!(decide_over(&c, 100, 295, 10), Interval::NotCovered);
+    // Evidence that stops inside the interval does not cover it either.
+    let stops = whole(vec![span(Heartbeat, 0, 300, "a")]);
+    assert_eq!(decide_over(&stops, 100, 400, 10), Interval::NotCovered);
+    assert_eq!(decide_over(&stops, 500, 600, 10), Interval::Decided(no(Reason::NoOwner)));
+    // Another workload on another port of the address during the interval: shared.
+    let shared = Candidates {
+        whole: vec![span(Heartbeat, 0, 1_000, "a")],
+        other: vec![span(Flow, 350, 360, "b")],
+        ..Default::default()
+    };
+    assert_eq!(decide_over(&shared, 100, 250, 10), Interval::Decided(ok("a", Heartbeat)));
+    assert_eq!(decide_over(&shared, 100, 400, 10), Interval::Decided(no(Reason::SharedIp)));
 }
