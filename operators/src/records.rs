@@ -386,3 +386,76 @@ impl VerdictPiece {
         })
     }
 }
+
+/// One address to attribute over a whole interval: one end of a cloud flow log row (which
+/// aggregates the packets of up to ten minutes; see [`crate::rule::decide_over`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct IntervalQuery {
+    /// The row's id (`flowmap.v1.VpcFlowRecord.record_id`).
+    pub record: u64,
+    /// Which end of the row: [`IntervalQuery::SOURCE`] or [`IntervalQuery::DESTINATION`].
+    pub end: u8,
+    /// The address.
+    pub ip: Ip,
+    /// The port on that end (0 when the row has none: a port-scoped claim then never matches).
+    pub port: u16,
+    /// The interval's start, ns since the epoch (inclusive).
+    pub from: Time,
+    /// The interval's end, ns since the epoch (inclusive).
+    pub to: Time,
+}
+
+impl IntervalQuery {
+    /// The row's source end.
+    pub const SOURCE: u8 = 0;
+    /// The row's destination end.
+    pub const DESTINATION: u8 = 1;
+}
+
+/// Interval queries for one worker (the one owning their addresses) and one lookup time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IntervalPiece {
+    /// The worker it is for (the exchange routes by it).
+    pub worker: u32,
+    /// The queries.
+    pub queries: Vec<IntervalQuery>,
+}
+
+/// The verdict on one address over an interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum IntervalVerdict {
+    /// One workload (named in the container's [`Names`]) held the address over the whole
+    /// interval, guard band included, on this evidence.
+    Attributed {
+        /// The owner.
+        name: NameRef,
+        /// What it rests on.
+        evidence: EvidenceKind,
+    },
+    /// Unattributed, for this reason.
+    Unattributed(Reason),
+    /// An owner held the interval's start, but not all of it (the owner changed, or its
+    /// evidence stops, inside it).
+    NotCovered,
+}
+
+/// Interval queries with their verdicts, in the same order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IntervalAnswers {
+    /// The queries.
+    pub queries: Vec<IntervalQuery>,
+    /// One verdict per query.
+    pub verdicts: Vec<IntervalVerdict>,
+    /// The workloads the verdicts name.
+    pub names: Names,
+}
+
+impl IntervalAnswers {
+    /// The workload a verdict names, if attributed.
+    pub fn workload(&self, v: &IntervalVerdict) -> Option<&str> {
+        match v {
+            IntervalVerdict::Attributed { name, .. } => Some(self.names.get(*name)),
+            _ => None,
+        }
+    }
+}
