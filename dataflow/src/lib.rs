@@ -42,3 +42,4 @@ pub mod profile;
 pub mod run;
 pub mod sink;
 pub mod source;
+pub mod vpc;

@@ -87,7 +87,8 @@ pub fn wire_evidence(e: EvidenceKind) -> wire::Evidence {
     }
 }
 
-fn wire_reason(r: flowmap_operators::Reason) -> wire::Reason {
+/// The wire form of a reason.
+pub fn wire_reason(r: flowmap_operators::Reason) -> wire::Reason {
     use flowmap_operators::Reason as R;
     match r {
         R::NoOwner => wire::Reason::NoOwner,

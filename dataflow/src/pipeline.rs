@@ -6,9 +6,11 @@
 //!         └─ flows decided at the source (external) ───────────────────────────────────────────┴─ output
 //! ```
 //! A fleet flow's lookup time is `max(batch time, start + guard)` rounded up to the tick: by
-//! then every exporter has promised everything about the guard band around its start.
+//! then every exporter has promised everything about the guard band around its start. Cloud
+//! flow log rows, when there are any, enter the same `Attribute` as interval queries (see
+//! [`crate::vpc`]).
 
-use flowmap_operators::records::VerdictPiece;
+use flowmap_operators::records::{IntervalAnswers, IntervalPiece, VerdictPiece};
 use flowmap_operators::{Attribute, AttributeParams, IndexParams, StateProbe, Time};
 use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
@@ -22,6 +24,8 @@ pub struct Built<'scope> {
     pub output: Stream<'scope, Time, Vec<VerdictPiece>>,
     /// This worker's ownership index size, sampled.
     pub state: StateProbe,
+    /// The answers to the interval queries, when there were any.
+    pub answers: Option<Stream<'scope, Time, Vec<IntervalAnswers>>>,
 }
 
 /// The index settings a job configuration implies.
@@ -36,11 +40,23 @@ pub fn index_params(config: &JobConfig) -> IndexParams {
     }
 }
 
-/// Builds the attribution dataflow over the source's streams. With `names` false, verdicts do
-/// not carry workload names (for consumers that only count).
-pub fn attribution<'scope>(sourced: Sourced<'scope>, config: &JobConfig, names: bool) -> Built<'scope> {
+/// Builds the attribution dataflow over the source's streams, and over `intervals` (cloud flow
+/// log rows' ends) when given. With `names` false, verdicts do not carry workload names (for
+/// consumers that only count).
+pub fn attribution<'scope>(
+    sourced: Sourced<'scope>,
+    intervals: Option<Stream<'scope, Time, Vec<IntervalPiece>>>,
+    config: &JobConfig,
+    names: bool,
+) -> Built<'scope> {
     let params = AttributeParams { index: index_params(config), fuel: config.fuel(), names };
     let state = StateProbe::default();
-    let output = sourced.flows.attribute(sourced.evidence, params, state.clone()).concat(sourced.decided);
-    Built { output, state }
+    let (output, answers) = match intervals {
+        None => (sourced.flows.attribute(sourced.evidence, params, state.clone()), None),
+        Some(intervals) => {
+            let (v, a) = sourced.flows.attribute_with_intervals(sourced.evidence, intervals, params, state.clone());
+            (v, Some(a))
+        }
+    };
+    Built { output: output.concat(sourced.decided), state, answers }
 }

@@ -71,12 +71,21 @@ pub struct RunOptions {
     pub sample_every: Duration,
     /// Collect the time per operator.
     pub profile: bool,
+    /// Cloud flow log rows to attribute (both ends) beside the flows.
+    pub vpc: Option<Arc<crate::vpc::VpcRows>>,
 }
 
 impl RunOptions {
     /// Options for `mode`, without edges, sampling every 100 ms, no profile.
     pub fn new(mode: OutputMode) -> Self {
-        RunOptions { mode, edges: false, policy: None, sample_every: Duration::from_millis(100), profile: false }
+        RunOptions {
+            mode,
+            edges: false,
+            policy: None,
+            sample_every: Duration::from_millis(100),
+            profile: false,
+            vpc: None,
+        }
     }
 }
 
@@ -85,6 +94,7 @@ struct Collected {
     flows: Vec<wire::AttributedFlow>,
     edges: Vec<wire::Edge>,
     events: Vec<wire::Event>,
+    vpc: Vec<wire::VpcFlowRecord>,
     counts: Counts,
 }
 
@@ -111,6 +121,9 @@ pub struct Counts {
     pub edges: u64,
     /// Events emitted.
     pub events: u64,
+    /// Cloud flow log rows output, and their ends by verdict.
+    #[serde(skip_serializing_if = "crate::vpc::VpcCounts::is_empty")]
+    pub vpc: crate::vpc::VpcCounts,
 }
 
 impl Counts {
@@ -126,6 +139,7 @@ impl Counts {
         self.one_sided += o.one_sided;
         self.edges += o.edges;
         self.events += o.events;
+        self.vpc.add(&o.vpc);
     }
 }
 
@@ -149,6 +163,8 @@ pub struct WorkerReport {
     pub edges: Vec<wire::Edge>,
     /// Events (when collecting).
     pub events: Vec<wire::Event>,
+    /// Cloud flow log rows with both ends attributed (collected runs with VPC rows).
+    pub vpc: Vec<wire::VpcFlowRecord>,
     /// Counts of the output.
     pub counts: Counts,
     /// Ingest counters.
@@ -172,6 +188,8 @@ pub struct RunReport {
     pub edges: Vec<wire::Edge>,
     /// Events (when collecting), in no particular order.
     pub events: Vec<wire::Event>,
+    /// Cloud flow log rows with both ends attributed, in no particular order.
+    pub vpc: Vec<wire::VpcFlowRecord>,
     /// How many records were output.
     pub output: u64,
     /// How many of them have a remote workload.
@@ -310,7 +328,21 @@ where
         let names = !matches!(options.mode, OutputMode::Count) || options.edges;
         let state = worker.dataflow::<Time, _, _>(|scope| {
             let batches = batch_source(scope, shared, job.clone(), Rc::clone(&stats));
-            let built = attribution(batches, &job, names);
+            let vpc = options.vpc.as_ref().map(|rows| crate::vpc::vpc_queries(scope, rows, job.guard(), job.tick()));
+            let (intervals, vpc_decided) = vpc.unzip();
+            let built = attribution(batches, intervals, &job, names);
+            if let (Some(answers), Some(decided), Some(rows)) =
+                (built.answers.clone(), vpc_decided, options.vpc.clone())
+            {
+                let c = Rc::clone(&collected);
+                crate::vpc::vpc_join(answers, decided, rows)
+                    .inspect(move |r| {
+                        let mut c = c.borrow_mut();
+                        c.counts.vpc.count(r);
+                        c.vpc.push(r.clone());
+                    })
+                    .probe_with(&probe);
+            }
             let c = Rc::clone(&collected);
             let counted = built.output.inspect_core(move |event| {
                 if let Ok((_, pieces)) = event {
@@ -400,6 +432,7 @@ where
         report.flows = collected.flows;
         report.edges = collected.edges;
         report.events = collected.events;
+        report.vpc = collected.vpc;
         report.counts = collected.counts;
         report.ingest = stats.borrow().clone();
         report.operator_times = profiler.map(|finish| finish()).unwrap_or_default();
@@ -414,6 +447,7 @@ where
         merged.flows.extend(worker.flows);
         merged.edges.extend(worker.edges);
         merged.events.extend(worker.events);
+        merged.vpc.extend(worker.vpc);
         merged.counts.add(&worker.counts);
         merged.ingest.merge(&worker.ingest);
         merged.peak_state.add(&worker.peak_state);

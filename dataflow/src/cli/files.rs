@@ -67,6 +67,14 @@ pub struct AttributeArgs {
     /// Job settings (TOML).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Cloud flow logs (AWS VPC Flow Logs files: text, gzip or Parquet, in this directory and
+    /// below) whose rows to attribute, both ends, from the same evidence as the flows.
+    #[arg(long, requires = "vpc_out")]
+    pub vpc_flow_logs: Option<PathBuf>,
+    /// Where to write the attributed flow log rows (JSON lines, one per row, in record id
+    /// order).
+    #[arg(long, requires = "vpc_flow_logs")]
+    pub vpc_out: Option<PathBuf>,
     /// timely's cluster flags.
     #[command(flatten)]
     pub timely: TimelyArgs,
@@ -150,7 +158,20 @@ pub fn attribute(args: AttributeArgs) -> Result<()> {
             .map(str::to_string)
             .collect(),
     );
-    let report = run_deliveries(timely, job, deliveries, roster, RunOptions::new(OutputMode::Collect))?;
+    let mut options = RunOptions::new(OutputMode::Collect);
+    if let Some(dir) = &args.vpc_flow_logs {
+        let rows = crate::vpc::VpcRows::load_dir(dir, &job)?;
+        let s = &rows.stats;
+        eprintln!(
+            "flow logs: {} files, {} rows ({} NODATA, {} SKIPDATA), {} malformed lines, {} damaged files",
+            s.files, s.rows, s.nodata, s.skipdata, s.malformed, s.damaged
+        );
+        for (file, line, why) in s.dead_letters.iter().take(10) {
+            eprintln!("  dead letter: {file}:{line}: {why}");
+        }
+        options.vpc = Some(Arc::new(rows));
+    }
+    let report = run_deliveries(timely, job, deliveries, roster, options)?;
     let mut records: Vec<OutputRecord> = report.flows.iter().map(OutputRecord::from).collect();
     records.sort_by_key(OutputRecord::key);
     let sink: Box<dyn Write> = match &args.out {
@@ -164,6 +185,25 @@ pub fn attribute(args: AttributeArgs) -> Result<()> {
     }
     out.flush()?;
     eprintln!("attributed {} flows in {:.2}s; ingest {:?}", report.output, report.elapsed.as_secs_f64(), report.ingest);
+    if let Some(path) = &args.vpc_out {
+        let mut rows = report.vpc.clone();
+        rows.sort_by_key(|r| r.record_id);
+        let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let mut out = BufWriter::new(file);
+        for r in &rows {
+            serde_json::to_writer(&mut out, &crate::vpc::row_json(r))?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        let c = &report.counts.vpc;
+        eprintln!(
+            "flow log rows: {} written to {}; ends attributed {}, unattributed {:?}",
+            c.rows,
+            path.display(),
+            c.ends_attributed,
+            c.ends_unattributed
+        );
+    }
     Ok(())
 }
 
