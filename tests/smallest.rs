@@ -454,3 +454,54 @@ fn a_connection_with_several_records_counts_once_in_the_edges() {
         assert_eq!(report.counts.one_sided, 1, "counted once in the two-sided counts too");
     }
 }
+
+/// Found by a fresh user ("Never the wrong owner"): a peer record contradicted by the claims
+/// decides nothing. 1: `clone` reports the server side of a connection to 10.72.0.1:5432 as
+/// `impostor` while `dbhost` heartbeats the whole address as `db`: the client's flow is a
+/// `conflict`. 2: a client reuses its 4-tuple at 15.5 s, after 10.74.0.1 moved from `old` to
+/// `new` at 15 s; `old`'s record of the earlier connection must not name the later one's server.
+#[test]
+fn regression_a_contradicted_peer_record_never_names_the_remote() {
+    let window = 10 * S;
+    let mut deliveries = Vec::new();
+    for k in 0..6u64 {
+        let (from, to) = (T0 + k * window, T0 + (k + 1) * window);
+        let mut db = batch("dbhost", 1, k, from, to);
+        db.heartbeats.push(Ownership { ip: ip("10.72.0.1"), workload: "db".into(), from_ns: from, to_ns: to, port: 0 });
+        let mut clone = batch("clone", 1, k, from, to);
+        let mut old = batch("oldhost", 1, k, from, to);
+        let mut new = batch("newhost", 1, k, from, to);
+        let mut cli = batch("cli", 1, k, from, to);
+        let owner_from = |b: &mut ExporterBatch, f: u64, t: u64, who: &str| {
+            if f < t {
+                b.heartbeats.push(Ownership { ip: ip("10.74.0.1"), workload: who.into(), from_ns: f, to_ns: t, port: 0 });
+            }
+        };
+        owner_from(&mut old, from, to.min(T0 + 15 * S), "old");
+        owner_from(&mut new, from.max(T0 + 15 * S), to, "new");
+        if k == 1 {
+            let start = T0 + 15 * S;
+            clone.flows.push(flow(("10.72.0.1", 5432), ("10.1.0.1", 40_001), Direction::Server, start, start + S, "impostor"));
+            cli.flows.push(flow(("10.1.0.1", 40_001), ("10.72.0.1", 5432), Direction::Client, start, start + S, "client-x"));
+            let (a, b) = (T0 + 14 * S, T0 + 15 * S + S / 2);
+            old.flows.push(flow(("10.74.0.1", 80), ("10.1.0.1", 40_002), Direction::Server, a, a + 2 * S / 5, "old"));
+            let mut first = flow(("10.1.0.1", 40_002), ("10.74.0.1", 80), Direction::Client, a, a + 2 * S / 5, "client-x");
+            first.connection_id = 1;
+            let mut second = flow(("10.1.0.1", 40_002), ("10.74.0.1", 80), Direction::Client, b, b + S / 2, "client-x");
+            second.connection_id = 2;
+            cli.flows.extend([first, second]);
+        }
+        for b in [db, clone, old, new, cli] {
+            deliveries.push(delivery(&b, to));
+        }
+    }
+    let records = everywhere("peer-contradicted", &deliveries, &["dbhost", "clone", "oldhost", "newhost", "cli"], 2);
+    let from_cli: Vec<_> = records.iter().filter(|r| r.exporter == "cli").collect();
+    assert_eq!(from_cli.len(), 3);
+    for r in &from_cli {
+        assert!(r.remote_workload.is_none(), "{r:?}");
+    }
+    let by_port = |p: u16| from_cli.iter().filter(|r| r.remote_port == p).map(|r| r.reason.clone()).collect::<Vec<_>>();
+    assert_eq!(by_port(5432), vec![Some("conflict".to_string())]);
+    assert!(by_port(80).iter().all(|r| r.as_deref() == Some("near_boundary")), "{:?}", by_port(80));
+}

@@ -10,7 +10,12 @@
 //! anywhere in it). In order:
 //! 1. **Peer.** If the other end reported this very connection (the mirrored 4-tuple, starts
 //!    within the band, see [`crate::index`]), its local workload is first-hand: one workload
-//!    named by the peers is the verdict (`peer`); two different ones are a `conflict`.
+//!    named by the peers is the verdict (`peer`), unless a claim touching the band (on this
+//!    port, on the whole address, or an assignment) names another workload: then the peer
+//!    decides nothing (a contradicting claim is a `conflict`; an owner change in the band is
+//!    decided by the claims, as without a peer), since a 4-tuple reused within the band across
+//!    an owner change, or a wrong claim, could stand behind either. Two different peers are a
+//!    `conflict`.
 //! 2. **Exact port.** If claims scoped to `(R, p)` touch the band, decide on them together with
 //!    the whole-IP claims on `R` (a whole-IP claim speaks about every port, so a different owner
 //!    there is a conflict). A port claim from a flow that lies inside a whole-IP heartbeat of
@@ -136,14 +141,23 @@ pub fn decide<'a>(c: &Candidates<'a>, at: Time, guard: Time) -> Decision<'a> {
 
 /// Applies the rule (see the module docs) over the band `b`.
 pub fn decide_in<'a>(c: &Candidates<'a>, b: Band) -> Decision<'a> {
+    let near = |s: &&Span<'a>| touches(s.from, s.to, b.range());
     if let Some((first, rest)) = c.peers.split_first() {
-        return if rest.iter().all(|w| w == first) {
-            Decision::Attributed { workload: first, evidence: EvidenceKind::Peer }
-        } else {
-            Decision::Unattributed(Reason::Conflict)
+        if rest.iter().any(|w| w != first) {
+            return Decision::Unattributed(Reason::Conflict);
+        }
+        let contradicted = c.exact.iter().chain(&c.whole).chain(&c.assigned).filter(near).any(|s| s.workload != *first);
+        if !contradicted {
+            return Decision::Attributed { workload: first, evidence: EvidenceKind::Peer };
+        }
+        // Found by a fresh user: a peer record contradicted by a heartbeat, and a reused
+        // 4-tuple matched to the previous owner's record across an owner change.
+        let claims = decide_in(&Candidates { peers: Vec::new(), ..c.clone() }, b);
+        return match claims {
+            Decision::Attributed { .. } => Decision::Unattributed(Reason::Conflict),
+            unattributed => unattributed,
         };
     }
-    let near = |s: &&Span<'a>| touches(s.from, s.to, b.range());
     if c.exact.iter().any(|s| near(&s) && !inside_whole_heartbeat(s, &c.whole)) {
         return ranges_in(c.exact.iter().chain(&c.whole).filter(near).copied(), b);
     }

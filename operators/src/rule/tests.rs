@@ -55,10 +55,20 @@ fn rule_pointwise<'a>(c: &Candidates<'a>, at: Time, guard: Time) -> Decision<'a>
 
 /// The whole rule over a band, pointwise.
 fn rule_pointwise_in<'a>(c: &Candidates<'a>, band: Band) -> Decision<'a> {
-    if let Some(first) = c.peers.first() {
-        return if c.peers.iter().all(|w| w == first) { ok(first, Peer) } else { no(Reason::Conflict) };
-    }
     let b = band.range();
+    if let Some(first) = c.peers.first() {
+        if c.peers.iter().any(|w| w != first) {
+            return no(Reason::Conflict);
+        }
+        // Every claim in the band on this port, the whole address or by assignment names the
+        // peer's workload: the peer decides. Otherwise the claims do, and never a workload.
+        let others = c.exact.iter().chain(&c.whole).chain(&c.assigned).any(|s| touches(s.from, s.to, b) && s.workload != *first);
+        if !others {
+            return ok(first, Peer);
+        }
+        let claims = rule_pointwise_in(&Candidates { peers: Vec::new(), ..c.clone() }, band);
+        return if matches!(claims, Decision::Attributed { .. }) { no(Reason::Conflict) } else { claims };
+    }
     let touching = |v: &[Span<'a>]| v.iter().any(|s| touches(s.from, s.to, b));
     let exact_counts: Vec<Span<'a>> =
         c.exact.iter().copied().filter(|s| !inside_whole_heartbeat(s, &c.whole)).collect();
@@ -184,6 +194,31 @@ fn peers_are_first_hand() {
     assert_eq!(decide(&c, 5_000, 2_000), no(Reason::Conflict));
 }
 
+/// Found by a fresh user: a peer record never outweighs a claim that names another workload.
+/// A whole-IP heartbeat of `db` against a peer `impostor` is a conflict; a reused 4-tuple
+/// matched to `old`'s record across the change to `new` (heartbeats, or an assignment) leaves
+/// the claims to decide (`near_boundary`), never `old`.
+#[test]
+fn regression_a_peer_contradicted_by_a_claim_decides_nothing() {
+    let c = Candidates { peers: vec!["impostor"], whole: vec![span(Heartbeat, 0, 60_000, "db")], ..Default::default() };
+    assert_eq!(decide(&c, 15_000, 2_000), no(Reason::Conflict));
+    let c = Candidates {
+        peers: vec!["old"],
+        whole: vec![span(Heartbeat, 0, 15_000, "old"), span(Heartbeat, 15_000, 60_000, "new")],
+        ..Default::default()
+    };
+    assert_eq!(decide(&c, 15_500, 2_000), no(Reason::NearBoundary));
+    let c = Candidates {
+        peers: vec!["old"],
+        assigned: vec![span(Assignment, 0, 15_000, "old"), span(Assignment, 15_000, 60_000, "lb-new")],
+        ..Default::default()
+    };
+    assert_eq!(decide(&c, 15_900, 2_000), no(Reason::NearBoundary));
+    // Claims of the peer's own workload, or on other ports only, leave the peer to decide.
+    let c = Candidates { peers: vec!["db"], whole: vec![span(Heartbeat, 0, 15_000, "db")], ..Default::default() };
+    assert_eq!(decide(&c, 14_000, 2_000), ok("db", Peer));
+}
+
 /// The smallest input of kind 2: an assignment cut at its source's gap.
 #[test]
 fn an_assignment_cut_by_its_source_is_a_source_gap() {
@@ -298,7 +333,12 @@ proptest! {
         if let Decision::Attributed { workload, evidence } = decide(&c, at, guard) {
             let (lo, hi) = band(at, guard);
             let chosen: Vec<Span<'_>> = match evidence {
-                Peer => { prop_assert!(c.peers.iter().all(|p| *p == workload)); return Ok(()); }
+                Peer => {
+                    prop_assert!(c.peers.iter().all(|p| *p == workload));
+                    let others = c.exact.iter().chain(&c.whole).chain(&c.assigned).any(|s| touches(s.from, s.to, (lo, hi)) && s.workload != workload);
+                    prop_assert!(!others, "a peer attributed against a claim of another workload");
+                    return Ok(());
+                }
                 Assignment => c.assigned.clone(),
                 _ if c.exact.iter().any(|s| touches(s.from, s.to, (lo, hi)) && !inside_whole_heartbeat(s, &c.whole)) => c.exact.iter().chain(&c.whole).copied().collect(),
                 _ => { prop_assert!(!shared(&c, (lo, hi))); c.whole.clone() }
