@@ -474,18 +474,39 @@ fn regression_a_contradicted_peer_record_never_names_the_remote() {
         let mut cli = batch("cli", 1, k, from, to);
         let owner_from = |b: &mut ExporterBatch, f: u64, t: u64, who: &str| {
             if f < t {
-                b.heartbeats.push(Ownership { ip: ip("10.74.0.1"), workload: who.into(), from_ns: f, to_ns: t, port: 0 });
+                b.heartbeats.push(Ownership {
+                    ip: ip("10.74.0.1"),
+                    workload: who.into(),
+                    from_ns: f,
+                    to_ns: t,
+                    port: 0,
+                });
             }
         };
         owner_from(&mut old, from, to.min(T0 + 15 * S), "old");
         owner_from(&mut new, from.max(T0 + 15 * S), to, "new");
         if k == 1 {
             let start = T0 + 15 * S;
-            clone.flows.push(flow(("10.72.0.1", 5432), ("10.1.0.1", 40_001), Direction::Server, start, start + S, "impostor"));
-            cli.flows.push(flow(("10.1.0.1", 40_001), ("10.72.0.1", 5432), Direction::Client, start, start + S, "client-x"));
+            clone.flows.push(flow(
+                ("10.72.0.1", 5432),
+                ("10.1.0.1", 40_001),
+                Direction::Server,
+                start,
+                start + S,
+                "impostor",
+            ));
+            cli.flows.push(flow(
+                ("10.1.0.1", 40_001),
+                ("10.72.0.1", 5432),
+                Direction::Client,
+                start,
+                start + S,
+                "client-x",
+            ));
             let (a, b) = (T0 + 14 * S, T0 + 15 * S + S / 2);
             old.flows.push(flow(("10.74.0.1", 80), ("10.1.0.1", 40_002), Direction::Server, a, a + 2 * S / 5, "old"));
-            let mut first = flow(("10.1.0.1", 40_002), ("10.74.0.1", 80), Direction::Client, a, a + 2 * S / 5, "client-x");
+            let mut first =
+                flow(("10.1.0.1", 40_002), ("10.74.0.1", 80), Direction::Client, a, a + 2 * S / 5, "client-x");
             first.connection_id = 1;
             let mut second = flow(("10.1.0.1", 40_002), ("10.74.0.1", 80), Direction::Client, b, b + S / 2, "client-x");
             second.connection_id = 2;

@@ -4,7 +4,7 @@
 //! job does. Because the lanes do not depend on the number of workers, every worker count
 //! reads the same lanes in the same per-lane order and decides the same.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use flowmap_sim::Delivery;
 
@@ -38,13 +38,25 @@ pub struct MemoryFeed {
     peers: usize,
     roster: Vec<String>,
     pace: usize,
+    dead_letters: Option<DeadLetters>,
 }
+
+/// The deliveries a run refused in whole or in part (the file-run counterpart of the Kafka
+/// job's dead-letter topic), shared by the workers.
+pub type DeadLetters = Arc<Mutex<Vec<Delivery>>>;
 
 impl MemoryFeed {
     /// The share of worker `index` of `peers`, expecting the exporters of `roster` it reads.
     pub fn new(deliveries: Arc<Vec<Delivery>>, roster: &[String], index: usize, peers: usize) -> Self {
         let roster = roster.to_vec();
-        MemoryFeed { deliveries, pos: 0, index, peers, roster, pace: usize::MAX }
+        MemoryFeed { deliveries, pos: 0, index, peers, roster, pace: usize::MAX, dead_letters: None }
+    }
+
+    /// Keeps every delivery refused in whole or in part (`Outcome::Rejected`, `Outcome::Partial`)
+    /// in `into`.
+    pub fn with_dead_letters(mut self, into: DeadLetters) -> Self {
+        self.dead_letters = Some(into);
+        self
     }
 
     /// Hands out at most `pace` deliveries per poll, so that a run ingests its input over many
@@ -71,7 +83,12 @@ impl Feed for MemoryFeed {
             self.pos += 1;
             let lane = lane_of(&d.key);
             if reads(lane, self.index, self.peers) {
-                deliver(&Message { lane, key: &d.key, payload: &d.payload, arrival: d.arrival, rebuild: false });
+                let outcome =
+                    deliver(&Message { lane, key: &d.key, payload: &d.payload, arrival: d.arrival, rebuild: false });
+                if let (Some(dead), Outcome::Partial { .. } | Outcome::Rejected { .. }) = (&self.dead_letters, outcome)
+                {
+                    dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(d.clone());
+                }
                 given += 1;
             }
         }
@@ -95,4 +112,22 @@ pub fn run_deliveries(
     options: RunOptions,
 ) -> Result<RunReport, RunError> {
     run(timely, job, move |index, peers| MemoryFeed::new(Arc::clone(&deliveries), &roster, index, peers), options)
+}
+
+/// As [`run_deliveries`], keeping the refused deliveries in `dead_letters`.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_deliveries_with_dead_letters(
+    timely: timely::Config,
+    job: JobConfig,
+    deliveries: Arc<Vec<Delivery>>,
+    roster: Arc<Vec<String>>,
+    options: RunOptions,
+    dead_letters: DeadLetters,
+) -> Result<RunReport, RunError> {
+    let make = move |index, peers| {
+        MemoryFeed::new(Arc::clone(&deliveries), &roster, index, peers).with_dead_letters(Arc::clone(&dead_letters))
+    };
+    run(timely, job, make, options)
 }

@@ -194,7 +194,12 @@ impl Context<'_> {
         let default = duration_ns(self.config.default_range());
         let to = match (to, from) {
             (Some(to), _) => to,
-            (None, Some(from)) => from.saturating_add(default),
+            // The default span must end within the times a request may name (found by a
+            // fresh user: a `from` at the last instant gave a `to` past it).
+            (None, Some(from)) => match from.checked_add(default).filter(|&t| t <= i64::MAX as u64) {
+                Some(to) => to,
+                None => return Err(bad("from", "from plus the default range passes the year 2262; give `to`")),
+            },
             (None, None) => self.data_end_ns.unwrap_or(self.now_ns),
         };
         let from = from.unwrap_or_else(|| to.saturating_sub(default));
@@ -367,6 +372,7 @@ mod tests {
         assert!(err("from=yesterday").starts_with("from: cannot read \"yesterday\""));
         assert!(err("from=now&to=now-1h").starts_with("to: empty time range"));
         assert!(err("from=2026-01-01T00:00:00Z&to=2026-11-01T00:00:00Z").starts_with("from: the range is longer"));
+        assert!(err("from=2262-04-11T23:47:16.854775807Z").starts_with("from: from plus the default range passes"));
         assert!(err("group=99").starts_with("group: unknown group"));
         assert!(err("filter=client:").starts_with("filter:"));
         assert!(err("port=http").starts_with("port:"));

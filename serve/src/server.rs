@@ -36,7 +36,7 @@ impl ServeOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// A non-loopback address without [`ServeOptions::allow_remote`].
-    #[error("{addr} is not a loopback address: the map has no authentication; allow binding elsewhere explicitly")]
+    #[error("{addr} is not a loopback address: the map has no authentication; pass --allow-remote to bind it anyway")]
     NotLoopback {
         /// The address.
         addr: SocketAddr,

@@ -70,6 +70,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
         eprintln!("  writing flows and edges to the lake at {}", lake.location());
     }
     let map = args.serve.map(|_| super::serve::memory_source());
+    // Start the map before the run, so that a bad address (not loopback, in use) fails at once
+    // rather than after the whole demo (found by a fresh user); it fills as the run goes.
+    let server = match (args.serve, &map) {
+        (Some(addr), Some(map)) => Some(args.map.start(addr, map.clone())?),
+        _ => None,
+    };
     let destinations = Destinations { kafka: None, lake: lake.map(|l| (l, totals.clone())), map: map.clone() };
     let with_lake = destinations.any();
     let mode = if with_lake { OutputMode::CollectAnd(destinations.factory()) } else { OutputMode::Collect };
@@ -137,10 +143,6 @@ pub fn run(args: DemoArgs) -> Result<()> {
         score.baseline_attributed, score.baseline_misattributed, score.baseline_misattributed_by_kind
     );
     ensure!(score.missing == 0, "{} delivered records are missing from the output", score.missing);
-    let server = match (args.serve, map) {
-        (Some(addr), Some(map)) => Some(args.map.start(addr, map)?),
-        _ => None,
-    };
     if args.run.json {
         let summary = json!({
             "scenario": scenario.name,

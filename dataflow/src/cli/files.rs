@@ -13,7 +13,6 @@ use flowmap_kafka::{ClientSettings, Producer, ProducerSettings, Record};
 use flowmap_sim::{Delivery, IPAM_FEED};
 
 use super::TimelyArgs;
-use crate::memory::run_deliveries;
 use crate::output::OutputRecord;
 use crate::run::{OutputMode, RunOptions};
 
@@ -75,6 +74,11 @@ pub struct AttributeArgs {
     /// order).
     #[arg(long, requires = "vpc_flow_logs")]
     pub vpc_out: Option<PathBuf>,
+    /// Write the batches refused in whole or in part (corrupt records, bad addresses) to this
+    /// delivery log, for `flowmap score --dead-letters` (the file counterpart of the Kafka job's
+    /// dead-letter topic).
+    #[arg(long)]
+    pub dead_letters: Option<PathBuf>,
     /// timely's cluster flags.
     #[command(flatten)]
     pub timely: TimelyArgs,
@@ -98,6 +102,10 @@ pub struct ScoreArgs {
     /// The job's dead-letter topic (default: `<topic>.dlq`; read when it exists).
     #[arg(long)]
     pub dead_letter_topic: Option<String>,
+    /// With `--input`: the dead letters `flowmap attribute --dead-letters` wrote (without them,
+    /// refused records count as unaccounted).
+    #[arg(long, requires = "input")]
+    pub dead_letters: Option<PathBuf>,
     /// The delivery log, to run the baseline on (defaults to `deliveries.fmd` beside the
     /// truth; the baseline is skipped when there is none).
     #[arg(long)]
@@ -171,7 +179,16 @@ pub fn attribute(args: AttributeArgs) -> Result<()> {
         }
         options.vpc = Some(Arc::new(rows));
     }
-    let report = run_deliveries(timely, job, deliveries, roster, options)?;
+    let dead = crate::memory::DeadLetters::default();
+    let report =
+        crate::memory::run_deliveries_with_dead_letters(timely, job, deliveries, roster, options, Arc::clone(&dead))?;
+    if let Some(path) = &args.dead_letters {
+        let mut dead = dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        // In input order (workers push as they go).
+        dead.sort_by(|a, b| (a.arrival, &a.key, &a.payload).cmp(&(b.arrival, &b.key, &b.payload)));
+        flowmap_sim::io::write_deliveries(path, &dead)?;
+        eprintln!("dead letters: {} batches written to {}", dead.len(), path.display());
+    }
     let mut records: Vec<OutputRecord> = report.flows.iter().map(OutputRecord::from).collect();
     records.sort_by_key(OutputRecord::key);
     let sink: Box<dyn Write> = match &args.out {
@@ -230,6 +247,10 @@ pub fn score(args: ScoreArgs) -> Result<()> {
                 let record: OutputRecord = serde_json::from_str(&line)
                     .with_context(|| format!("{}: line {} is not an output record", input.display(), n + 1))?;
                 verdicts.push(super::verdict(&record));
+            }
+            if let Some(path) = &args.dead_letters {
+                let dead = flowmap_sim::io::read_deliveries(path)?;
+                dead_letters = Some(dead.into_iter().map(|d| d.payload).collect());
             }
         }
         (None, Some(brokers), Some(topic)) => {

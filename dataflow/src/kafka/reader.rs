@@ -5,11 +5,27 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use flowmap_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
-use flowmap_kafka::rdkafka::error::KafkaError;
+use flowmap_kafka::rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use flowmap_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use flowmap_kafka::rdkafka::message::Headers;
-use flowmap_kafka::rdkafka::{Message, Offset, TopicPartitionList};
+use flowmap_kafka::rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use flowmap_kafka::ClientSettings;
+
+/// Logs librdkafka's client errors as warnings, except the end of a partition, which is how
+/// this reader knows it is done (librdkafka's default context logged it as an error at every
+/// normal end; found by a fresh user).
+struct Quiet;
+
+impl ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
+            return;
+        }
+        tracing::warn!(%error, reason, "kafka consumer error");
+    }
+}
+
+impl ConsumerContext for Quiet {}
 
 /// One message as read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,7 +59,8 @@ pub fn read_topic(
     let partitions = flowmap_kafka::admin::partition_count(client, topic, timeout).map_err(|e| e.to_string())?;
     let mut cc = client.client_config();
     cc.set("group.id", "flowmap-reader").set("enable.auto.commit", "false").set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = cc.create().map_err(|e| format!("cannot create a consumer: {e}"))?;
+    let consumer: BaseConsumer<Quiet> =
+        cc.create_with_context(Quiet).map_err(|e| format!("cannot create a consumer: {e}"))?;
     // The end of each partition is where librdkafka reports "end of partition"; the high
     // watermark gives only an estimate of the total (a development broker reports it low).
     let mut open: HashSet<i32> = HashSet::new();

@@ -62,7 +62,8 @@ fn rule_pointwise_in<'a>(c: &Candidates<'a>, band: Band) -> Decision<'a> {
         }
         // Every claim in the band on this port, the whole address or by assignment names the
         // peer's workload: the peer decides. Otherwise the claims do, and never a workload.
-        let others = c.exact.iter().chain(&c.whole).chain(&c.assigned).any(|s| touches(s.from, s.to, b) && s.workload != *first);
+        let others =
+            c.exact.iter().chain(&c.whole).chain(&c.assigned).any(|s| touches(s.from, s.to, b) && s.workload != *first);
         if !others {
             return ok(first, Peer);
         }

@@ -101,7 +101,8 @@ pub struct Health {
     /// Facts about the data the page shows beside the map (a table the lake does not have yet,
     /// ...).
     pub notes: Vec<String>,
-    /// Files that could not be read (not Parquet, a required column missing, ...).
+    /// Files that could not be read (not Parquet, a required column missing, ...), among those
+    /// read so far (a lake is read as requests need it).
     pub bad_files: u64,
     /// Rows dropped because they were older than the retention (memory).
     pub expired_rows: u64,
