@@ -174,7 +174,7 @@ impl Default for RawJobConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum JobConfigError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: String,
@@ -183,7 +183,7 @@ pub enum JobConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML for this schema.
-    #[error("invalid config {path}: {source}")]
+    #[error("invalid config {path}")]
     Parse {
         /// The file.
         path: String,
@@ -365,14 +365,26 @@ mod tests {
         assert_eq!(c.guard, 2_000_000_000);
     }
 
+    /// The error with its causes, as the binary prints it.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            source = s.source();
+        }
+        out
+    }
+
     #[test]
     fn parses_durations_and_rejects_unknown_fields() {
         let c = JobConfig::parse("guard = \"3s\"\nretention = \"20m\"\nfleet_cidrs = [\"10.0.0.0/8\"]", "t").unwrap();
         assert_eq!(c.guard, 3_000_000_000);
         assert_eq!(c.retention, 1_200_000_000_000);
-        let err = JobConfig::parse("gaurd = \"3s\"", "t").unwrap_err().to_string();
+        let err = chain(&JobConfig::parse("gaurd = \"3s\"", "t").unwrap_err());
         assert!(err.contains("gaurd"), "{err}");
-        let err = JobConfig::parse("fleet_cidrs = [\"10.0.0.1/8\"]", "t").unwrap_err().to_string();
+        let err = chain(&JobConfig::parse("fleet_cidrs = [\"10.0.0.1/8\"]", "t").unwrap_err());
         assert!(err.contains("host bits"), "{err}");
     }
 
@@ -387,7 +399,7 @@ mod tests {
             ("[edges]\nbucket = \"500ms\"", "edges.bucket"),
             ("[edges]\nexternal_v4_prefix = 33", "edges.external_v4_prefix"),
         ] {
-            let err = JobConfig::parse(text, "t").unwrap_err().to_string();
+            let err = chain(&JobConfig::parse(text, "t").unwrap_err());
             assert!(err.contains(field), "{text}: {err}");
         }
     }

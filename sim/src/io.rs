@@ -32,7 +32,7 @@ pub const TRUTH_HEADER: &str = r#"{"format":"flowmap-truth/2"}"#;
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     /// I/O failed.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: String,

@@ -41,7 +41,7 @@ pub struct RawRule {
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     /// The file could not be read.
-    #[error("cannot read policy {path}: {source}")]
+    #[error("cannot read policy {path}")]
     Read {
         /// The file.
         path: String,
@@ -50,7 +50,7 @@ pub enum PolicyError {
         source: std::io::Error,
     },
     /// Not valid TOML for the policy.
-    #[error("invalid policy {path}: {source}")]
+    #[error("invalid policy {path}")]
     Parse {
         /// The file.
         path: String,
@@ -59,7 +59,7 @@ pub enum PolicyError {
         source: Box<toml::de::Error>,
     },
     /// A glob that does not parse.
-    #[error("invalid policy {path}: rule {rule}: {source}")]
+    #[error("invalid policy {path}: rule {rule}")]
     Glob {
         /// The file.
         path: String,
@@ -143,14 +143,26 @@ mod tests {
         assert!(p.allows("anything", "external:198.51.100.0/24", 443));
     }
 
+    /// The error with its causes, as the binary prints it.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            source = s.source();
+        }
+        out
+    }
+
     #[test]
     fn bad_policies_are_named_errors() {
-        assert!(Policy::parse("[[allow]]\nclient = \"a\"\n", "t").unwrap_err().to_string().contains("server"));
+        assert!(chain(&Policy::parse("[[allow]]\nclient = \"a\"\n", "t").unwrap_err()).contains("server"));
         assert!(
             Policy::parse("[[allow]]\nclient = \"a\"\nserver = \"b\"\nport = [1]\n", "t").is_err(),
             "unknown field"
         );
-        let err = Policy::parse("[[allow]]\nclient = \"a[\"\nserver = \"b\"\n", "t").unwrap_err().to_string();
+        let err = chain(&Policy::parse("[[allow]]\nclient = \"a[\"\nserver = \"b\"\n", "t").unwrap_err());
         assert!(err.contains("rule 0"), "{err}");
     }
 }
