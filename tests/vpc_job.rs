@@ -39,7 +39,12 @@ fn deliveries() -> Vec<Delivery> {
                 window_from_ns: from,
                 window_to_ns: to,
                 incarnation: 1,
-                heartbeats: vec![hb("10.1.0.5", "web"), hb("10.1.0.9", db)],
+                heartbeats: vec![
+                    hb("10.1.0.5", "web"),
+                    hb("10.1.0.9", db),
+                    // A TCP listener's claim, scoped to its port.
+                    Ownership { port: 5432, ..hb("10.1.0.20", "pg") },
+                ],
                 ..Default::default()
             };
             Delivery { key: "host-a".into(), arrival: to, payload: encode_batch(&batch) }
@@ -65,8 +70,12 @@ const HEADER: &[&str] = &[
 ];
 
 fn row(src: &str, dst: &str, from: u64, to: u64) -> Vec<String> {
+    row_proto(src, dst, from, to, "6")
+}
+
+fn row_proto(src: &str, dst: &str, from: u64, to: u64, protocol: &str) -> Vec<String> {
     let (from, to) = ((T0_S + from).to_string(), (T0_S + to).to_string());
-    ["2", "123456789012", "eni-1", src, dst, "40000", "5432", "6", "10", "1000", &from, &to, "ACCEPT", "OK"]
+    ["2", "123456789012", "eni-1", src, dst, "40000", "5432", protocol, "10", "1000", &from, &to, "ACCEPT", "OK"]
         .map(str::to_string)
         .to_vec()
 }
@@ -96,6 +105,9 @@ fn write_logs(dir: &Path) {
         ]
         .map(str::to_string)
         .to_vec(), // line 7
+        row("10.1.0.5", "10.1.0.9", 119, 60),     // line 8: end before start: covers its start
+        row("10.1.0.5", "10.1.0.20", 60, 119),    // line 9: TCP to the listener's port
+        row_proto("10.1.0.5", "10.1.0.20", 60, 119, "17"), // line 10: UDP to the same port number
     ];
     let logs = dir.join("AWSLogs/123456789012/vpcflowlogs/us-east-1/2026/01/01");
     std::fs::create_dir_all(&logs).unwrap();
@@ -164,6 +176,9 @@ fn flow_log_rows_get_both_ends_from_the_exporters_evidence() {
         ("a.log.gz", 5, s("web", "!external")),
         ("a.log.gz", 6, s("!no_owner", "web")),
         ("a.log.gz", 7, s("!no_address", "!no_address")),
+        ("a.log.gz", 8, s("web", "db-old")),
+        ("a.log.gz", 9, s("web", "pg")),
+        ("a.log.gz", 10, s("web", "!shared_ip")),
         ("b.log", 2, s("web", "db-old")),
         ("b.log", 4, s("web", "db-new")),
     ]
@@ -180,5 +195,5 @@ fn flow_log_rows_get_both_ends_from_the_exporters_evidence() {
     let mut ids: Vec<u64> = one.iter().map(|r| r["record_id"].as_u64().unwrap()).collect();
     ids.sort_unstable();
     ids.dedup();
-    assert_eq!(ids.len(), 8);
+    assert_eq!(ids.len(), 11);
 }

@@ -147,10 +147,17 @@ impl VpcRows {
             _ => {}
         }
         let out = flowmap_vpc::output::to_proto(info, &record);
+        // A row whose end precedes its start covers its start (found by a fresh user: looked up
+        // at its end, before the evidence about its start was in).
         let interval = match (record.start, record.end) {
-            (Some(s), Some(e)) => Some((s.saturating_mul(NS), e.saturating_mul(NS))),
+            (Some(s), Some(e)) => Some((s.saturating_mul(NS), e.max(s).saturating_mul(NS))),
             _ => None,
         };
+        // Port-scoped claims are TCP listeners' and sockets': they vouch for nothing about
+        // another protocol's traffic to the same port number (found by a fresh user: a UDP row
+        // attributed through a TCP listener's claim), so other protocols look the address up
+        // without a port (a port claim then never matches; shared addresses stay `shared_ip`).
+        let tcp = record.protocol == Some(6);
         let plan = |end: &Option<wire::VpcEnd>, port: Option<u16>| -> EndPlan {
             let Some(ip) = end.as_ref().and_then(|e| Ip::from_wire(&e.ip)) else { return EndPlan::Decided };
             if !config.in_fleet(ip) {
@@ -158,7 +165,7 @@ impl VpcRows {
             } else if interval.is_none() {
                 EndPlan::Decided
             } else {
-                EndPlan::Query(ip, port.unwrap_or(0))
+                EndPlan::Query(ip, if tcp { port.unwrap_or(0) } else { 0 })
             }
         };
         let plans = [plan(&out.src, record.srcport), plan(&out.dst, record.dstport)];

@@ -11,7 +11,8 @@
 //! interval, guard band included ([`flowmap_operators::rule::decide_over`]); an owner that held
 //! the start but not the rest is `VPC_REASON_INTERVAL_NOT_COVERED`. An address outside the
 //! fleet blocks is `external`, a row without an address for an end (`-`: NODATA and SKIPDATA
-//! rows) `VPC_REASON_NO_ADDRESS`.
+//! rows) `VPC_REASON_NO_ADDRESS`. Port-scoped claims (a TCP listener's, a socket's) count only
+//! for TCP rows; other protocols are looked up by address alone.
 //!
 //! Time contract: a row's lookup time is its interval's end plus the guard band, rounded up to
 //! the tick (as a flow's is its start plus the guard band): by then the exporters have promised
@@ -126,6 +127,7 @@ pub fn row_json(r: &wire::VpcFlowRecord) -> serde_json::Value {
         "end_s": r.end_s,
         "srcport": r.srcport,
         "dstport": r.dstport,
+        "protocol": r.protocol,
         "action": wire::VpcAction::try_from(r.action).map(snake).unwrap_or_default(),
         "log_status": wire::VpcLogStatus::try_from(r.log_status).map(snake).unwrap_or_default(),
         "src": end(&r.src),

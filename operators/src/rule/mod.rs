@@ -11,11 +11,12 @@
 //! 1. **Peer.** If the other end reported this very connection (the mirrored 4-tuple, starts
 //!    within the band, see [`crate::index`]), its local workload is first-hand: one workload
 //!    named by the peers is the verdict (`peer`), unless a claim touching the band (on this
-//!    port, on the whole address, or an assignment) names another workload: then the peer
-//!    decides nothing (a contradicting claim is a `conflict`; an owner change in the band is
-//!    decided by the claims, as without a peer), since a 4-tuple reused within the band across
-//!    an owner change, or a wrong claim, could stand behind either. Two different peers are a
-//!    `conflict`.
+//!    port, on the whole address, or an assignment) names another workload, or the peer's own
+//!    address-level evidence (whole-IP claims, assignments, port-scoped heartbeats) touches the
+//!    band without holding all of it: then the peer decides nothing, and the claims decide as
+//!    without a peer, except that claims attributing another workload are a `conflict`. A
+//!    4-tuple reused within the band across an owner change, or a wrong claim, could stand
+//!    behind either. Two different peers are a `conflict`.
 //! 2. **Exact port.** If claims scoped to `(R, p)` touch the band, decide on them together with
 //!    the whole-IP claims on `R` (a whole-IP claim speaks about every port, so a different owner
 //!    there is a conflict). A port claim from a flow that lies inside a whole-IP heartbeat of
@@ -147,7 +148,21 @@ pub fn decide_in<'a>(c: &Candidates<'a>, b: Band) -> Decision<'a> {
             return Decision::Unattributed(Reason::Conflict);
         }
         let contradicted = c.exact.iter().chain(&c.whole).chain(&c.assigned).filter(near).any(|s| s.workload != *first);
-        if !contradicted {
+        // The peer's own address-level evidence (whole-IP claims, assignments, port-scoped
+        // heartbeats; not the short claims of its flows) must hold the whole band if it touches
+        // it at all: evidence that begins or ends inside the band means the address changed
+        // hands there, and the record may be another connection's on a reused 4-tuple (found
+        // by a fresh user: an unmonitored new owner, an address manager's lost batch).
+        let own = c
+            .whole
+            .iter()
+            .chain(&c.assigned)
+            .chain(c.exact.iter().filter(|s| s.kind != EvidenceKind::Flow))
+            .filter(near)
+            .filter(|s| s.workload == *first);
+        let changes_hands =
+            own.clone().next().is_some() && !matches!(ranges_in(own.copied(), b), Decision::Attributed { .. });
+        if !contradicted && !changes_hands {
             return Decision::Attributed { workload: first, evidence: EvidenceKind::Peer };
         }
         // Found by a fresh user: a peer record contradicted by a heartbeat, and a reused

@@ -64,7 +64,17 @@ fn rule_pointwise_in<'a>(c: &Candidates<'a>, band: Band) -> Decision<'a> {
         // peer's workload: the peer decides. Otherwise the claims do, and never a workload.
         let others =
             c.exact.iter().chain(&c.whole).chain(&c.assigned).any(|s| touches(s.from, s.to, b) && s.workload != *first);
-        if !others {
+        // The peer's own address-level evidence in the band, if any, holds every instant of it.
+        let own: Vec<Span<'a>> = c
+            .whole
+            .iter()
+            .chain(&c.assigned)
+            .chain(c.exact.iter().filter(|s| s.kind != Flow))
+            .copied()
+            .filter(|s| touches(s.from, s.to, b) && s.workload == *first)
+            .collect();
+        let holds_all = (band.lo..band.hi).all(|t| own.iter().any(|s| s.from <= t && t < s.to));
+        if !others && (own.is_empty() || holds_all) {
             return ok(first, Peer);
         }
         let claims = rule_pointwise_in(&Candidates { peers: Vec::new(), ..c.clone() }, band);
@@ -215,9 +225,25 @@ fn regression_a_peer_contradicted_by_a_claim_decides_nothing() {
         ..Default::default()
     };
     assert_eq!(decide(&c, 15_900, 2_000), no(Reason::NearBoundary));
-    // Claims of the peer's own workload, or on other ports only, leave the peer to decide.
-    let c = Candidates { peers: vec!["db"], whole: vec![span(Heartbeat, 0, 15_000, "db")], ..Default::default() };
+    // Claims of the peer's own workload holding the band, or on other ports only, leave the
+    // peer to decide.
+    let c = Candidates { peers: vec!["db"], whole: vec![span(Heartbeat, 0, 17_000, "db")], ..Default::default() };
     assert_eq!(decide(&c, 14_000, 2_000), ok("db", Peer));
+    let c = Candidates {
+        peers: vec!["web"],
+        exact: vec![span(Flow, 14_000, 14_400, "web")],
+        other: vec![span(Flow, 0, 60_000, "sidecar")],
+        ..Default::default()
+    };
+    assert_eq!(decide(&c, 14_500, 2_000), ok("web", Peer), "a shared address's tenant, known by its own record");
+    // The peer's own evidence ends (or begins) inside the band and nobody else is known: the
+    // address changed hands there (an unmonitored new owner), so the record may be another
+    // connection's: the claims decide.
+    let c = Candidates { peers: vec!["old"], whole: vec![span(Heartbeat, 0, 15_000, "old")], ..Default::default() };
+    assert_eq!(decide(&c, 15_500, 2_000), no(Reason::NoOwner));
+    let c =
+        Candidates { peers: vec!["new"], whole: vec![span(Heartbeat, 17_000, 60_000, "new")], ..Default::default() };
+    assert_eq!(decide(&c, 15_500, 2_000), no(Reason::NoOwner));
 }
 
 /// The smallest input of kind 2: an assignment cut at its source's gap.

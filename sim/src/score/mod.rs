@@ -300,7 +300,10 @@ pub fn account_dead_letters(s: &mut Score, truth: &[TruthFlow], verdicts: &[Verd
     s.dead_lettered = 0;
     s.unaccounted = 0;
     for t in truth.iter().filter(|t| t.fate != Fate::Lost && !output.contains(&t.key())) {
-        if dead.contains(&t.key()) {
+        // Only a record the job had to refuse is accounted for by its batch's dead letter: a
+        // dead-lettered batch is kept whole, and its good records must be in the output (found
+        // by a fresh user: a good record dropped from the output was credited as dead-lettered).
+        if t.fate == Fate::Corrupted && dead.contains(&t.key()) {
             s.dead_lettered += 1;
         } else {
             s.unaccounted += 1;

@@ -144,6 +144,11 @@ fn dead_letters_account_for_refused_records() {
     let dead = batch("h", 1, 0, vec![flow(2, [10, 2, 0, 9], 5)], Vec::new()).payload;
     account_dead_letters(&mut s, &t, &v, &[dead, b"garbage".to_vec()]);
     assert_eq!((s.dead_lettered_messages, s.dead_lettered, s.unaccounted), (2, 1, 1), "record 3 is unaccounted");
+    // A good record of a dead-lettered batch, missing from the output, is not accounted for by
+    // the dead letter (the batch is kept whole, refused in part).
+    let partial = batch("h", 1, 0, vec![flow(2, [10, 2, 0, 9], 5), flow(3, [10, 2, 0, 3], 5)], Vec::new()).payload;
+    account_dead_letters(&mut s, &t, &v, &[partial]);
+    assert_eq!((s.dead_lettered, s.unaccounted), (1, 1), "record 3 is still unaccounted");
 }
 
 #[test]
