@@ -13,7 +13,7 @@
 //!    named by the peers is the verdict (`peer`), unless a claim touching the band (on this
 //!    port, on the whole address, or an assignment) names another workload, or the peer's own
 //!    address-level evidence (whole-IP claims, assignments, port-scoped heartbeats) touches the
-//!    band without holding all of it: then the peer decides nothing, and the claims decide as
+//!    band without holding the flow's start: then the peer decides nothing, and the claims decide as
 //!    without a peer, except that claims attributing another workload are a `conflict`. A
 //!    4-tuple reused within the band across an owner change, or a wrong claim, could stand
 //!    behind either. Two different peers are a `conflict`.
@@ -149,19 +149,19 @@ pub fn decide_in<'a>(c: &Candidates<'a>, b: Band) -> Decision<'a> {
         }
         let contradicted = c.exact.iter().chain(&c.whole).chain(&c.assigned).filter(near).any(|s| s.workload != *first);
         // The peer's own address-level evidence (whole-IP claims, assignments, port-scoped
-        // heartbeats; not the short claims of its flows) must hold the whole band if it touches
-        // it at all: evidence that begins or ends inside the band means the address changed
-        // hands there, and the record may be another connection's on a reused 4-tuple (found
+        // heartbeats; not the short claims of its flows), if it touches the band, must hold the
+        // flow's start: evidence that ends before it or begins after it means the address
+        // changed hands, and the record may be another connection's on a reused 4-tuple (found
         // by a fresh user: an unmonitored new owner, an address manager's lost batch).
-        let own = c
+        let mut own = c
             .whole
             .iter()
             .chain(&c.assigned)
             .chain(c.exact.iter().filter(|s| s.kind != EvidenceKind::Flow))
             .filter(near)
-            .filter(|s| s.workload == *first);
-        let changes_hands =
-            own.clone().next().is_some() && !matches!(ranges_in(own.copied(), b), Decision::Attributed { .. });
+            .filter(|s| s.workload == *first)
+            .peekable();
+        let changes_hands = own.peek().is_some() && !own.any(|s| s.from <= b.at && b.at < s.to);
         if !contradicted && !changes_hands {
             return Decision::Attributed { workload: first, evidence: EvidenceKind::Peer };
         }

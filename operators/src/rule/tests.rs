@@ -64,7 +64,7 @@ fn rule_pointwise_in<'a>(c: &Candidates<'a>, band: Band) -> Decision<'a> {
         // peer's workload: the peer decides. Otherwise the claims do, and never a workload.
         let others =
             c.exact.iter().chain(&c.whole).chain(&c.assigned).any(|s| touches(s.from, s.to, b) && s.workload != *first);
-        // The peer's own address-level evidence in the band, if any, holds every instant of it.
+        // The peer's own address-level evidence in the band, if any, holds the anchor.
         let own: Vec<Span<'a>> = c
             .whole
             .iter()
@@ -73,8 +73,8 @@ fn rule_pointwise_in<'a>(c: &Candidates<'a>, band: Band) -> Decision<'a> {
             .copied()
             .filter(|s| touches(s.from, s.to, b) && s.workload == *first)
             .collect();
-        let holds_all = (band.lo..band.hi).all(|t| own.iter().any(|s| s.from <= t && t < s.to));
-        if !others && (own.is_empty() || holds_all) {
+        let holds_at = own.iter().any(|s| s.from <= band.at && band.at < s.to);
+        if !others && (own.is_empty() || holds_at) {
             return ok(first, Peer);
         }
         let claims = rule_pointwise_in(&Candidates { peers: Vec::new(), ..c.clone() }, band);
@@ -225,9 +225,9 @@ fn regression_a_peer_contradicted_by_a_claim_decides_nothing() {
         ..Default::default()
     };
     assert_eq!(decide(&c, 15_900, 2_000), no(Reason::NearBoundary));
-    // Claims of the peer's own workload holding the band, or on other ports only, leave the
-    // peer to decide.
-    let c = Candidates { peers: vec!["db"], whole: vec![span(Heartbeat, 0, 17_000, "db")], ..Default::default() };
+    // Claims of the peer's own workload holding the flow's start (even ending within the band),
+    // or on other ports only, leave the peer to decide.
+    let c = Candidates { peers: vec!["db"], whole: vec![span(Heartbeat, 0, 15_000, "db")], ..Default::default() };
     assert_eq!(decide(&c, 14_000, 2_000), ok("db", Peer));
     let c = Candidates {
         peers: vec!["web"],
