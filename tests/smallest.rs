@@ -526,3 +526,67 @@ fn regression_a_contradicted_peer_record_never_names_the_remote() {
     assert_eq!(by_port(5432), vec![Some("conflict".to_string())]);
     assert!(by_port(80).iter().all(|r| r.as_deref() == Some("near_boundary")), "{:?}", by_port(80));
 }
+
+/// Issue "Never the wrong owner", found by a fresh user: a client reuses its 4-tuple to
+/// 10.75.0.1:443 within the guard band across an owner change. `old` (no exporter) served the
+/// first connection, `new` (known only from its own server-side flow records, no heartbeats)
+/// the second. `new`'s record could be either's, so it names the remote of neither: (a) the
+/// second connection was reported in the same batch, (b) its batch was lost (so nothing shows
+/// that the record is not the first connection's: the client's run does not reach it).
+#[test]
+fn regression_a_reused_4_tuple_never_borrows_the_next_connections_peer() {
+    let window = 10 * S;
+    for (case, first, lost) in
+        [("same-batch", T0 + 14 * S + 6 * S / 10, None), ("lost-batch", T0 + 19 * S + 6 * S / 10, Some(2))]
+    {
+        let second = first + 6 * S / 10;
+        let mut deliveries = Vec::new();
+        for k in 0..6u64 {
+            let (from, to) = (T0 + k * window, T0 + (k + 1) * window);
+            let mut new = batch("newhost", 1, k, from, to);
+            let mut cli = batch("cli", 1, k, from, to);
+            // A heartbeat of the client's own address, so the client's batches are not empty.
+            cli.heartbeats.push(Ownership {
+                ip: ip("10.1.0.1"),
+                workload: "client-x".into(),
+                from_ns: from,
+                to_ns: to,
+                port: 0,
+            });
+            for (start, end, id) in [(first, first + 3 * S / 10, 1), (second, second + 4 * S / 10, 2)] {
+                if (from..to).contains(&start) {
+                    let mut f =
+                        flow(("10.1.0.1", 40_003), ("10.75.0.1", 443), Direction::Client, start, end, "client-x");
+                    f.connection_id = id;
+                    cli.flows.push(f);
+                }
+            }
+            let served = second + S / 20;
+            if (from..to).contains(&served) {
+                new.flows.push(flow(
+                    ("10.75.0.1", 443),
+                    ("10.1.0.1", 40_003),
+                    Direction::Server,
+                    served,
+                    second + 4 * S / 10,
+                    "new",
+                ));
+            }
+            deliveries.push(delivery(&new, to));
+            if lost != Some(k) {
+                deliveries.push(delivery(&cli, to));
+            }
+        }
+        let records = everywhere(case, &deliveries, &["newhost", "cli"], 2);
+        let from_cli: Vec<_> = records.iter().filter(|r| r.exporter == "cli" && r.remote_port == 443).collect();
+        let firsts: Vec<_> = from_cli.iter().filter(|r| r.start_ns == first).collect();
+        assert_eq!(firsts.len(), 1, "{case}: {from_cli:?}");
+        assert!(firsts[0].remote_workload.is_none(), "{case}: the first connection is not new's: {:?}", firsts[0]);
+        if lost.is_none() {
+            // Nor provably the second's: with clocks up to the guard band (2 s) apart, `new`'s
+            // record could be either connection's, so neither is attributed from it.
+            let seconds: Vec<_> = from_cli.iter().filter(|r| r.start_ns == second).collect();
+            assert_eq!(seconds[0].reason.as_deref(), Some("no_owner"), "{case}: {:?}", seconds[0]);
+        }
+    }
+}

@@ -27,7 +27,10 @@ fn endpoint() -> &'static str {
         // nextest runs each test in its own process: without the lock, two of them start two
         // servers at once, one fails on the taken port and leaves its pid in the pid file
         // (regression: every later `start` then said the port was taken).
+        // `-o`: the server the script starts must not inherit the lock (regression: it held it
+        // for its whole life, and the next test's `flock` waited forever).
         let out = std::process::Command::new("flock")
+            .arg("-o")
             .arg(std::env::temp_dir().join("flowmap-objectstore-start.lock"))
             .arg(root.join("scripts/objectstore"))
             .arg("start")

@@ -2,8 +2,10 @@
 //!
 //! The definition: a lookup at time `q` sees exactly the evidence applied at times `<= q`, as it
 //! was stated (no merging, nothing left out): exporter claims, connection records still within
-//! the peer horizon (their ends as extended by later records of the same connection), and
-//! assignment events ending at their source's next event for the address or where their run's
+//! the peer horizon (their ends as extended by later records of the same connection), of which
+//! a record is the query's peer only if no other connection of the query's 4-tuple could be its
+//! (instant by instant: none reported, and every instant one could have been alive covered by
+//! one run of the query's exporter stream), and assignment events ending at their source's next event for the address or where their run's
 //! promise known at `q` ends. From those it builds the rule's candidates and applies
 //! `rule::decide` (itself checked against its pointwise definition in `rule/tests.rs`); and a
 //! connection with several records keeps the verdict of the first one looked up.
@@ -32,10 +34,45 @@ fn addr(i: u8) -> Ip {
 /// One piece of evidence, applied at `at`.
 #[derive(Clone, Debug)]
 enum Ev {
-    Claim { ip: u8, port: u16, heartbeat: bool, from: Time, to: Time, who: usize },
-    Conn { local: u8, local_port: u16, peer: u8, peer_port: u16, start: Time, end: Time, unobserved: bool, who: usize },
-    Promise { run: RunId, from: Time, to: Time },
-    Assign { ip: u8, at: Time, who: Option<usize>, run: RunId },
+    Claim {
+        ip: u8,
+        port: u16,
+        heartbeat: bool,
+        from: Time,
+        to: Time,
+        who: usize,
+    },
+    Conn {
+        local: u8,
+        local_port: u16,
+        peer: u8,
+        peer_port: u16,
+        start: Time,
+        end: Time,
+        unobserved: bool,
+        who: usize,
+    },
+    /// A fleet flow's record as its remote end's worker stores it (under `peer`).
+    Mirror {
+        local: u8,
+        local_port: u16,
+        peer: u8,
+        peer_port: u16,
+        start: Time,
+        end: Time,
+        unobserved: bool,
+    },
+    Promise {
+        run: RunId,
+        from: Time,
+        to: Time,
+    },
+    Assign {
+        ip: u8,
+        at: Time,
+        who: Option<usize>,
+        run: RunId,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -49,6 +86,8 @@ struct Query {
     unobserved: bool,
     id: u64,
     several: bool,
+    /// The run of the query's batch (4: one no promise names).
+    run: RunId,
 }
 
 #[derive(Clone, Debug)]
@@ -76,14 +115,19 @@ fn arb_ev() -> impl Strategy<Value = Ev> {
                 local, local_port: PORTS[lp], peer, peer_port: PORTS[pp], start, end: start + len, unobserved, who,
             }
         ),
+        2 => (0u8..3, 0usize..3, 0u8..3, 0usize..3, 0u64..40, 0u64..20, any::<bool>()).prop_map(
+            |(local, lp, peer, pp, start, len, unobserved)| Ev::Mirror {
+                local, local_port: PORTS[lp], peer, peer_port: PORTS[pp], start, end: start + len, unobserved,
+            }
+        ),
         2 => (1u64..4, 0u64..60, 1u64..30).prop_map(|(run, from, len)| Ev::Promise { run, from, to: from + len }),
         2 => (0u8..3, 0u64..70, proptest::option::of(0usize..4), 1u64..4).prop_map(|(ip, at, who, run)| Ev::Assign { ip, at, who, run }),
     ]
 }
 
 fn arb_query() -> impl Strategy<Value = Query> {
-    (0u8..3, 0usize..3, 0u8..3, 0usize..3, 0u64..50, 0u64..20, any::<bool>(), 0u64..6, any::<bool>()).prop_map(
-        |(remote, rp, local, lp, start, len, unobserved, id, several)| Query {
+    (0u8..3, 0usize..3, 0u8..3, 0usize..3, 0u64..50, 0u64..20, any::<bool>(), 0u64..6, any::<bool>(), 1u64..5).prop_map(
+        |(remote, rp, local, lp, start, len, unobserved, id, several, run)| Query {
             remote,
             remote_port: PORTS[rp],
             local,
@@ -94,6 +138,7 @@ fn arb_query() -> impl Strategy<Value = Query> {
             // Records of one connection share its 4-tuple and start; ids 0..6 make some repeat.
             id: id * 1_000 + u64::from(remote) * 100 + (rp as u64) * 10 + u64::from(local) + (lp as u64) * 3,
             several,
+            run,
         },
     )
 }
@@ -104,20 +149,65 @@ fn arb_case() -> impl Strategy<Value = Case> {
         0u64..30,
         proptest::collection::vec((0u64..80, arb_ev()), 0..40),
         proptest::collection::vec((0u64..300, arb_query()), 1..30),
+        proptest::collection::vec((0usize..30, 0u8..3, 0u64..9, 0u64..12, 0u64..80, any::<bool>()), 0..24),
     )
-        .prop_map(|(guard, horizon, evidence, queries)| {
+        .prop_map(|(guard, horizon, mut evidence, queries, near)| {
             // A query is looked up no earlier than its start plus the guard band (the source's
             // contract); records of one connection share a start.
-            let mut starts: HashMap<u64, (Time, Time)> = HashMap::new();
+            let mut starts: HashMap<u64, (Time, Time, bool, u64)> = HashMap::new();
             let queries = queries
                 .into_iter()
                 .map(|(q, mut query)| {
-                    let (start, end) = *starts.entry(query.id).or_insert((query.start, query.end));
+                    let first = (query.start, query.end, query.unobserved, stream_of(query.run));
+                    let (start, end, unobserved, stream) = *starts.entry(query.id).or_insert(first);
                     query.start = start;
                     query.end = end;
+                    query.unobserved = unobserved;
+                    // One exporter stream per connection, its records in any of its runs.
+                    if stream_of(query.run) != stream {
+                        query.run = if query.run < 4 { query.run + 1 } else { query.run - 1 };
+                    }
                     (q.max(start + guard), query)
                 })
-                .collect();
+                .collect::<Vec<(Time, Query)>>();
+            let mut queries = queries;
+            // Evidence about the queries' own connections, so that the peer rule's matching is
+            // exercised: the other end's records, rival connections of the 4-tuple, and promises
+            // of the queries' runs.
+            for (i, kind, offset, len, at, unobserved) in near {
+                let n = queries.len();
+                let Some((looked_up, q)) = queries.get_mut(i % n.max(1)) else { break };
+                // Looked up soon after its evidence, which comes before (or with) it.
+                *looked_up = (*looked_up).min(q.start + guard + at % 20);
+                let at = at.min(*looked_up);
+                let q = q.clone();
+                let start = (q.start + offset).saturating_sub(4);
+                evidence.push((
+                    at,
+                    match kind {
+                        0 => Ev::Conn {
+                            local: q.remote,
+                            local_port: q.remote_port,
+                            peer: q.local,
+                            peer_port: q.local_port,
+                            start,
+                            end: start + len,
+                            unobserved,
+                            who: (offset % 4) as usize,
+                        },
+                        1 => Ev::Mirror {
+                            local: q.local,
+                            local_port: q.local_port,
+                            peer: q.remote,
+                            peer_port: q.remote_port,
+                            start,
+                            end: start + len,
+                            unobserved,
+                        },
+                        _ => Ev::Promise { run: q.run, from: q.start.saturating_sub(offset * 2), to: q.end + len * 2 },
+                    },
+                ));
+            }
             Case { guard, horizon, evidence, queries }
         })
 }
@@ -187,11 +277,26 @@ fn pieces(ev: &Ev, peers: usize) -> Vec<EvidencePiece> {
                 name,
             });
         }
+        Ev::Mirror { local, local_port, peer, peer_port, start, end, unobserved } => {
+            let p = piece(&mut out, addr(*peer).worker(peers));
+            p.mirrors.push(ConnIn {
+                local: addr(*local),
+                local_port: *local_port,
+                peer: addr(*peer),
+                peer_port: *peer_port,
+                start: *start,
+                end: *end,
+                start_unobserved: *unobserved,
+                direction: 0,
+                lookup: 0,
+                name: NameRef::default(),
+            });
+        }
         Ev::Promise { run, from, to } => {
             for w in 0..peers {
                 let p = piece(&mut out, w);
                 let source = p.names.push(if *run == 3 { "ipam-b" } else { "ipam-a" });
-                p.promises.push(Promise { run: *run, source, from: *from, to: *to });
+                p.promises.push(Promise { run: *run, source, stream: stream_of(*run), from: *from, to: *to });
             }
         }
         Ev::Assign { ip, at, who, run } => {
@@ -201,6 +306,11 @@ fn pieces(ev: &Ev, peers: usize) -> Vec<EvidencePiece> {
         }
     }
     out
+}
+
+/// The exporter stream of a run: runs 1 and 3 are one stream's, 2 and 4 another's.
+fn stream_of(run: RunId) -> u64 {
+    run % 2 + 1
 }
 
 type Answer = Result<(String, EvidenceKind), Reason>;
@@ -237,7 +347,15 @@ fn definition(c: &Case) -> Vec<Answer> {
             out[i] = a;
             continue;
         }
-        let known: Vec<&Ev> = c.evidence.iter().filter(|(t, _)| t <= q).map(|(_, e)| e).collect();
+        // In the order applied (by time), so that merged records keep their first one's flags.
+        let mut known: Vec<&(Time, Ev)> = c.evidence.iter().filter(|(t, _)| t <= q).collect();
+        known.sort_by_key(|(t, _)| *t);
+        // Connection and mirror records already past their horizon when applied are dropped.
+        let past = |t: Time, e: &Ev| match e {
+            Ev::Conn { end, .. } | Ev::Mirror { end, .. } => end + c.guard + c.horizon <= t,
+            _ => false,
+        };
+        let known: Vec<&Ev> = known.into_iter().filter(|(t, e)| !past(*t, e)).map(|(_, e)| e).collect();
         let mut cand = Candidates::default();
         // Exporter claims on the remote address.
         for e in &known {
@@ -255,7 +373,7 @@ fn definition(c: &Case) -> Vec<Answer> {
             }
         }
         // Connection records of the remote end, ends extended by later records of the same
-        // connection, within the horizon.
+        // connection (a start unobserved if any record says so), within the horizon.
         let mut conns: BTreeMap<(u16, u8, u16, Time, usize), (Time, bool)> = BTreeMap::new();
         for e in &known {
             if let Ev::Conn { local, local_port, peer, peer_port, start, end, unobserved, who } = e {
@@ -264,19 +382,79 @@ fn definition(c: &Case) -> Vec<Answer> {
                 }
                 let entry = conns.entry((*local_port, *peer, *peer_port, *start, *who)).or_insert((*end, *unobserved));
                 entry.0 = entry.0.max(*end);
+                entry.1 |= *unobserved;
             }
         }
+        // The query's exporter's connections on its 4-tuple (ends extended likewise, a start
+        // unobserved if any record says so), within the horizon, and what the runs of its
+        // stream cover by the promises known at q.
+        let mut mirrors: BTreeMap<Time, (Time, bool)> = BTreeMap::new();
+        for e in &known {
+            if let Ev::Mirror { local, local_port, peer, peer_port, start, end, unobserved } = e {
+                let same_tuple = *peer == query.remote
+                    && *peer_port == query.remote_port
+                    && *local == query.local
+                    && *local_port == query.local_port;
+                if same_tuple {
+                    let entry = mirrors.entry(*start).or_insert((*end, *unobserved));
+                    entry.0 = entry.0.max(*end);
+                    entry.1 |= *unobserved;
+                }
+            }
+        }
+        mirrors.retain(|_, (end, _)| *q < *end + c.guard + c.horizon);
+        // The query's connection as its records so far show it; without its own mirror, no end
+        // beyond its start.
+        let (q_end, q_unobserved) = mirrors.remove(&query.start).unwrap_or((query.start, query.unobserved));
+        let mut run_cover: BTreeMap<RunId, (Time, Time)> = BTreeMap::new();
+        for e in &known {
+            if let Ev::Promise { run, from, to } = e {
+                if stream_of(*run) == stream_of(query.run) {
+                    let r = run_cover.entry(*run).or_insert((*from, *to));
+                    *r = (r.0.min(*from), r.1.max(*to));
+                }
+            }
+        }
+        // Every instant of `ts` inside one run.
+        let covered = |ts: &[Time]| run_cover.values().any(|(f, e)| ts.iter().all(|t| f <= t && t < e));
         for ((lp, peer, pp, start, who), (end, unobserved)) in conns {
             if *q >= end + c.guard + c.horizon {
                 continue;
             }
             let mirrored = lp == query.remote_port && peer == query.local && pp == query.local_port;
-            let same = if !unobserved && !query.unobserved {
+            let observed = !unobserved && !q_unobserved;
+            let same = if observed {
                 start.abs_diff(query.start) <= c.guard
             } else {
-                start <= query.end + c.guard && query.start <= end + c.guard
+                start <= q_end + c.guard && query.start <= end + c.guard
             };
-            if mirrored && same {
+            if !(mirrored && same) {
+                continue;
+            }
+            // Another connection of the 4-tuple ended before the query's started or started
+            // after it ended; the record is one of those only if its lifetime allows (ends
+            // within the skew, the guard).
+            let earlier = end <= query.start + c.guard;
+            let later = start + c.guard >= q_end;
+            let could_be_its = |m_start: Time, m_end: Time, m_unobserved: bool| {
+                if !unobserved && !m_unobserved {
+                    m_start.abs_diff(start) <= c.guard
+                } else {
+                    m_start <= end + c.guard && start <= m_end + c.guard
+                }
+            };
+            let seen_rival = mirrors.iter().any(|(m_start, (m_end, m_unobserved))| {
+                let side = (earlier && *m_start < query.start) || (later && *m_start > query.start);
+                side && could_be_its(*m_start, *m_end, *m_unobserved)
+            });
+            // Where such a connection could have been (alive before the query, started after
+            // it), one run must have delivered all.
+            let alive: Vec<Time> = (start.saturating_sub(c.guard)..=end + c.guard).collect();
+            let before: Vec<Time> = alive.iter().copied().filter(|t| earlier && *t < query.start).collect();
+            let after: Vec<Time> = (q_end + 1..=start + c.guard).filter(|_| later).collect();
+            let unseen_rival_possible =
+                (!before.is_empty() && !covered(&before)) || (!after.is_empty() && !covered(&after));
+            if !seen_rival && !unseen_rival_possible {
                 cand.peers.push(NAMES[who]);
             }
         }
@@ -353,7 +531,9 @@ fn by_index_named(c: &Case, named: bool) -> Vec<Answer> {
         index.apply(&now);
         for (i, (_, q)) in c.queries.iter().enumerate().filter(|(_, (at, _))| *at == t) {
             let (r, bytes) = row(q);
-            let piece = FlowPiece { rows: vec![r], bytes, ..Default::default() };
+            let exporters =
+                vec![Reporter { exporter: String::new(), incarnation: 0, run: q.run, stream: stream_of(q.run) }];
+            let piece = FlowPiece { rows: vec![r], bytes, exporters, ..Default::default() };
             let mut names = Names::default();
             out[i] = match index.lookup(&piece, &r, named.then_some(&mut names)).verdict {
                 Verdict::Attributed { name, evidence } => Ok((names.get(name).to_string(), evidence)),
@@ -411,7 +591,12 @@ fn by_operator(c: &Case, workers: usize, shuffle: u64) -> Vec<Answer> {
                 let (r, bytes) = row(q);
                 let piece = FlowPiece {
                     worker: r.remote.worker(peers) as u32,
-                    exporters: vec![Reporter { exporter: i.to_string(), incarnation: 0 }],
+                    exporters: vec![Reporter {
+                        exporter: i.to_string(),
+                        incarnation: 0,
+                        run: q.run,
+                        stream: stream_of(q.run),
+                    }],
                     rows: vec![r],
                     bytes,
                 };

@@ -21,8 +21,9 @@
 //! [`Index::lookup`] gathers the [`Candidates`] and applies [`crate::rule::decide`]; see there.
 //! Two details live here: *which records are the same connection* (the peer rule: the other
 //! end's record of the mirrored 4-tuple whose start is within the guard band of this one's, or,
-//! when either end did not see the connection established, whose lifetime overlaps this one's),
-//! and *where an assignment ends*: at the next event of the same source for the address, or
+//! when either end did not see the connection established, whose lifetime overlaps this one's,
+//! and which provably matches no other connection of the flow's exporter on that 4-tuple: see
+//! [`peer`]), and *where an assignment ends*: at the next event of the same source for the address, or
 //! where its source's run of contiguous batches ends, whichever is first.
 //!
 //! One verdict per connection: the first record of a connection that has several (an open
@@ -31,16 +32,16 @@
 //! for `retention`.
 
 mod arena;
+mod peer;
 
 use std::collections::{BTreeMap, HashMap};
 
 use foldhash::fast::FixedState;
 
 pub use arena::{Arena, MAX_NAME};
+use peer::{Conn, Mirror};
 
-use crate::records::{
-    direction, Check, EvidencePiece, FlowPiece, FlowRow, NameRef, Names, RunId, Verdict, Verification,
-};
+use crate::records::{Check, EvidencePiece, FlowPiece, FlowRow, NameRef, Names, RunId, Verdict, Verification};
 use crate::rule::{band, decide, decide_over, touches, Band, Candidates, Decision, Interval, Span};
 use crate::types::{EvidenceKind, Ip, Reason, Time};
 
@@ -70,21 +71,6 @@ struct Claim {
     kind: u8,
 }
 
-/// A connection record of this address's end.
-#[derive(Clone, Copy, Debug)]
-struct Conn {
-    peer: Ip,
-    start: Time,
-    end: Time,
-    /// The reporting end's first lookup of this connection.
-    lookup: Time,
-    name: u32,
-    local_port: u16,
-    peer_port: u16,
-    start_unobserved: bool,
-    direction: u8,
-}
-
 /// An assignment event; `name == NONE` releases the address. `source` is its source's id,
 /// taken from its run's promise when it was applied (`NONE`: no promise known then, so the
 /// event vouches for nothing and ends nothing).
@@ -101,6 +87,8 @@ const NONE: u32 = u32::MAX;
 #[derive(Debug, Default)]
 struct Extra {
     conns: Vec<Conn>,
+    /// The fleet flows whose remote end this address is (see [`peer`]).
+    mirrors: Vec<Mirror>,
     /// Sorted by `at`.
     assigns: Vec<Assign>,
 }
@@ -142,14 +130,16 @@ impl Entry {
 
 impl Entry {
     fn is_empty(&self) -> bool {
-        self.claims.is_empty() && self.extra.as_ref().is_none_or(|x| x.conns.is_empty() && x.assigns.is_empty())
+        self.claims.is_empty()
+            && self.extra.as_ref().is_none_or(|x| x.conns.is_empty() && x.mirrors.is_empty() && x.assigns.is_empty())
     }
 }
 
-/// A run of an assignment source.
+/// A run of an exporter: what its promises known so far cover, `[from, end)`.
 #[derive(Clone, Copy, Debug)]
 struct Run {
     source: u32,
+    from: Time,
     end: Time,
 }
 
@@ -246,6 +236,11 @@ pub struct Index {
     wheel: BTreeMap<u64, Vec<Ip>>,
     slot: Time,
     runs: Map<RunId, Run>,
+    /// Flows with an unreadable remote address, by their reporting end (see
+    /// [`crate::records::EvidencePiece::blind`]), each a mirror with `peer` the reporting end.
+    blind: Vec<Mirror>,
+    /// The runs of each exporter stream (see [`crate::records::Reporter::stream`]).
+    streams: Map<u64, Vec<RunId>>,
     sources: Map<String, u32>,
     next_sweep: Time,
     memo: Map<u64, Memo>,
@@ -257,6 +252,17 @@ pub struct Index {
 #[derive(Debug, Default)]
 struct Scratch {
     peers: Vec<u32>,
+    mirrors: Vec<Mirror>,
+    cover: Vec<(Time, Time)>,
+}
+
+/// The index's shared tables, as a lookup reads them.
+#[derive(Clone, Copy)]
+struct Tables<'a> {
+    arena: &'a Arena,
+    runs: &'a Map<RunId, Run>,
+    streams: &'a Map<u64, Vec<RunId>>,
+    blind: &'a [Mirror],
 }
 
 impl Index {
@@ -270,6 +276,8 @@ impl Index {
             // 1/64 of the retention: sweeps are batched per slot.
             slot: (params.retention / 64).max(1),
             runs: Map::default(),
+            streams: Map::default(),
+            blind: Vec::new(),
             sources: Map::default(),
             next_sweep: 0,
             memo: Map::default(),
@@ -316,6 +324,13 @@ impl Index {
         }
         if now >= self.next_sweep {
             self.runs.retain(|_, r| r.end.saturating_add(p.retention) > now);
+            let horizon = p.guard.saturating_add(p.peer_horizon);
+            self.blind.retain(|m| m.end.saturating_add(horizon) > now);
+            let runs = &self.runs;
+            self.streams.retain(|_, ids| {
+                ids.retain(|id| runs.contains_key(id));
+                !ids.is_empty()
+            });
             self.memo.retain(|_, m| m.last_seen.saturating_add(p.retention) > now);
             self.next_sweep = now.saturating_add((p.retention / 16).max(1));
         }
@@ -350,7 +365,12 @@ impl Index {
         for piece in pieces {
             for p in &piece.promises {
                 let source = self.source(piece.names.get(p.source));
-                let run = self.runs.entry(p.run).or_insert(Run { source, end: p.to });
+                let streams = &mut self.streams;
+                let run = self.runs.entry(p.run).or_insert_with(|| {
+                    streams.entry(p.stream).or_default().push(p.run);
+                    Run { source, from: p.from, end: p.to }
+                });
+                run.from = run.from.min(p.from);
                 run.end = run.end.max(p.to);
             }
         }
@@ -366,6 +386,13 @@ impl Index {
         }
         for c in &piece.conns {
             self.conn(c, names.get(c.name));
+        }
+        for c in &piece.mirrors {
+            self.mirror(c);
+        }
+        let horizon = self.params.guard.saturating_add(self.params.peer_horizon);
+        for c in piece.blind.iter().filter(|c| c.end.saturating_add(horizon) > self.now) {
+            peer::add_mirror(&mut self.blind, &crate::records::ConnIn { peer: c.local, ..*c });
         }
         for a in &piece.assignments {
             self.assign(a.ip, a.at, a.name.map(|n| names.get(n)), a.run);
@@ -471,37 +498,19 @@ impl Index {
         }
         let entry = self.entries.entry(c.local).or_default();
         let extra = entry.extra.get_or_insert_with(Box::default);
-        let arena = &mut self.arena;
-        let found = extra.conns.iter_mut().find(|k| {
-            k.local_port == c.local_port
-                && k.peer == c.peer
-                && k.peer_port == c.peer_port
-                && k.start == c.start
-                && arena.is(k.name, name)
-        });
-        let end = match found {
-            Some(k) => {
-                k.end = k.end.max(c.end);
-                k.lookup = k.lookup.min(c.lookup);
-                k.end
-            }
-            None => {
-                let name = arena.push(name);
-                extra.conns.push(Conn {
-                    peer: c.peer,
-                    start: c.start,
-                    end: c.end,
-                    lookup: c.lookup,
-                    name,
-                    local_port: c.local_port,
-                    peer_port: c.peer_port,
-                    start_unobserved: c.start_unobserved,
-                    direction: c.direction,
-                });
-                c.end
-            }
-        };
+        let end = peer::add_conn(&mut extra.conns, &mut self.arena, c, name);
         schedule(&mut self.wheel, self.slot, entry, c.local, end.saturating_add(horizon));
+    }
+
+    fn mirror(&mut self, c: &crate::records::ConnIn) {
+        let horizon = self.params.guard.saturating_add(self.params.peer_horizon);
+        if c.end.saturating_add(horizon) <= self.now {
+            return;
+        }
+        let entry = self.entries.entry(c.peer).or_default();
+        let extra = entry.extra.get_or_insert_with(Box::default);
+        let end = peer::add_mirror(&mut extra.mirrors, c);
+        schedule(&mut self.wheel, self.slot, entry, c.peer, end.saturating_add(horizon));
     }
 
     fn assign(&mut self, ip: Ip, at: Time, name: Option<&str>, run: RunId) {
@@ -556,7 +565,9 @@ impl Index {
                     None => {
                         let now = self.now;
                         let scratch = &mut self.scratch;
-                        candidates(entry, piece, row, &self.arena, &self.runs, p, now, scratch, |c, peers| {
+                        let tables =
+                            Tables { arena: &self.arena, runs: &self.runs, streams: &self.streams, blind: &self.blind };
+                        candidates(entry, piece, row, tables, p, now, scratch, |c, peers| {
                             let verdict = decide(c, row.start, p.guard);
                             check.counts = peers.counts;
                             if !c.peers.is_empty() {
@@ -633,14 +644,17 @@ impl Index {
             if let Some(x) = &e.extra {
                 s.conns += x.conns.len() as u64;
                 s.assignments += x.assigns.len() as u64;
+                s.conns += x.mirrors.len() as u64;
                 bytes += size_of::<Extra>()
                     + x.conns.capacity() * size_of::<Conn>()
+                    + x.mirrors.capacity() * size_of::<Mirror>()
                     + x.assigns.capacity() * size_of::<Assign>();
             }
         }
         bytes += self.arena.heap_bytes();
         bytes += self.wheel.values().map(|v| v.capacity() * size_of::<Ip>() + 32).sum::<usize>();
         bytes += self.runs.capacity() * (size_of::<RunId>() + size_of::<Run>() + 1);
+        bytes += self.blind.capacity() * size_of::<Mirror>();
         bytes += self.memo.capacity() * (size_of::<u64>() + size_of::<Memo>() + 1)
             + self
                 .memo
@@ -715,42 +729,74 @@ struct Peers {
 
 /// Gathers the candidates of `row` from `entry` and hands them to `f`, with what the other
 /// end's records say about counting the connection.
-#[allow(clippy::too_many_arguments)]
 fn candidates<'a, R>(
     entry: &'a Entry,
     piece: &FlowPiece,
     row: &FlowRow,
-    arena: &'a Arena,
-    runs: &Map<RunId, Run>,
+    tables: Tables<'a>,
     p: IndexParams,
     now: Time,
     scratch: &mut Scratch,
     f: impl FnOnce(&Candidates<'a>, Peers) -> R,
 ) -> R {
+    let Tables { arena, runs, streams, blind } = tables;
     let b = band(row.start, p.guard);
     let mut c = Candidates::default();
     let mut peers = Peers { counts: true };
     exporter_claims(entry, row.remote_port, b, arena, &mut c);
     if let Some(x) = &entry.extra {
+        let Scratch { peers: matched, mirrors, cover } = scratch;
+        matched.clear();
         if !x.conns.is_empty() {
-            let matched = &mut scratch.peers;
-            matched.clear();
-            if let Ok(flow) = flowmap_schema::view::parse_flow(piece.message(row)) {
-                let local = Ip::from_wire(flow.local_ip);
+            let record = flowmap_schema::view::parse_flow(piece.message(row)).ok();
+            let local = record.and_then(|r| Some((Ip::from_wire(r.local_ip)?, u16::try_from(r.local_port).ok()?)));
+            if let Some((local, local_port)) = local {
                 let horizon = p.guard.saturating_add(p.peer_horizon);
-                // Connection records past their horizon match nothing, swept or not.
-                for (i, k) in x.conns.iter().enumerate().filter(|(_, k)| k.end.saturating_add(horizon) > now) {
-                    let mirrored = k.local_port == row.remote_port
-                        && Some(k.peer) == local
-                        && u32::from(k.peer_port) == flow.local_port;
-                    if mirrored && same_connection(k, row.start, flow.end_ns, row.start_unobserved(), p.guard) {
+                // Connection and mirror records past their horizon count for nothing, swept
+                // or not.
+                let live = |end: Time| end.saturating_add(horizon) > now;
+                let tuple = |m: &&Mirror| {
+                    m.peer == local && m.peer_port == local_port && m.local_port == row.remote_port && live(m.end)
+                };
+                mirrors.clear();
+                mirrors.extend(x.mirrors.iter().filter(tuple).copied());
+                // Flows of the same local end and ports with an unreadable remote address might
+                // have been to this one: other connections of the 4-tuple as far as is known.
+                let own_start = |m: &&Mirror| m.start != row.start;
+                mirrors.extend(blind.iter().filter(tuple).filter(own_start).copied());
+                // The connection as all its records applied so far show it (its own mirror);
+                // without one (a record past its horizon), as this record alone shows it, with
+                // no end beyond its start.
+                let own = mirrors.iter().find(|m| m.start == row.start);
+                let (end, start_unobserved) = match own {
+                    Some(m) => (m.end, m.start_unobserved),
+                    None => (row.start, row.start_unobserved()),
+                };
+                cover.clear();
+                if let Some(reporter) = piece.reporter(row) {
+                    let ids = streams.get(&reporter.stream).map_or(&[][..], Vec::as_slice);
+                    cover.extend(ids.iter().filter_map(|id| runs.get(id)).map(|r| (r.from, r.end)));
+                }
+                let flow = peer::Flow {
+                    local,
+                    local_port,
+                    port: row.remote_port,
+                    start: row.start,
+                    end,
+                    start_unobserved,
+                    runs: cover,
+                };
+                for (i, k) in x.conns.iter().enumerate().filter(|(_, k)| live(k.end)) {
+                    if peer::mirrored(k, &flow)
+                        && peer::same_connection(k, flow.start, flow.end, flow.start_unobserved, p.guard)
+                        && peer::certain(k, &flow, mirrors, p.guard)
+                    {
                         matched.push(i as u32);
                     }
                 }
                 if !matched.is_empty() {
-                    let mine = (local, flow.local_port);
-                    let theirs = (Some(row.remote), u32::from(row.remote_port));
-                    peers.counts = matched.iter().any(|&i| counts(row, &x.conns[i as usize], mine < theirs));
+                    let lower = (local, local_port) < (row.remote, row.remote_port);
+                    peers.counts = matched.iter().any(|&i| peer::counts(row, &x.conns[i as usize], lower));
                 }
             }
             for &i in matched.iter() {
@@ -783,36 +829,6 @@ fn exporter_claims<'a>(entry: &'a Entry, port: u16, b: (Time, Time), arena: &'a 
             _ => c.other.push(span()),
         }
     }
-}
-
-/// Whether this end's record (`row`) carries a connection that the other end reported too
-/// (its record `k`) in aggregates, so that exactly one end does.
-///
-/// The client end does, if the server end's lookup saw the client's record (the client's
-/// record entered no later than the server's lookup); otherwise the server end counted it
-/// (it saw no other end) and the client does not. The server end never does when it sees the
-/// client's record. Which end is the server comes from the directions, and for two ends that
-/// do not know theirs, from the address order (`lower`: this end's (address, port) is the
-/// lower one, and plays the server). Both ends decide the same way from what each saw; only
-/// when neither end's record reached the other's lookup (both batches late) do both count.
-fn counts(row: &FlowRow, k: &Conn, lower: bool) -> bool {
-    let server = match (row.direction, k.direction) {
-        (direction::SERVER, _) | (_, direction::CLIENT) => true,
-        (direction::CLIENT, _) | (_, direction::SERVER) => false,
-        _ => lower,
-    };
-    !server && row.batch_at <= k.lookup
-}
-
-/// Whether a connection record and a flow record (start, end, start seen) are the same
-/// connection, given that their 4-tuples mirror each other.
-fn same_connection(k: &Conn, start: Time, end: Time, unobserved: bool, guard: Time) -> bool {
-    if !k.start_unobserved && !unobserved {
-        return k.start.abs_diff(start) <= guard;
-    }
-    // One end did not see the start: the lifetimes must overlap (a 4-tuple names one
-    // connection at a time).
-    k.start <= end.saturating_add(guard) && start <= k.end.saturating_add(guard)
 }
 
 /// Where assignment `i` would end by its source's next event for the address alone (`MAX`
@@ -893,6 +909,7 @@ fn sweep(entry: &mut Entry, arena: &mut Arena, runs: &Map<RunId, Run>, p: IndexP
         }
         keep
     });
+    x.mirrors.retain(|m| m.end.saturating_add(p.guard).saturating_add(p.peer_horizon) > now);
     // Assignments: drop a prefix whose effective ends are past the retention (an event's end
     // depends only on later events, so removing a prefix changes no other event's end).
     let mut drop = 0;
@@ -907,7 +924,7 @@ fn sweep(entry: &mut Entry, arena: &mut Arena, runs: &Map<RunId, Run>, p: IndexP
             arena.release(a.name);
         }
     }
-    if x.conns.is_empty() && x.assigns.is_empty() {
+    if x.conns.is_empty() && x.mirrors.is_empty() && x.assigns.is_empty() {
         entry.extra = None;
     }
 }
@@ -916,8 +933,8 @@ fn sweep(entry: &mut Entry, arena: &mut Arena, runs: &Map<RunId, Run>, p: IndexP
 fn next_due(entry: &Entry, runs: &Map<RunId, Run>, p: IndexParams) -> Time {
     let mut due = entry.claims.iter().map(|c| c.to.saturating_add(p.retention)).min().unwrap_or(Time::MAX);
     if let Some(x) = &entry.extra {
-        for k in &x.conns {
-            due = due.min(k.end.saturating_add(p.guard).saturating_add(p.peer_horizon));
+        for end in x.conns.iter().map(|k| k.end).chain(x.mirrors.iter().map(|m| m.end)) {
+            due = due.min(end.saturating_add(p.guard).saturating_add(p.peer_horizon));
         }
         if !x.assigns.is_empty() {
             due = due.min(assignment_end(&x.assigns, 0, runs).saturating_add(p.retention));

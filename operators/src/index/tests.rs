@@ -40,9 +40,29 @@ impl Ev {
         });
         self
     }
+    /// A flow of `local` to an unreadable remote address, from `start` to `end`.
+    fn blind(mut self, local: (&str, u16), remote_port: u16, start: Time, end: Time) -> Self {
+        self.0.blind.push(ConnIn {
+            local: ip(local.0),
+            local_port: local.1,
+            peer: ip(local.0),
+            peer_port: remote_port,
+            start,
+            end,
+            start_unobserved: false,
+            direction: 0,
+            lookup: 0,
+            name: NameRef::default(),
+        });
+        self
+    }
+    /// The flows' exporter delivered every record from 0 to `T0 + 100 s`.
+    fn covered(self) -> Self {
+        self.promise(RUN, 0, T0 + 100 * S)
+    }
     fn promise(mut self, run: RunId, from: Time, to: Time) -> Self {
         let source = self.0.names.push("ipam");
-        self.0.promises.push(Promise { run, source, from, to });
+        self.0.promises.push(Promise { run, source, stream: run, from, to });
         self
     }
     fn assign(mut self, addr: &str, at: Time, who: Option<&str>, run: RunId) -> Self {
@@ -77,8 +97,12 @@ fn flow(local: (&str, u16), remote: (&str, u16), start: Time, end: Time, id: u64
         flags: if open { flags::OPEN } else { 0 },
         direction: 0,
     };
-    (FlowPiece { rows: vec![row], bytes, ..Default::default() }, row)
+    let exporters = vec![crate::records::Reporter { exporter: "client".into(), incarnation: 0, run: RUN, stream: RUN }];
+    (FlowPiece { rows: vec![row], bytes, exporters, ..Default::default() }, row)
 }
+
+/// The run of the flows made by [`flow`]; `Ev::default().covered()` promises it.
+const RUN: RunId = 99;
 
 fn verdict(index: &mut Index, piece: &FlowPiece, row: &FlowRow) -> Result<(String, EvidenceKind), Reason> {
     let mut names = Names::default();
@@ -120,13 +144,10 @@ fn regression_port_claim_is_not_a_claim_on_the_address() {
 #[test]
 fn peer_record_attributes_a_shared_address_client() {
     let mut index = Index::new(params());
-    let ev = Ev::default().claim("10.9.0.5", 9100, EvidenceKind::Heartbeat, T0, T0 + 60 * S, "node-exporter").conn(
-        ("10.9.0.5", 41_000),
-        ("10.2.0.9", 443),
-        T0 + 10 * S,
-        T0 + 11 * S,
-        "agent",
-    );
+    let ev = Ev::default()
+        .covered()
+        .claim("10.9.0.5", 9100, EvidenceKind::Heartbeat, T0, T0 + 60 * S, "node-exporter")
+        .conn(("10.9.0.5", 41_000), ("10.2.0.9", 443), T0 + 10 * S, T0 + 11 * S, "agent");
     at(&mut index, T0, ev);
     index.advance(T0 + 13 * S);
     // The server's record: remote is the client's ephemeral port, start 300 ms off (skew).
@@ -143,7 +164,7 @@ fn peer_record_attributes_a_shared_address_client() {
 #[test]
 fn two_peers_naming_different_workloads_conflict() {
     let mut index = Index::new(params());
-    let ev = Ev::default().conn(("10.9.0.5", 41_000), ("10.2.0.9", 443), T0 + 10 * S, T0 + 11 * S, "a").conn(
+    let ev = Ev::default().covered().conn(("10.9.0.5", 41_000), ("10.2.0.9", 443), T0 + 10 * S, T0 + 11 * S, "a").conn(
         ("10.9.0.5", 41_000),
         ("10.2.0.9", 443),
         T0 + 11 * S,
@@ -268,7 +289,7 @@ fn regression_a_final_record_first_still_fixes_the_connection_verdict() {
 #[test]
 fn connection_records_expire_after_the_peer_horizon() {
     let mut index = Index::new(params());
-    at(&mut index, T0, Ev::default().conn(("10.9.0.5", 41_000), ("10.2.0.9", 443), T0, T0 + S, "a"));
+    at(&mut index, T0, Ev::default().covered().conn(("10.9.0.5", 41_000), ("10.2.0.9", 443), T0, T0 + S, "a"));
     assert_eq!(index.size().conns, 1);
     let (p, r) = flow(("10.2.0.9", 443), ("10.9.0.5", 41_000), T0, T0 + S, 3, false);
     index.advance(T0 + S + params().guard + params().peer_horizon - 1);
@@ -343,4 +364,29 @@ fn intervals_need_one_owner_for_all_of_them() {
     assert_eq!(decided(index.lookup_interval(ip("10.7.0.7"), 443, 60 * S, 119 * S)), Err(Some(Reason::NoOwner)));
     index.advance(960 * S);
     assert_eq!(decided(index.lookup_interval(a, 443, 60 * S, 119 * S)), Err(Some(Reason::EvidenceExpired)));
+}
+
+/// A record of the same local end and ports whose remote address was unreadable could have been
+/// another connection of the flow's 4-tuple that the other end's record belongs to: no peer.
+#[test]
+fn a_flow_with_an_unreadable_remote_makes_a_peer_uncertain() {
+    let mut index = Index::new(params());
+    let server = ("10.2.0.9", 443);
+    let ev = Ev::default().covered().conn(server, ("10.9.0.5", 41_000), T0 + 10 * S, T0 + 10 * S + S / 10, "api");
+    at(&mut index, T0, ev);
+    index.advance(T0 + 13 * S);
+    let (p, r) = flow(("10.9.0.5", 41_000), server, T0 + 10 * S, T0 + 10 * S + S / 10, 1, false);
+    assert_eq!(verdict(&mut index, &p, &r), Ok(("api".into(), EvidenceKind::Peer)));
+    // The client's exporter also sent, 0.5 s later, a flow from the same port to port 443 of
+    // an address it could not read.
+    at(&mut index, T0 + 13 * S, Ev::default().blind(("10.9.0.5", 41_000), 443, T0 + 10 * S + S / 2, T0 + 11 * S));
+    let (p, r) = flow(("10.9.0.5", 41_000), server, T0 + 10 * S, T0 + 10 * S + S / 10, 2, false);
+    assert_eq!(verdict(&mut index, &p, &r), Err(Reason::NoOwner));
+    // To another port it is no other connection of this 4-tuple.
+    let mut other = Index::new(params());
+    let ev = Ev::default().covered().conn(server, ("10.9.0.5", 41_000), T0 + 10 * S, T0 + 10 * S + S / 10, "api");
+    at(&mut other, T0, ev.blind(("10.9.0.5", 41_000), 8080, T0 + 10 * S + S / 2, T0 + 11 * S));
+    other.advance(T0 + 13 * S);
+    let (p, r) = flow(("10.9.0.5", 41_000), server, T0 + 10 * S, T0 + 10 * S + S / 10, 3, false);
+    assert_eq!(verdict(&mut other, &p, &r), Ok(("api".into(), EvidenceKind::Peer)));
 }
