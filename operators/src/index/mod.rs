@@ -786,18 +786,21 @@ fn candidates<'a, R>(
                     start_unobserved,
                     runs: cover,
                 };
+                // Counting needs only that the other end reported the connection (so that the
+                // two ends decide alike, as both see the same pairs); attribution needs proof.
+                let lower = (local, local_port) < (row.remote, row.remote_port);
+                let mut counts: Option<bool> = None;
                 for (i, k) in x.conns.iter().enumerate().filter(|(_, k)| live(k.end)) {
                     if peer::mirrored(k, &flow)
                         && peer::same_connection(k, flow.start, flow.end, flow.start_unobserved, p.guard)
-                        && peer::certain(k, &flow, mirrors, p.guard)
                     {
-                        matched.push(i as u32);
+                        counts = Some(counts.unwrap_or(false) || peer::counts(row, k, lower));
+                        if peer::certain(k, &flow, mirrors, p.guard) {
+                            matched.push(i as u32);
+                        }
                     }
                 }
-                if !matched.is_empty() {
-                    let lower = (local, local_port) < (row.remote, row.remote_port);
-                    peers.counts = matched.iter().any(|&i| peer::counts(row, &x.conns[i as usize], lower));
-                }
+                peers.counts = counts.unwrap_or(true);
             }
             for &i in matched.iter() {
                 let name = arena.get(x.conns[i as usize].name);
