@@ -352,23 +352,31 @@ fn two_hosts_sharing_an_exporter_id_are_counted_and_both_used() {
 /// Two-sided verification catches a wrong claim: a misconfigured host (a clone still holding
 /// the database's address, say) reports the database's side of a connection as its own workload
 /// `impostor`, while the database's host reports it as `db`. The two records of the other end
-/// disagree: the client's record is never attributed to `impostor` (nor to `db`: the evidence
+/// disagree (a 10 s connection: its lifetime proves the records are of it): the client's record
+/// is never attributed to `impostor` (nor to `db`: the evidence
 /// contradicts itself), the disagreement is counted once and emitted as an event naming both
 /// sides. (A wrong heartbeat for the address instead conflicts with the database's own claims:
 /// `conflict`, never the wrong owner; `tests` of the rule cover that.)
 #[test]
 fn a_planted_wrong_claim_is_reported_as_a_disagreement() {
     let mut client = batch("host-a", 1, 0, T0, T0 + 20 * S);
-    client.flows.push(flow(("10.0.0.1", 40_001), ("10.0.0.2", 5432), Direction::Client, T0 + 5 * S, T0 + 6 * S, "app"));
+    client.flows.push(flow(
+        ("10.0.0.1", 40_001),
+        ("10.0.0.2", 5432),
+        Direction::Client,
+        T0 + 5 * S,
+        T0 + 15 * S,
+        "app",
+    ));
     let mut server = batch("host-b", 1, 0, T0, T0 + 20 * S);
-    server.flows.push(flow(("10.0.0.2", 5432), ("10.0.0.1", 40_001), Direction::Server, T0 + 5 * S, T0 + 6 * S, "db"));
+    server.flows.push(flow(("10.0.0.2", 5432), ("10.0.0.1", 40_001), Direction::Server, T0 + 5 * S, T0 + 15 * S, "db"));
     let mut wrong = batch("host-x", 1, 0, T0, T0 + 20 * S);
     wrong.flows.push(flow(
         ("10.0.0.2", 5432),
         ("10.0.0.1", 40_001),
         Direction::Server,
         T0 + 5 * S,
-        T0 + 6 * S,
+        T0 + 15 * S,
         "impostor",
     ));
     let deliveries =

@@ -296,7 +296,7 @@ mod tests {
         VerdictPiece {
             flows: FlowPiece {
                 worker: 0,
-                exporters: vec![Reporter { exporter: "host-1".into(), incarnation: 9, run: 0, stream: 0 }],
+                exporters: vec![Reporter { exporter: "host-1".into(), incarnation: 9 }],
                 bytes,
                 rows: vec![row],
             },

@@ -53,10 +53,9 @@ impl Names {
     }
 }
 
-/// Identifies a *run* of an exporter: a stretch of its batches with no gap in the
+/// Identifies a *run* of an assignment source: a stretch of its batches with no gap in the
 /// sequence, abutting windows and one incarnation. The source of the job numbers runs per lane
-/// (`lane << 32 | n`, `n >= 1`), which is unique in the job and depends only on the lane's
-/// message order; 0 is no run.
+/// (`lane << 32 | n`), which is unique in the job and depends only on the lane's message order.
 pub type RunId = u64;
 
 /// An exporter claim: "`ip` (or only its `port`, when non-zero) was `name` during
@@ -131,19 +130,14 @@ pub struct AssignIn {
     pub run: RunId,
 }
 
-/// An exporter's promise: its run `run` covers `[from, to)` (so far), every record of those
-/// windows delivered in order. Sent to every worker, since any of them may hold an assignment
-/// of that run or look up a flow it reported: an assignment holds only as far as its run
-/// vouches, and a connection record matches a flow only where the run shows that the flow's
-/// exporter reported no other connection of the 4-tuple closer to it.
+/// An assignment source's promise: its run `run` covers `[from, to)` (so far). Sent to every
+/// worker, since any of them may hold an assignment of that run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Promise {
     /// The run.
     pub run: RunId,
-    /// The source (exporter id).
+    /// The source (exporter id of the address manager).
     pub source: NameRef,
-    /// The exporter's stream (one per lane, exporter id and incarnation; see [`Reporter`]).
-    pub stream: u64,
     /// Start of the run's first window.
     pub from: Time,
     /// End of its latest window.
@@ -162,13 +156,9 @@ pub struct EvidencePiece {
     /// Connection records, stored under their `local` address (for the other end's lookups).
     pub conns: Vec<ConnIn>,
     /// The same records of fleet flows, stored under their `peer` address: at the worker that
-    /// looks up their remote end, they tell which other connections of a 4-tuple its exporter
-    /// reported (a connection record matches at most one of them, see [`crate::index`]).
+    /// looks up their remote end, they show each connection as all its records applied so far
+    /// do (latest end, any unobserved start), whichever record is looked up first.
     pub mirrors: Vec<ConnIn>,
-    /// Fleet flows whose remote address was unreadable, sent to every worker: their `peer` is
-    /// not known (set to `local`), so each stands as a possible other connection of every
-    /// 4-tuple of its local end and ports.
-    pub blind: Vec<ConnIn>,
     /// Assignment events.
     pub assignments: Vec<AssignIn>,
     /// Assignment sources' promises (applied before the events of the same piece).
@@ -186,7 +176,6 @@ impl EvidencePiece {
         self.claims.is_empty()
             && self.conns.is_empty()
             && self.mirrors.is_empty()
-            && self.blind.is_empty()
             && self.assignments.is_empty()
             && self.promises.is_empty()
     }
@@ -262,12 +251,6 @@ pub struct Reporter {
     pub exporter: String,
     /// Its incarnation (0: not stated).
     pub incarnation: u64,
-    /// The run of the batch (see [`Promise`]; 0: none, the batch vouches for nothing).
-    pub run: RunId,
-    /// The stream the run belongs to: one per lane, exporter id and incarnation, numbered per
-    /// lane like runs (`lane << 32 | n`, `n >= 1`). The records of one connection may come
-    /// in different runs of a stream; what any of them shows, all do.
-    pub stream: u64,
 }
 
 /// Flow records for one worker and one lookup time, from any number of batches.

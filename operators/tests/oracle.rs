@@ -3,9 +3,9 @@
 //! The definition: a lookup at time `q` sees exactly the evidence applied at times `<= q`, as it
 //! was stated (no merging, nothing left out): exporter claims, connection records still within
 //! the peer horizon (their ends as extended by later records of the same connection), of which
-//! a record is the query's peer only if no other connection of the query's 4-tuple could be its
-//! (instant by instant: none reported, and every instant one could have been alive covered by
-//! one run of the query's exporter stream), and assignment events ending at their source's next event for the address or where their run's
+//! a record is the query's peer only if the lifetimes rule out every other connection of the
+//! 4-tuple (the query's connection as all its records known at `q` show it: their mirrors), and
+//! assignment events ending at their source's next event for the address or where their run's
 //! promise known at `q` ends. From those it builds the rule's candidates and applies
 //! `rule::decide` (itself checked against its pointwise definition in `rule/tests.rs`); and a
 //! connection with several records keeps the verdict of the first one looked up.
@@ -86,8 +86,6 @@ struct Query {
     unobserved: bool,
     id: u64,
     several: bool,
-    /// The run of the query's batch (4: one no promise names).
-    run: RunId,
 }
 
 #[derive(Clone, Debug)]
@@ -126,8 +124,8 @@ fn arb_ev() -> impl Strategy<Value = Ev> {
 }
 
 fn arb_query() -> impl Strategy<Value = Query> {
-    (0u8..3, 0usize..3, 0u8..3, 0usize..3, 0u64..50, 0u64..20, any::<bool>(), 0u64..6, any::<bool>(), 1u64..5).prop_map(
-        |(remote, rp, local, lp, start, len, unobserved, id, several, run)| Query {
+    (0u8..3, 0usize..3, 0u8..3, 0usize..3, 0u64..50, 0u64..20, any::<bool>(), 0u64..6, any::<bool>()).prop_map(
+        |(remote, rp, local, lp, start, len, unobserved, id, several)| Query {
             remote,
             remote_port: PORTS[rp],
             local,
@@ -138,7 +136,6 @@ fn arb_query() -> impl Strategy<Value = Query> {
             // Records of one connection share its 4-tuple and start; ids 0..6 make some repeat.
             id: id * 1_000 + u64::from(remote) * 100 + (rp as u64) * 10 + u64::from(local) + (lp as u64) * 3,
             several,
-            run,
         },
     )
 }
@@ -154,19 +151,15 @@ fn arb_case() -> impl Strategy<Value = Case> {
         .prop_map(|(guard, horizon, mut evidence, queries, near)| {
             // A query is looked up no earlier than its start plus the guard band (the source's
             // contract); records of one connection share a start.
-            let mut starts: HashMap<u64, (Time, Time, bool, u64)> = HashMap::new();
+            let mut starts: HashMap<u64, (Time, Time, bool)> = HashMap::new();
             let queries = queries
                 .into_iter()
                 .map(|(q, mut query)| {
-                    let first = (query.start, query.end, query.unobserved, stream_of(query.run));
-                    let (start, end, unobserved, stream) = *starts.entry(query.id).or_insert(first);
+                    let first = (query.start, query.end, query.unobserved);
+                    let (start, end, unobserved) = *starts.entry(query.id).or_insert(first);
                     query.start = start;
                     query.end = end;
                     query.unobserved = unobserved;
-                    // One exporter stream per connection, its records in any of its runs.
-                    if stream_of(query.run) != stream {
-                        query.run = if query.run < 4 { query.run + 1 } else { query.run - 1 };
-                    }
                     (q.max(start + guard), query)
                 })
                 .collect::<Vec<(Time, Query)>>();
@@ -204,7 +197,15 @@ fn arb_case() -> impl Strategy<Value = Case> {
                             end: start + len,
                             unobserved,
                         },
-                        _ => Ev::Promise { run: q.run, from: q.start.saturating_sub(offset * 2), to: q.end + len * 2 },
+                        _ => Ev::Mirror {
+                            local: q.local,
+                            local_port: q.local_port,
+                            peer: q.remote,
+                            peer_port: q.remote_port,
+                            start: q.start,
+                            end: q.end + len,
+                            unobserved,
+                        },
                     },
                 ));
             }
@@ -296,7 +297,7 @@ fn pieces(ev: &Ev, peers: usize) -> Vec<EvidencePiece> {
             for w in 0..peers {
                 let p = piece(&mut out, w);
                 let source = p.names.push(if *run == 3 { "ipam-b" } else { "ipam-a" });
-                p.promises.push(Promise { run: *run, source, stream: stream_of(*run), from: *from, to: *to });
+                p.promises.push(Promise { run: *run, source, from: *from, to: *to });
             }
         }
         Ev::Assign { ip, at, who, run } => {
@@ -306,11 +307,6 @@ fn pieces(ev: &Ev, peers: usize) -> Vec<EvidencePiece> {
         }
     }
     out
-}
-
-/// The exporter stream of a run: runs 1 and 3 are one stream's, 2 and 4 another's.
-fn stream_of(run: RunId) -> u64 {
-    run % 2 + 1
 }
 
 type Answer = Result<(String, EvidenceKind), Reason>;
@@ -326,23 +322,24 @@ fn answer(d: Decision<'_>) -> Answer {
 fn definition(c: &Case) -> Vec<Answer> {
     let mut order: Vec<usize> = (0..c.queries.len()).collect();
     order.sort_by_key(|&i| c.queries[i].0);
-    let mut memo: HashMap<u64, (Answer, Time)> = HashMap::new();
+    let mut memo: HashMap<(u64, u8, u16), (Answer, Time)> = HashMap::new();
     let mut out = vec![Err(Reason::NoOwner); c.queries.len()];
     let source_of = |run: RunId| if run == 3 { 1 } else { 0 };
     for i in order {
         let (q, query) = &c.queries[i];
-        if let Some((a, last_seen)) = memo.get_mut(&query.id) {
+        let key = (query.id, query.remote, query.remote_port);
+        if let Some((a, last_seen)) = memo.get_mut(&key) {
             if *last_seen + RETENTION > *q {
                 *last_seen = *q;
                 out[i] = a.clone();
                 continue;
             }
-            memo.remove(&query.id);
+            memo.remove(&key);
         }
         if *q >= query.start.saturating_sub(c.guard) + RETENTION {
             let a = Err(Reason::EvidenceExpired);
             if query.several {
-                memo.insert(query.id, (a.clone(), *q));
+                memo.insert(key, (a.clone(), *q));
             }
             out[i] = a;
             continue;
@@ -386,8 +383,7 @@ fn definition(c: &Case) -> Vec<Answer> {
             }
         }
         // The query's exporter's connections on its 4-tuple (ends extended likewise, a start
-        // unobserved if any record says so), within the horizon, and what the runs of its
-        // stream cover by the promises known at q.
+        // unobserved if any record says so), within the horizon.
         let mut mirrors: BTreeMap<Time, (Time, bool)> = BTreeMap::new();
         for e in &known {
             if let Ev::Mirror { local, local_port, peer, peer_port, start, end, unobserved } = e {
@@ -395,28 +391,17 @@ fn definition(c: &Case) -> Vec<Answer> {
                     && *peer_port == query.remote_port
                     && *local == query.local
                     && *local_port == query.local_port;
-                if same_tuple {
+                // Each record counts within its own horizon.
+                if same_tuple && *q < *end + c.guard + c.horizon {
                     let entry = mirrors.entry(*start).or_insert((*end, *unobserved));
                     entry.0 = entry.0.max(*end);
                     entry.1 |= *unobserved;
                 }
             }
         }
-        mirrors.retain(|_, (end, _)| *q < *end + c.guard + c.horizon);
         // The query's connection as its records so far show it; without its own mirror, no end
         // beyond its start.
         let (q_end, q_unobserved) = mirrors.remove(&query.start).unwrap_or((query.start, query.unobserved));
-        let mut run_cover: BTreeMap<RunId, (Time, Time)> = BTreeMap::new();
-        for e in &known {
-            if let Ev::Promise { run, from, to } = e {
-                if stream_of(*run) == stream_of(query.run) {
-                    let r = run_cover.entry(*run).or_insert((*from, *to));
-                    *r = (r.0.min(*from), r.1.max(*to));
-                }
-            }
-        }
-        // Every instant of `ts` inside one run.
-        let covered = |ts: &[Time]| run_cover.values().any(|(f, e)| ts.iter().all(|t| f <= t && t < e));
         for ((lp, peer, pp, start, who), (end, unobserved)) in conns {
             if *q >= end + c.guard + c.horizon {
                 continue;
@@ -431,30 +416,12 @@ fn definition(c: &Case) -> Vec<Answer> {
             if !(mirrored && same) {
                 continue;
             }
-            // Another connection of the 4-tuple ended before the query's started or started
-            // after it ended; the record is one of those only if its lifetime allows (ends
-            // within the skew, the guard).
-            let earlier = end <= query.start + c.guard;
-            let later = start + c.guard >= q_end;
-            let could_be_its = |m_start: Time, m_end: Time, m_unobserved: bool| {
-                if !unobserved && !m_unobserved {
-                    m_start.abs_diff(start) <= c.guard
-                } else {
-                    m_start <= end + c.guard && start <= m_end + c.guard
-                }
-            };
-            let seen_rival = mirrors.iter().any(|(m_start, (m_end, m_unobserved))| {
-                let side = (earlier && *m_start < query.start) || (later && *m_start > query.start);
-                side && could_be_its(*m_start, *m_end, *m_unobserved)
-            });
-            // Where such a connection could have been (alive before the query, started after
-            // it), one run must have delivered all.
-            let alive: Vec<Time> = (start.saturating_sub(c.guard)..=end + c.guard).collect();
-            let before: Vec<Time> = alive.iter().copied().filter(|t| earlier && *t < query.start).collect();
-            let after: Vec<Time> = (q_end + 1..=start + c.guard).filter(|_| later).collect();
-            let unseen_rival_possible =
-                (!before.is_empty() && !covered(&before)) || (!after.is_empty() && !covered(&after));
-            if !seen_rival && !unseen_rival_possible {
+            // Another connection of the 4-tuple ended at some instant `e` by the query's start,
+            // or started at some `s` from its end on; the record could be its if the record
+            // ended by `e + guard` (skew), or started from `s - guard` on.
+            let an_earlier_ones = (0..=query.start).any(|e| end <= e + c.guard);
+            let a_later_ones = (q_end..=q_end + 400).any(|s| start + c.guard >= s);
+            if !an_earlier_ones && !a_later_ones {
                 cand.peers.push(NAMES[who]);
             }
         }
@@ -504,7 +471,7 @@ fn definition(c: &Case) -> Vec<Answer> {
         }
         let a = answer(decide(&cand, query.start, c.guard));
         if query.several {
-            memo.insert(query.id, (a.clone(), *q));
+            memo.insert(key, (a.clone(), *q));
         }
         out[i] = a;
     }
@@ -531,9 +498,7 @@ fn by_index_named(c: &Case, named: bool) -> Vec<Answer> {
         index.apply(&now);
         for (i, (_, q)) in c.queries.iter().enumerate().filter(|(_, (at, _))| *at == t) {
             let (r, bytes) = row(q);
-            let exporters =
-                vec![Reporter { exporter: String::new(), incarnation: 0, run: q.run, stream: stream_of(q.run) }];
-            let piece = FlowPiece { rows: vec![r], bytes, exporters, ..Default::default() };
+            let piece = FlowPiece { rows: vec![r], bytes, ..Default::default() };
             let mut names = Names::default();
             out[i] = match index.lookup(&piece, &r, named.then_some(&mut names)).verdict {
                 Verdict::Attributed { name, evidence } => Ok((names.get(name).to_string(), evidence)),
@@ -591,12 +556,7 @@ fn by_operator(c: &Case, workers: usize, shuffle: u64) -> Vec<Answer> {
                 let (r, bytes) = row(q);
                 let piece = FlowPiece {
                     worker: r.remote.worker(peers) as u32,
-                    exporters: vec![Reporter {
-                        exporter: i.to_string(),
-                        incarnation: 0,
-                        run: q.run,
-                        stream: stream_of(q.run),
-                    }],
+                    exporters: vec![Reporter { exporter: i.to_string(), incarnation: 0 }],
                     rows: vec![r],
                     bytes,
                 };

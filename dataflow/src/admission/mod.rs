@@ -17,13 +17,11 @@
 //! new to the lane) enters at that lane frontier and is counted late. These decisions depend only
 //! on the order of messages within a lane, so every reading of the same lanes decides the same.
 //!
-//! Runs: an exporter's batches form a *run* while they come in order (no gap in `seq`, one
-//! incarnation, abutting windows); every batch with no dropped record sends a promise "run `r`
-//! covers `[from, to)`" to every worker, and its flows and assignment events name their run. A
-//! gap, a restart, a late batch or a dropped record starts a new run. An assignment holds only
-//! as far as its source vouched, so the index ends it where its run ends (`source_gap`); and a
-//! connection record matches a flow only where the flow's run shows that its exporter reported
-//! no other connection of the 4-tuple closer to the record (see `flowmap_operators::index`).
+//! Assignment runs: an assignment holds only as far as its source vouched. A source's batches
+//! form a *run* while they come in order (no gap in `seq`, one incarnation, abutting windows);
+//! every batch of a known assignment source sends a promise "run `r` covers `[from, to)`" to
+//! every worker, and its events name their run. A gap, a restart or a late batch starts a new
+//! run, so the index ends an assignment where its run ends (`source_gap`).
 //!
 //! Nothing here panics on bad input: a batch that cannot be trusted as a whole (corrupt, unknown
 //! version, impossible window, from the future) is refused whole; a bad record inside a good
@@ -147,23 +145,21 @@ impl Rejected {
     }
 }
 
-/// The run state of one exporter (per lane, exporter and incarnation).
+/// The run state of one assignment source (per lane, exporter and incarnation).
 #[derive(Clone, Copy, Debug)]
 struct RunState {
-    stream: u64,
     run: RunId,
     next_seq: u64,
     to: Time,
 }
 
-/// One worker's admission state: the trackers of its lanes and its exporters' runs.
+/// One worker's admission state: the trackers of its lanes and its assignment sources' runs.
 pub struct Admission {
     config: JobConfig,
     peers: usize,
     trackers: BTreeMap<u32, Tracker>,
     runs: HashMap<(u32, String, u64), RunState>,
     next_run: HashMap<u32, u32>,
-    next_stream: HashMap<u32, u32>,
     /// The counters.
     pub stats: IngestStats,
 }
@@ -203,9 +199,6 @@ struct Bad {
     address: u64,
     time: u64,
     name: u64,
-    /// Of those, flows kept blind (only the remote address unreadable): the batch still
-    /// vouches if every dropped record is one of them.
-    blind: u64,
 }
 
 impl Admission {
@@ -213,15 +206,7 @@ impl Admission {
     pub fn new(config: JobConfig, lanes: &[Lane], peers: usize) -> Self {
         let trackers =
             lanes.iter().map(|lane| (lane.id, Tracker::new(lane.roster.iter().map(String::as_str)))).collect();
-        Admission {
-            config,
-            peers,
-            trackers,
-            runs: HashMap::new(),
-            next_run: HashMap::new(),
-            next_stream: HashMap::new(),
-            stats: Default::default(),
-        }
+        Admission { config, peers, trackers, runs: HashMap::new(), next_run: HashMap::new(), stats: Default::default() }
     }
 
     /// The least promise over this worker's lanes (`None` when no lane has a live exporter).
@@ -289,24 +274,7 @@ impl Admission {
         self.stats.batches += 1;
 
         let mut bad = Bad::default();
-        // The exporter's run: every batch extends it or starts a new one (see the module docs).
-        let key = (m.lane, exporter.to_string(), view.incarnation);
-        let prior = self.runs.get(&key).copied();
-        let continues = decision == Decision::InOrder && prior.is_some_and(|r| r.next_seq == view.seq && r.to == from);
-        let next = |counters: &mut HashMap<u32, u32>| {
-            let n = counters.entry(m.lane).or_default();
-            *n += 1;
-            (u64::from(m.lane) << 32) | u64::from(*n)
-        };
-        let run = match prior {
-            Some(r) if continues => r.run,
-            _ => next(&mut self.next_run),
-        };
-        let stream = match prior {
-            Some(r) => r.stream,
-            None => next(&mut self.next_stream),
-        };
-        let batch = out.begin_batch(exporter, view.incarnation, run, stream);
+        let batch = out.begin_batch(exporter, view.incarnation);
         let mut until = at;
 
         // Heartbeats.
@@ -345,31 +313,6 @@ impl Admission {
             };
             let (Some(local), Some(remote)) = (Ip::from_wire(f.local_ip), Ip::from_wire(f.remote_ip)) else {
                 bad.address += 1;
-                // A record whose remote address alone is unreadable still shows a connection of
-                // its local end: every worker keeps it as a possible other connection of that
-                // end's 4-tuples (see `flowmap_operators::index`), so the batch still vouches.
-                let local = Ip::from_wire(f.local_ip);
-                let ports = (u16::try_from(f.local_port), u16::try_from(f.remote_port));
-                match (local, ports) {
-                    (Some(local), (Ok(local_port), Ok(remote_port))) if f.start_ns <= f.end_ns && f.end_ns <= to => {
-                        bad.blind += 1;
-                        for worker in 0..self.peers {
-                            out.evidence(at, worker).blind.push(ConnIn {
-                                local,
-                                local_port,
-                                peer: local,
-                                peer_port: remote_port,
-                                start: f.start_ns,
-                                end: f.end_ns,
-                                start_unobserved: f.start_unobserved,
-                                direction: 0,
-                                lookup: at,
-                                name: NameRef::default(),
-                            });
-                        }
-                    }
-                    _ => {}
-                }
                 continue;
             };
             let (Ok(local_port), Ok(remote_port)) = (u16::try_from(f.local_port), u16::try_from(f.remote_port)) else {
@@ -446,8 +389,9 @@ impl Admission {
                 name: NameRef::default(),
             };
             if fleet {
-                // For the remote end's lookups: which connections of this 4-tuple the exporter
-                // reported (no name: it is not evidence about the remote).
+                // For the remote end's lookups: the connection as all its records so far show
+                // it, whichever of them is looked up first (no name: it is not evidence about
+                // the remote).
                 out.evidence(at, remote.worker(self.peers)).mirrors.push(conn);
             }
             let piece = out.evidence(at, local.worker(self.peers));
@@ -478,41 +422,46 @@ impl Admission {
             self.stats.flows += flows;
         }
 
-        // Assignment events, with their exporter's run.
-        for a in view.assignments() {
-            let Some((ip, a)) = a.ok().and_then(|a| Some((Ip::from_wire(a.ip)?, a))) else {
-                bad.address += 1;
-                continue;
+        // Assignment events, with their source's run.
+        let key = (m.lane, exporter.to_string(), view.incarnation);
+        let has_assignments = view.assignments().next().is_some();
+        if has_assignments || self.runs.contains_key(&key) {
+            let prior = self.runs.get(&key).copied();
+            let continues =
+                decision == Decision::InOrder && prior.is_some_and(|r| r.next_seq == view.seq && r.to == from);
+            let run = match prior {
+                Some(r) if continues => r.run,
+                _ => {
+                    let n = self.next_run.entry(m.lane).or_default();
+                    *n += 1;
+                    (u64::from(m.lane) << 32) | u64::from(*n)
+                }
             };
-            if a.at_ns < from || a.at_ns >= to {
-                bad.time += 1;
-                continue;
+            if decision == Decision::InOrder {
+                // A late batch is a run of its own and does not move the source's current run.
+                self.runs.insert(key, RunState { run, next_seq: view.seq + 1, to });
             }
-            if a.workload.len() > MAX_NAME {
-                bad.name += 1;
-                continue;
-            }
-            let piece = out.evidence(at, ip.worker(self.peers));
-            let name = (!a.workload.is_empty()).then(|| piece.names.push(a.workload));
-            piece.assignments.push(AssignIn { ip, at: a.at_ns, name, run });
-        }
-
-        // The run's promise, unless a record of the batch was dropped with nothing standing for
-        // it (then the batch vouches for nothing and the next batch starts a new run).
-        let dropped = bad.address + bad.time + bad.name > bad.blind;
-        if decision == Decision::InOrder {
-            // A late batch is a run of its own and does not move the exporter's current run.
-            let next_seq = if dropped { u64::MAX } else { view.seq + 1 };
-            self.runs.insert(key, RunState { stream, run, next_seq, to });
-        } else {
-            // A late batch of an exporter first seen now still names its stream from now on.
-            self.runs.entry(key).or_insert(RunState { stream, run: 0, next_seq: u64::MAX, to: 0 });
-        }
-        if !dropped {
             for worker in 0..self.peers {
                 let piece = out.evidence(at, worker);
                 let source = piece.names.push(exporter);
-                piece.promises.push(Promise { run, source, stream, from, to });
+                piece.promises.push(Promise { run, source, from, to });
+            }
+            for a in view.assignments() {
+                let Some((ip, a)) = a.ok().and_then(|a| Some((Ip::from_wire(a.ip)?, a))) else {
+                    bad.address += 1;
+                    continue;
+                };
+                if a.at_ns < from || a.at_ns >= to {
+                    bad.time += 1;
+                    continue;
+                }
+                if a.workload.len() > MAX_NAME {
+                    bad.name += 1;
+                    continue;
+                }
+                let piece = out.evidence(at, ip.worker(self.peers));
+                let name = (!a.workload.is_empty()).then(|| piece.names.push(a.workload));
+                piece.assignments.push(AssignIn { ip, at: a.at_ns, name, run });
             }
         }
 

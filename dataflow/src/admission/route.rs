@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use flowmap_operators::records::{EvidencePiece, FlowPiece, FlowRow, Reporter, RunId, Verdict, VerdictPiece};
+use flowmap_operators::records::{EvidencePiece, FlowPiece, FlowRow, Reporter, Verdict, VerdictPiece};
 use flowmap_operators::{Reason, Time};
 
 /// A flow piece being filled, and which batch last added its exporter to the piece's table.
@@ -54,12 +54,10 @@ pub struct Routed {
 pub type ByTime<T> = Vec<(Time, Vec<T>)>;
 
 impl Routed {
-    /// Starts routing the records of a new batch of `exporter`'s `incarnation`, in `run` of
-    /// `stream`.
-    pub fn begin_batch(&mut self, exporter: &str, incarnation: u64, run: RunId, stream: u64) -> BatchRef {
+    /// Starts routing the records of a new batch of `exporter`'s `incarnation`.
+    pub fn begin_batch(&mut self, exporter: &str, incarnation: u64) -> BatchRef {
         self.batches += 1;
-        let reporter = Reporter { exporter: exporter.to_string(), incarnation, run, stream };
-        BatchRef { n: self.batches, reporter }
+        BatchRef { n: self.batches, reporter: Reporter { exporter: exporter.to_string(), incarnation } }
     }
 
     /// Adds a fleet flow with its encoded message, at lookup time `at`, for `worker`.

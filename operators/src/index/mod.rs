@@ -28,8 +28,9 @@
 //!
 //! One verdict per connection: the first record of a connection that has several (an open
 //! slice, or a record of a connection that started before its window) is remembered by flow id
-//! (the *memo*), and every other record of it gets the same verdict, until no record of it came
-//! for `retention`.
+//! and remote end (the *memo*: the remote end too, so that two connections an exporter gave one
+//! id by mistake never share a verdict, whichever workers look them up), and every other record
+//! of it gets the same verdict, until no record of it came for `retention`.
 
 mod arena;
 mod peer;
@@ -135,13 +136,15 @@ impl Entry {
     }
 }
 
-/// A run of an exporter: what its promises known so far cover, `[from, end)`.
+/// A run of an assignment source.
 #[derive(Clone, Copy, Debug)]
 struct Run {
     source: u32,
-    from: Time,
     end: Time,
 }
+
+/// What a remembered verdict is found by: flow id, remote address and port.
+type MemoKey = (u64, Ip, u16);
 
 /// A remembered verdict of a connection with several records.
 #[derive(Debug)]
@@ -200,7 +203,7 @@ pub struct IndexSize {
     pub ips: u64,
     /// Exporter claims.
     pub claims: u64,
-    /// Connection records.
+    /// Connection records: each end's own, and the mirrors of fleet flows at their remote end.
     pub conns: u64,
     /// Assignment events.
     pub assignments: u64,
@@ -236,14 +239,9 @@ pub struct Index {
     wheel: BTreeMap<u64, Vec<Ip>>,
     slot: Time,
     runs: Map<RunId, Run>,
-    /// Flows with an unreadable remote address, by their reporting end (see
-    /// [`crate::records::EvidencePiece::blind`]), each a mirror with `peer` the reporting end.
-    blind: Vec<Mirror>,
-    /// The runs of each exporter stream (see [`crate::records::Reporter::stream`]).
-    streams: Map<u64, Vec<RunId>>,
     sources: Map<String, u32>,
     next_sweep: Time,
-    memo: Map<u64, Memo>,
+    memo: Map<MemoKey, Memo>,
     now: Time,
     /// Reusable buffers of a lookup.
     scratch: Scratch,
@@ -252,17 +250,6 @@ pub struct Index {
 #[derive(Debug, Default)]
 struct Scratch {
     peers: Vec<u32>,
-    mirrors: Vec<Mirror>,
-    cover: Vec<(Time, Time)>,
-}
-
-/// The index's shared tables, as a lookup reads them.
-#[derive(Clone, Copy)]
-struct Tables<'a> {
-    arena: &'a Arena,
-    runs: &'a Map<RunId, Run>,
-    streams: &'a Map<u64, Vec<RunId>>,
-    blind: &'a [Mirror],
 }
 
 impl Index {
@@ -276,8 +263,6 @@ impl Index {
             // 1/64 of the retention: sweeps are batched per slot.
             slot: (params.retention / 64).max(1),
             runs: Map::default(),
-            streams: Map::default(),
-            blind: Vec::new(),
             sources: Map::default(),
             next_sweep: 0,
             memo: Map::default(),
@@ -324,13 +309,6 @@ impl Index {
         }
         if now >= self.next_sweep {
             self.runs.retain(|_, r| r.end.saturating_add(p.retention) > now);
-            let horizon = p.guard.saturating_add(p.peer_horizon);
-            self.blind.retain(|m| m.end.saturating_add(horizon) > now);
-            let runs = &self.runs;
-            self.streams.retain(|_, ids| {
-                ids.retain(|id| runs.contains_key(id));
-                !ids.is_empty()
-            });
             self.memo.retain(|_, m| m.last_seen.saturating_add(p.retention) > now);
             self.next_sweep = now.saturating_add((p.retention / 16).max(1));
         }
@@ -365,12 +343,7 @@ impl Index {
         for piece in pieces {
             for p in &piece.promises {
                 let source = self.source(piece.names.get(p.source));
-                let streams = &mut self.streams;
-                let run = self.runs.entry(p.run).or_insert_with(|| {
-                    streams.entry(p.stream).or_default().push(p.run);
-                    Run { source, from: p.from, end: p.to }
-                });
-                run.from = run.from.min(p.from);
+                let run = self.runs.entry(p.run).or_insert(Run { source, end: p.to });
                 run.end = run.end.max(p.to);
             }
         }
@@ -389,10 +362,6 @@ impl Index {
         }
         for c in &piece.mirrors {
             self.mirror(c);
-        }
-        let horizon = self.params.guard.saturating_add(self.params.peer_horizon);
-        for c in piece.blind.iter().filter(|c| c.end.saturating_add(horizon) > self.now) {
-            peer::add_mirror(&mut self.blind, &crate::records::ConnIn { peer: c.local, ..*c });
         }
         for a in &piece.assignments {
             self.assign(a.ip, a.at, a.name.map(|n| names.get(n)), a.run);
@@ -509,8 +478,8 @@ impl Index {
         }
         let entry = self.entries.entry(c.peer).or_default();
         let extra = entry.extra.get_or_insert_with(Box::default);
-        let end = peer::add_mirror(&mut extra.mirrors, c);
-        schedule(&mut self.wheel, self.slot, entry, c.peer, end.saturating_add(horizon));
+        peer::add_mirror(&mut extra.mirrors, c);
+        schedule(&mut self.wheel, self.slot, entry, c.peer, c.end.saturating_add(horizon));
     }
 
     fn assign(&mut self, ip: Ip, at: Time, name: Option<&str>, run: RunId) {
@@ -543,7 +512,8 @@ impl Index {
     /// caller that only counts.
     pub fn lookup(&mut self, piece: &FlowPiece, row: &FlowRow, mut names: Option<&mut Names>) -> Looked {
         let p = self.params;
-        if let Some(m) = self.memo.get_mut(&row.id) {
+        let key = (row.id, row.remote, row.remote_port);
+        if let Some(m) = self.memo.get_mut(&key) {
             // Kept until it expires, not dropped at the final record: batches may arrive out of
             // order, and a slice may come after its connection's final record.
             if m.last_seen.saturating_add(p.retention) > self.now {
@@ -551,7 +521,7 @@ impl Index {
                 let check = Check { verification: m.verification, first: false, counts: m.counts };
                 return Looked { verdict: remembered(&m.verdict, names), check, disagreement: None };
             }
-            self.memo.remove(&row.id);
+            self.memo.remove(&key);
         }
         let mut check = Check::default();
         let mut disagreement = None;
@@ -565,14 +535,12 @@ impl Index {
                     None => {
                         let now = self.now;
                         let scratch = &mut self.scratch;
-                        let tables =
-                            Tables { arena: &self.arena, runs: &self.runs, streams: &self.streams, blind: &self.blind };
-                        candidates(entry, piece, row, tables, p, now, scratch, |c, peers| {
+                        candidates(entry, piece, row, &self.arena, &self.runs, p, now, scratch, |c, peers| {
                             let verdict = decide(c, row.start, p.guard);
                             check.counts = peers.counts;
-                            if !c.peers.is_empty() {
+                            if !peers.seen.is_empty() {
                                 let claims = decide(&Candidates { peers: Vec::new(), ..c.clone() }, row.start, p.guard);
-                                let (v, d) = verify(&c.peers, claims, names.as_deref_mut());
+                                let (v, d) = verify(&peers.seen, claims, names.as_deref_mut());
                                 check.verification = v;
                                 disagreement = d;
                             }
@@ -587,13 +555,13 @@ impl Index {
                 let name = names.map(|n| n.push(workload)).unwrap_or_default();
                 if row.one_of_several() {
                     let remembered = Remembered::Attributed(workload.into(), evidence);
-                    self.remember(row.id, remembered, check);
+                    self.remember(key, remembered, check);
                 }
                 Verdict::Attributed { name, evidence }
             }
             Decision::Unattributed(reason) => {
                 if row.one_of_several() {
-                    self.remember(row.id, Remembered::Unattributed(reason), check);
+                    self.remember(key, Remembered::Unattributed(reason), check);
                 }
                 Verdict::Unattributed(reason)
             }
@@ -628,9 +596,9 @@ impl Index {
         decide_over(&c, from, to, p.guard)
     }
 
-    fn remember(&mut self, id: u64, verdict: Remembered, check: Check) {
+    fn remember(&mut self, key: MemoKey, verdict: Remembered, check: Check) {
         let memo = Memo { verdict, verification: check.verification, counts: check.counts, last_seen: self.now };
-        self.memo.insert(id, memo);
+        self.memo.insert(key, memo);
     }
 
     /// The sizes of the index now (walks every entry: call it at a sampling rate, not per
@@ -654,8 +622,7 @@ impl Index {
         bytes += self.arena.heap_bytes();
         bytes += self.wheel.values().map(|v| v.capacity() * size_of::<Ip>() + 32).sum::<usize>();
         bytes += self.runs.capacity() * (size_of::<RunId>() + size_of::<Run>() + 1);
-        bytes += self.blind.capacity() * size_of::<Mirror>();
-        bytes += self.memo.capacity() * (size_of::<u64>() + size_of::<Memo>() + 1)
+        bytes += self.memo.capacity() * (size_of::<MemoKey>() + size_of::<Memo>() + 1)
             + self
                 .memo
                 .values()
@@ -721,31 +688,36 @@ fn whole_only<'a>(
 }
 
 /// What the other end's records of a connection tell about counting it.
-#[derive(Clone, Copy, Debug)]
-struct Peers {
-    /// This end's records carry the connection in aggregates (see [`counts`]).
+#[derive(Clone, Debug)]
+struct Peers<'a> {
+    /// This end's records carry the connection in aggregates (see [`peer::counts`]).
     counts: bool,
+    /// The workloads of every record of the other end that is this connection's by its start
+    /// (proved or not): two-sided verification compares them with the claims, as a monitor.
+    /// Only proved ones attribute (`Candidates::peers`).
+    seen: Vec<&'a str>,
 }
 
 /// Gathers the candidates of `row` from `entry` and hands them to `f`, with what the other
 /// end's records say about counting the connection.
+#[allow(clippy::too_many_arguments)]
 fn candidates<'a, R>(
     entry: &'a Entry,
     piece: &FlowPiece,
     row: &FlowRow,
-    tables: Tables<'a>,
+    arena: &'a Arena,
+    runs: &Map<RunId, Run>,
     p: IndexParams,
     now: Time,
     scratch: &mut Scratch,
-    f: impl FnOnce(&Candidates<'a>, Peers) -> R,
+    f: impl FnOnce(&Candidates<'a>, Peers<'a>) -> R,
 ) -> R {
-    let Tables { arena, runs, streams, blind } = tables;
     let b = band(row.start, p.guard);
     let mut c = Candidates::default();
-    let mut peers = Peers { counts: true };
+    let mut peers = Peers { counts: true, seen: Vec::new() };
     exporter_claims(entry, row.remote_port, b, arena, &mut c);
     if let Some(x) = &entry.extra {
-        let Scratch { peers: matched, mirrors, cover } = scratch;
+        let matched = &mut scratch.peers;
         matched.clear();
         if !x.conns.is_empty() {
             let record = flowmap_schema::view::parse_flow(piece.message(row)).ok();
@@ -755,37 +727,28 @@ fn candidates<'a, R>(
                 // Connection and mirror records past their horizon count for nothing, swept
                 // or not.
                 let live = |end: Time| end.saturating_add(horizon) > now;
-                let tuple = |m: &&Mirror| {
-                    m.peer == local && m.peer_port == local_port && m.local_port == row.remote_port && live(m.end)
-                };
-                mirrors.clear();
-                mirrors.extend(x.mirrors.iter().filter(tuple).copied());
-                // Flows of the same local end and ports with an unreadable remote address might
-                // have been to this one: other connections of the 4-tuple as far as is known.
-                let own_start = |m: &&Mirror| m.start != row.start;
-                mirrors.extend(blind.iter().filter(tuple).filter(own_start).copied());
-                // The connection as all its records applied so far show it (its own mirror);
-                // without one (a record past its horizon), as this record alone shows it, with
-                // no end beyond its start.
-                let own = mirrors.iter().find(|m| m.start == row.start);
-                let (end, start_unobserved) = match own {
-                    Some(m) => (m.end, m.start_unobserved),
-                    None => (row.start, row.start_unobserved()),
-                };
-                cover.clear();
-                if let Some(reporter) = piece.reporter(row) {
-                    let ids = streams.get(&reporter.stream).map_or(&[][..], Vec::as_slice);
-                    cover.extend(ids.iter().filter_map(|id| runs.get(id)).map(|r| (r.from, r.end)));
-                }
-                let flow = peer::Flow {
+                let mut flow = peer::Flow {
                     local,
                     local_port,
                     port: row.remote_port,
                     start: row.start,
-                    end,
-                    start_unobserved,
-                    runs: cover,
+                    end: row.start,
+                    start_unobserved: row.start_unobserved(),
+                    horizon,
+                    now,
                 };
+                // The connection as all its records applied so far show it (its own mirrors);
+                // without any (a record past its horizon), as this record alone shows it, with
+                // no end beyond its start.
+                let probe = flow;
+                let own = x.mirrors.iter().filter(|m| m.start == row.start && probe.tuple(m));
+                let seen = own.fold(None, |acc: Option<(Time, bool)>, m| {
+                    let (end, unobserved) = acc.unwrap_or((m.end, m.start_unobserved));
+                    Some((end.max(m.end), unobserved || m.start_unobserved))
+                });
+                if let Some((end, unobserved)) = seen {
+                    (flow.end, flow.start_unobserved) = (end.max(row.start), unobserved);
+                }
                 // Counting needs only that the other end reported the connection (so that the
                 // two ends decide alike, as both see the same pairs); attribution needs proof.
                 let lower = (local, local_port) < (row.remote, row.remote_port);
@@ -795,7 +758,11 @@ fn candidates<'a, R>(
                         && peer::same_connection(k, flow.start, flow.end, flow.start_unobserved, p.guard)
                     {
                         counts = Some(counts.unwrap_or(false) || peer::counts(row, k, lower));
-                        if peer::certain(k, &flow, mirrors, p.guard) {
+                        let name = arena.get(k.name);
+                        if !name.is_empty() {
+                            peers.seen.push(name);
+                        }
+                        if peer::certain(k, &flow, p.guard) {
                             matched.push(i as u32);
                         }
                     }
