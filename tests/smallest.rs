@@ -598,3 +598,54 @@ fn regression_a_reused_4_tuple_never_borrows_the_next_connections_peer() {
         }
     }
 }
+
+/// Found by a fresh user: the client's address moves to another (unmonitored) host at 15 s,
+/// which reuses the 4-tuple at 15.5 s to 10.76.0.1:80, whose owner changed from `old` (no
+/// exporter) to `new` at about 15 s. `new`'s record of the second connection is not the first
+/// one's peer: the client's exporter held its address only until 15 s, so it cannot show that
+/// nobody else used the 4-tuple. (Before: the first connection was attributed to `new`.)
+#[test]
+fn regression_a_4_tuple_reused_by_the_next_holder_of_the_client_address_borrows_nothing() {
+    let window = 10 * S;
+    let mut deliveries = Vec::new();
+    for k in 0..6u64 {
+        let (from, to) = (T0 + k * window, T0 + (k + 1) * window);
+        let mut cli = batch("cli", 1, k, from, to);
+        let held_to = to.min(T0 + 15 * S);
+        if from < held_to {
+            cli.heartbeats.push(Ownership {
+                ip: ip("10.1.0.9"),
+                workload: "c-old".into(),
+                from_ns: from,
+                to_ns: held_to,
+                port: 0,
+            });
+        }
+        let mut new = batch("newsrv", 1, k, from, to);
+        if k == 1 {
+            let (first, second) = (T0 + 14 * S, T0 + 15 * S + S / 2);
+            cli.flows.push(flow(
+                ("10.1.0.9", 40_001),
+                ("10.76.0.1", 80),
+                Direction::Client,
+                first,
+                first + 2 * S / 5,
+                "c-old",
+            ));
+            new.flows.push(flow(
+                ("10.76.0.1", 80),
+                ("10.1.0.9", 40_001),
+                Direction::Server,
+                second,
+                second + 2 * S / 5,
+                "new",
+            ));
+        }
+        deliveries.push(delivery(&cli, to));
+        deliveries.push(delivery(&new, to));
+    }
+    let records = everywhere("client-address-moved", &deliveries, &["cli", "newsrv"], 2);
+    let from_cli: Vec<_> = records.iter().filter(|r| r.exporter == "cli").collect();
+    assert_eq!(from_cli.len(), 1);
+    assert_eq!(from_cli[0].remote_workload, None, "{:?}", from_cli[0]);
+}

@@ -3,7 +3,8 @@
 //!
 //! Per address, a small vector of exporter claims (whole-IP and port-scoped, heartbeats and
 //! flows' local ends), and, where there are any, the connection records of that address's own
-//! end (for the peer rule) and the assignment events of address managers. A claim that abuts or
+//! end and the mirrors of the fleet flows to it (both for the peer rule, [`peer`]), and the
+//! assignment events of address managers. A claim that abuts or
 //! overlaps a claim of the same port, kind and workload grows it in place, so a stable owner
 //! costs one claim per run of evidence, not one per heartbeat. Names live in an [`Arena`].
 //!
@@ -250,6 +251,7 @@ pub struct Index {
 #[derive(Debug, Default)]
 struct Scratch {
     peers: Vec<u32>,
+    held: Vec<(Time, Time)>,
 }
 
 impl Index {
@@ -742,7 +744,12 @@ fn candidates<'a, R>(
                 // no end beyond its start.
                 let probe = flow;
                 let own = x.mirrors.iter().filter(|m| m.start == row.start && probe.tuple(m));
+                let held = &mut scratch.held;
+                held.clear();
                 let seen = own.fold(None, |acc: Option<(Time, bool)>, m| {
+                    if m.held_from < m.held_to {
+                        held.push((m.held_from, m.held_to));
+                    }
                     let (end, unobserved) = acc.unwrap_or((m.end, m.start_unobserved));
                     Some((end.max(m.end), unobserved || m.start_unobserved))
                 });
@@ -762,7 +769,7 @@ fn candidates<'a, R>(
                         if !name.is_empty() {
                             peers.seen.push(name);
                         }
-                        if peer::certain(k, &flow, p.guard) {
+                        if peer::certain(k, &flow, &x.mirrors, held, p.guard) {
                             matched.push(i as u32);
                         }
                     }

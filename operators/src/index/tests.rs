@@ -37,12 +37,25 @@ impl Ev {
             direction: 0,
             lookup: 0,
             name,
+            held_from: 0,
+            held_to: 0,
         });
         self
     }
     /// The mirror of a flow record `local -> remote` (what the job stores under `remote` for
-    /// every fleet flow).
-    fn mirror(mut self, local: (&str, u16), remote: (&str, u16), start: Time, end: Time) -> Self {
+    /// every fleet flow), its exporter holding `local` over nothing.
+    fn mirror(self, local: (&str, u16), remote: (&str, u16), start: Time, end: Time) -> Self {
+        self.held_mirror(local, remote, start, end, (0, 0))
+    }
+    /// As [`Ev::mirror`], its exporter holding `local` over `held`.
+    fn held_mirror(
+        mut self,
+        local: (&str, u16),
+        remote: (&str, u16),
+        start: Time,
+        end: Time,
+        held: (Time, Time),
+    ) -> Self {
         self.0.mirrors.push(ConnIn {
             local: ip(local.0),
             local_port: local.1,
@@ -54,6 +67,8 @@ impl Ev {
             direction: 0,
             lookup: 0,
             name: NameRef::default(),
+            held_from: held.0,
+            held_to: held.1,
         });
         self
     }
