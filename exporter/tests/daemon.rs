@@ -256,17 +256,25 @@ fn assignments_cgroup_rules_reload_heartbeats_and_windows() {
     {
         assert_ne!(f["local_scope"], "ip", "a loopback address is never claimed whole: {f}");
     }
+    // A heartbeat in every batch but the first and the one during which SIGHUP changed the
+    // identity: a heartbeat claims its whole window, so only what held at the window's start
+    // too is sent.
     let seqs: Vec<u64> = windows.keys().copied().collect();
-    assert_eq!(seqs, (seqs[0]..seqs[0] + seqs.len() as u64).collect::<Vec<_>>(), "a heartbeat in every batch");
-    for pair in windows.values().collect::<Vec<_>>().windows(2) {
-        assert_eq!(pair[0].1, pair[1].0, "contiguous windows");
+    assert!(seqs.windows(2).all(|w| w[1] - w[0] <= 2), "a heartbeat in nearly every batch: {seqs:?}");
+    assert!(seqs.windows(2).filter(|w| w[1] - w[0] == 2).count() <= 1, "{seqs:?}");
+    for (a, b) in windows.iter().zip(windows.iter().skip(1)) {
+        if b.0 - a.0 == 1 {
+            assert_eq!(a.1 .1, b.1 .0, "contiguous windows");
+        }
     }
+    // (Windows are known here from the heartbeats, so batches without one are not checked.)
+    let first_seq = all.iter().filter_map(|v| v["seq"].as_u64()).min();
     for f in all.iter().filter(|v| v["kind"] == "flow") {
-        let (from, to) = windows[&f["seq"].as_u64().unwrap()];
+        let Some(&(from, to)) = windows.get(&f["seq"].as_u64().unwrap()) else { continue };
         let end = f["end_ns"].as_u64().unwrap();
         assert!(end < to, "the promise: a flow is in the batch whose window it ended in");
         if f["open"] == false {
-            assert!(end >= from || f["seq"].as_u64() == seqs.first().copied(), "not reported late");
+            assert!(end >= from || f["seq"].as_u64() == first_seq, "not reported late");
         }
     }
 }

@@ -104,13 +104,6 @@ pub struct ConnIn {
     /// The reporting end's workload ("" when its exporter did not know it: the record still
     /// tells the other end that both ends reported the connection).
     pub name: NameRef,
-    /// Mirrors only (`[0, 0)` otherwise): its exporter held `local` as a whole address, with
-    /// every record of its batches delivered, over `[held_from, held_to)` (its clock): no other
-    /// host had the address then, and every connection of it then is among the exporter's
-    /// records (see [`crate::index`], the peer rule).
-    pub held_from: Time,
-    /// End of that stretch.
-    pub held_to: Time,
 }
 
 /// Which side of a connection an end was, as a byte.

@@ -52,8 +52,7 @@ enum Ev {
         unobserved: bool,
         who: usize,
     },
-    /// A fleet flow's record as its remote end's worker stores it (under `peer`); its exporter
-    /// held `local` over `[held.0, held.1)`.
+    /// A fleet flow's record as its remote end's worker stores it (under `peer`).
     Mirror {
         local: u8,
         local_port: u16,
@@ -62,7 +61,6 @@ enum Ev {
         start: Time,
         end: Time,
         unobserved: bool,
-        held: (Time, Time),
     },
     Promise {
         run: RunId,
@@ -118,7 +116,6 @@ fn arb_ev() -> impl Strategy<Value = Ev> {
         2 => (0u8..3, 0usize..3, 0u8..3, 0usize..3, 0u64..40, 0u64..20, any::<bool>()).prop_map(
             |(local, lp, peer, pp, start, len, unobserved)| Ev::Mirror {
                 local, local_port: PORTS[lp], peer, peer_port: PORTS[pp], start, end: start + len, unobserved,
-                held: (start.saturating_sub(len), start + 2 * len),
             }
         ),
         2 => (1u64..4, 0u64..60, 1u64..30).prop_map(|(run, from, len)| Ev::Promise { run, from, to: from + len }),
@@ -199,7 +196,6 @@ fn arb_case() -> impl Strategy<Value = Case> {
                             start,
                             end: start + len,
                             unobserved,
-                            held: (0, 0),
                         },
                         _ => Ev::Mirror {
                             local: q.local,
@@ -209,12 +205,6 @@ fn arb_case() -> impl Strategy<Value = Case> {
                             start: q.start,
                             end: q.end + len,
                             unobserved,
-                            // None, all the time, or around the start.
-                            held: match at % 3 {
-                                0 => (0, 0),
-                                1 => (0, 1_000),
-                                _ => (q.start.saturating_sub(offset), q.start + len),
-                            },
                         },
                     },
                 ));
@@ -286,11 +276,9 @@ fn pieces(ev: &Ev, peers: usize) -> Vec<EvidencePiece> {
                 direction: 0,
                 lookup: 0,
                 name,
-                held_from: 0,
-                held_to: 0,
             });
         }
-        Ev::Mirror { local, local_port, peer, peer_port, start, end, unobserved, held } => {
+        Ev::Mirror { local, local_port, peer, peer_port, start, end, unobserved } => {
             let p = piece(&mut out, addr(*peer).worker(peers));
             p.mirrors.push(ConnIn {
                 local: addr(*local),
@@ -303,8 +291,6 @@ fn pieces(ev: &Ev, peers: usize) -> Vec<EvidencePiece> {
                 direction: 0,
                 lookup: 0,
                 name: NameRef::default(),
-                held_from: held.0,
-                held_to: held.1,
             });
         }
         Ev::Promise { run, from, to } => {
@@ -342,7 +328,9 @@ fn definition(c: &Case) -> Vec<Answer> {
     for i in order {
         let (q, query) = &c.queries[i];
         let key = (query.id, query.remote, query.remote_port);
-        if let Some((a, last_seen)) = memo.get_mut(&key) {
+        // Only a record of a connection with several records repeats a remembered verdict.
+        let remembered = if query.several { memo.get_mut(&key) } else { None };
+        if let Some((a, last_seen)) = remembered {
             if *last_seen + RETENTION > *q {
                 *last_seen = *q;
                 out[i] = a.clone();
@@ -399,18 +387,14 @@ fn definition(c: &Case) -> Vec<Answer> {
         // The query's exporter's connections on its 4-tuple (ends extended likewise, a start
         // unobserved if any record says so), within the horizon.
         let mut mirrors: BTreeMap<Time, (Time, bool)> = BTreeMap::new();
-        let mut own_held: Vec<(Time, Time)> = Vec::new();
         for e in &known {
-            if let Ev::Mirror { local, local_port, peer, peer_port, start, end, unobserved, held } = e {
+            if let Ev::Mirror { local, local_port, peer, peer_port, start, end, unobserved } = e {
                 let same_tuple = *peer == query.remote
                     && *peer_port == query.remote_port
                     && *local == query.local
                     && *local_port == query.local_port;
                 // Each record counts within its own horizon.
                 if same_tuple && *q < *end + c.guard + c.horizon {
-                    if *start == query.start {
-                        own_held.push(*held);
-                    }
                     let entry = mirrors.entry(*start).or_insert((*end, *unobserved));
                     entry.0 = entry.0.max(*end);
                     entry.1 |= *unobserved;
@@ -439,22 +423,7 @@ fn definition(c: &Case) -> Vec<Answer> {
             // ended by `e + guard` (skew), or started from `s - guard` on.
             let an_earlier_ones = (0..=query.start).any(|e| end <= e + c.guard);
             let a_later_ones = (q_end..=q_end + 400).any(|s| start + c.guard >= s);
-            // Or the query's exporter held its address (no other host had it) over every
-            // instant the record's connection could have started at, by its clock, and reported
-            // no other connection of the 4-tuple that the record could be of.
-            let held = !unobserved
-                && !q_unobserved
-                && own_held
-                    .iter()
-                    .any(|(a, b)| (start.saturating_sub(c.guard)..=start + c.guard).all(|t| *a <= t && t < *b));
-            let rival = mirrors.iter().any(|(m_start, (m_end, m_unobserved))| {
-                if !m_unobserved {
-                    m_start.abs_diff(start) <= c.guard
-                } else {
-                    *m_start <= end + c.guard && start <= *m_end + c.guard
-                }
-            });
-            if (!an_earlier_ones && !a_later_ones) || (held && !rival) {
+            if !an_earlier_ones && !a_later_ones {
                 cand.peers.push(NAMES[who]);
             }
         }

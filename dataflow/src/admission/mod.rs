@@ -12,10 +12,8 @@
 //!   port claim for the listening end of a shared address, and a connection record for the peer
 //!   rule), and assignment events with their source's *run* (see below);
 //! - for every fleet flow, its *mirror* at the worker owning its remote address (the same
-//!   connection record, stored under the remote end), with the stretch over which its exporter
-//!   held its local address as a whole: whole-IP heartbeats over every window of an unbroken
-//!   stretch of its batches (in order, no gap, abutting windows, no record dropped). The peer
-//!   rule reads both (`flowmap_operators::index`).
+//!   connection record, stored under the remote end), so that the peer rule sees the flow's
+//!   connection as all its records so far show it (`flowmap_operators::index`).
 //!
 //! Time: the batch time is the window start rounded down to the tick, the earliest instant its
 //! evidence describes. A batch behind its own lane's frontier (late, or the first of an exporter
@@ -158,23 +156,12 @@ struct RunState {
     to: Time,
 }
 
-/// What an exporter (per lane, exporter id and incarnation) held as whole addresses, for the
-/// peer rule: since when each address was heartbeaten over every window of an unbroken stretch
-/// of its batches (in order, no gap, abutting, no record dropped).
-#[derive(Debug, Default)]
-struct Hold {
-    next_seq: u64,
-    to: Time,
-    since: HashMap<Ip, Time>,
-}
-
 /// One worker's admission state: the trackers of its lanes and its assignment sources' runs.
 pub struct Admission {
     config: JobConfig,
     peers: usize,
     trackers: BTreeMap<u32, Tracker>,
     runs: HashMap<(u32, String, u64), RunState>,
-    holds: HashMap<(u32, String, u64), Hold>,
     next_run: HashMap<u32, u32>,
     /// The counters.
     pub stats: IngestStats,
@@ -222,15 +209,7 @@ impl Admission {
     pub fn new(config: JobConfig, lanes: &[Lane], peers: usize) -> Self {
         let trackers =
             lanes.iter().map(|lane| (lane.id, Tracker::new(lane.roster.iter().map(String::as_str)))).collect();
-        Admission {
-            config,
-            peers,
-            trackers,
-            runs: HashMap::new(),
-            holds: HashMap::new(),
-            next_run: HashMap::new(),
-            stats: Default::default(),
-        }
+        Admission { config, peers, trackers, runs: HashMap::new(), next_run: HashMap::new(), stats: Default::default() }
     }
 
     /// The least promise over this worker's lanes (`None` when no lane has a live exporter).
@@ -298,10 +277,6 @@ impl Admission {
         self.stats.batches += 1;
 
         let mut bad = Bad::default();
-        // Addresses this batch heartbeats as whole addresses over its whole window.
-        let mut whole: Vec<Ip> = Vec::new();
-        // Mirrors of its fleet flows, sent once it is known what the exporter held.
-        let mut mirrors: Vec<(usize, ConnIn)> = Vec::new();
         let batch = out.begin_batch(exporter, view.incarnation);
         let mut until = at;
 
@@ -328,9 +303,6 @@ impl Admission {
                 let piece = out.evidence(at, ip.worker(self.peers));
                 let name = piece.names.push(hb.workload);
                 piece.claims.push(ClaimIn { ip, port, kind: EvidenceKind::Heartbeat, from: lo, to: hi, name });
-                if port == 0 && hb.from_ns <= from && hb.to_ns >= to {
-                    whole.push(ip);
-                }
             }
         }
 
@@ -418,14 +390,12 @@ impl Admission {
                 direction,
                 lookup,
                 name: NameRef::default(),
-                held_from: 0,
-                held_to: 0,
             };
             if fleet {
                 // For the remote end's lookups: the connection as all its records so far show
                 // it, whichever of them is looked up first (no name: it is not evidence about
                 // the remote).
-                mirrors.push((remote.worker(self.peers), conn));
+                out.evidence(at, remote.worker(self.peers)).mirrors.push(conn);
             }
             let piece = out.evidence(at, local.worker(self.peers));
             let name = piece.names.push(f.local_workload);
@@ -496,27 +466,6 @@ impl Admission {
                 let name = (!a.workload.is_empty()).then(|| piece.names.push(a.workload));
                 piece.assignments.push(AssignIn { ip, at: a.at_ns, name, run });
             }
-        }
-
-        // What the exporter held: a stretch of its batches continues only in order, with no
-        // gap and no record dropped (a dropped record could have been any connection).
-        let dropped = bad.address + bad.time + bad.name > 0;
-        let key = (m.lane, exporter.to_string(), view.incarnation);
-        let prior = self.holds.get(&key);
-        let continues = decision == Decision::InOrder && prior.is_some_and(|h| h.next_seq == view.seq && h.to == from);
-        let since: HashMap<Ip, Time> = if dropped {
-            HashMap::new()
-        } else {
-            let earlier = |ip: &Ip| prior.filter(|_| continues).and_then(|h| h.since.get(ip).copied());
-            whole.iter().map(|ip| (*ip, earlier(ip).unwrap_or(from))).collect()
-        };
-        for (worker, conn) in mirrors {
-            let (held_from, held_to) = since.get(&conn.local).map_or((0, 0), |s| (*s, to));
-            out.evidence(at, worker).mirrors.push(ConnIn { held_from, held_to, ..conn });
-        }
-        if decision == Decision::InOrder {
-            let next_seq = if dropped { u64::MAX } else { view.seq + 1 };
-            self.holds.insert(key, Hold { next_seq, to, since });
         }
 
         reject_records(&mut self.stats.rejected_address, bad.address, "address or port", exporter);

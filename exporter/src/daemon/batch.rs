@@ -15,6 +15,7 @@
 //! it failed. The scope of each flow's local workload and the heartbeats follow the
 //! shared-IP rule of [`super::shared`].
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -167,6 +168,8 @@ pub struct Batcher {
     from: u64,
     carry: Vec<FlowEvent>,
     lines: bool,
+    /// The heartbeats that held at the previous window's end (address, workload, port).
+    beaten: HashSet<(Vec<u8>, String, u32)>,
 }
 
 /// One flow to report, with its local workload resolved.
@@ -183,7 +186,7 @@ impl Batcher {
     /// ids; `lines`: also produce the JSON-line form (only the stdout and file sinks need it).
     pub fn new(exporter_id: String, incarnation: u64, boot: Option<u64>, from: u64, lines: bool) -> Self {
         let ids = FlowIdHasher::new(&exporter_id);
-        Batcher { exporter_id, ids, incarnation, boot, seq: 0, from, carry: Vec::new(), lines }
+        Batcher { exporter_id, ids, incarnation, boot, seq: 0, from, carry: Vec::new(), lines, beaten: HashSet::new() }
     }
 
     /// Builds the batch for `[from, to)` from the flows closed since the last batch and the
@@ -243,7 +246,15 @@ impl Batcher {
             }
             wire_flows.push(flow);
         }
-        let heartbeats = shared::heartbeats(attributor, shared, input.listeners, input.host_addresses, self.from, to);
+        // A heartbeat claims its whole window, but the state behind it is read at the window's
+        // end: only what held at the previous window's end too is claimed, so an address or a
+        // listener that arrived during the window is claimed from the next one (found by a
+        // fresh user: a pod address that moved here mid-window was claimed for the time before
+        // it came, and a flow to its previous holder was attributed here).
+        let now = shared::heartbeats(attributor, shared, input.listeners, input.host_addresses, self.from, to);
+        let key = |b: &wire::Ownership| (b.ip.clone(), b.workload.clone(), b.port);
+        let heartbeats = now.iter().filter(|b| self.beaten.contains(&key(b))).cloned().collect();
+        self.beaten = now.iter().map(key).collect();
         let batch = ExporterBatch {
             schema_version: SCHEMA_VERSION,
             exporter_id: self.exporter_id.clone(),
@@ -364,6 +375,31 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by a fresh user: an address that arrived during a window was heartbeaten for the
+    /// whole window. A heartbeat is sent for a window only if it held at the previous window's
+    /// end too.
+    #[test]
+    fn an_address_that_arrives_mid_window_is_claimed_from_the_next_window() {
+        use crate::daemon::local::CgroupIndex;
+        const S: u64 = 1_000_000_000;
+        let mut attributor = Attributor::new(Vec::new(), Some("host".into()), Some(1), CgroupIndex::default());
+        let mut shared = SharedIps::new(60 * S);
+        let mut batcher = Batcher::new("h".into(), 1, None, 0, false);
+        let (old, new): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let mut window = |to: u64, addresses: &[IpAddr]| {
+            let input = BatchInput { to, closed: Vec::new(), open: &[], listeners: &[], host_addresses: addresses };
+            let batch = batcher.build(input, &mut attributor, &mut shared).batch;
+            let mut beaten: Vec<IpAddr> =
+                batch.heartbeats.iter().map(|h| wire::ip_from_bytes(&h.ip).unwrap()).collect();
+            beaten.sort();
+            beaten
+        };
+        assert_eq!(window(10 * S, &[old]), Vec::<IpAddr>::new(), "nothing known at the first window's start");
+        assert_eq!(window(20 * S, &[old, new]), vec![old], "new arrived during [10, 20)");
+        assert_eq!(window(30 * S, &[old, new]), vec![old, new]);
+        assert_eq!(window(40 * S, &[new]), vec![new], "old left during [30, 40): not claimed for it");
+    }
 
     #[test]
     fn connection_ids_are_stable_non_zero_and_differ_by_boot_and_cookie() {

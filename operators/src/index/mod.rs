@@ -251,7 +251,6 @@ pub struct Index {
 #[derive(Debug, Default)]
 struct Scratch {
     peers: Vec<u32>,
-    held: Vec<(Time, Time)>,
 }
 
 impl Index {
@@ -515,7 +514,11 @@ impl Index {
     pub fn lookup(&mut self, piece: &FlowPiece, row: &FlowRow, mut names: Option<&mut Names>) -> Looked {
         let p = self.params;
         let key = (row.id, row.remote, row.remote_port);
-        if let Some(m) = self.memo.get_mut(&key) {
+        // Only a connection with several records has a verdict to repeat: a record that is the
+        // whole of its connection never reads one (found by a fresh user: an exporter that
+        // reused a connection id gave a later, closed connection an earlier one's verdict).
+        let memo = if row.one_of_several() { self.memo.get_mut(&key) } else { None };
+        if let Some(m) = memo {
             // Kept until it expires, not dropped at the final record: batches may arrive out of
             // order, and a slice may come after its connection's final record.
             if m.last_seen.saturating_add(p.retention) > self.now {
@@ -540,9 +543,13 @@ impl Index {
                         candidates(entry, piece, row, &self.arena, &self.runs, p, now, scratch, |c, peers| {
                             let verdict = decide(c, row.start, p.guard);
                             check.counts = peers.counts;
-                            if !peers.seen.is_empty() {
+                            if let [Some(first), other] = peers.seen {
                                 let claims = decide(&Candidates { peers: Vec::new(), ..c.clone() }, row.start, p.guard);
-                                let (v, d) = verify(&peers.seen, claims, names.as_deref_mut());
+                                let seen: &[&str] = match other {
+                                    Some(other) => &[first, other],
+                                    None => &[first],
+                                };
+                                let (v, d) = verify(seen, claims, names.as_deref_mut());
                                 check.verification = v;
                                 disagreement = d;
                             }
@@ -690,14 +697,15 @@ fn whole_only<'a>(
 }
 
 /// What the other end's records of a connection tell about counting it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 struct Peers<'a> {
     /// This end's records carry the connection in aggregates (see [`peer::counts`]).
     counts: bool,
-    /// The workloads of every record of the other end that is this connection's by its start
-    /// (proved or not): two-sided verification compares them with the claims, as a monitor.
-    /// Only proved ones attribute (`Candidates::peers`).
-    seen: Vec<&'a str>,
+    /// The workloads of the records of the other end that are this connection's by its start
+    /// (proved or not): the first, and another one if any differs. Two-sided verification
+    /// compares them with the claims, as a monitor; only proved ones attribute
+    /// (`Candidates::peers`). Two names, not a vector: this is on every lookup's path.
+    seen: [Option<&'a str>; 2],
 }
 
 /// Gathers the candidates of `row` from `entry` and hands them to `f`, with what the other
@@ -716,7 +724,7 @@ fn candidates<'a, R>(
 ) -> R {
     let b = band(row.start, p.guard);
     let mut c = Candidates::default();
-    let mut peers = Peers { counts: true, seen: Vec::new() };
+    let mut peers = Peers { counts: true, seen: [None, None] };
     exporter_claims(entry, row.remote_port, b, arena, &mut c);
     if let Some(x) = &entry.extra {
         let matched = &mut scratch.peers;
@@ -744,12 +752,7 @@ fn candidates<'a, R>(
                 // no end beyond its start.
                 let probe = flow;
                 let own = x.mirrors.iter().filter(|m| m.start == row.start && probe.tuple(m));
-                let held = &mut scratch.held;
-                held.clear();
                 let seen = own.fold(None, |acc: Option<(Time, bool)>, m| {
-                    if m.held_from < m.held_to {
-                        held.push((m.held_from, m.held_to));
-                    }
                     let (end, unobserved) = acc.unwrap_or((m.end, m.start_unobserved));
                     Some((end.max(m.end), unobserved || m.start_unobserved))
                 });
@@ -766,10 +769,13 @@ fn candidates<'a, R>(
                     {
                         counts = Some(counts.unwrap_or(false) || peer::counts(row, k, lower));
                         let name = arena.get(k.name);
-                        if !name.is_empty() {
-                            peers.seen.push(name);
+                        match peers.seen {
+                            _ if name.is_empty() => {}
+                            [None, _] => peers.seen[0] = Some(name),
+                            [Some(first), None] if first != name => peers.seen[1] = Some(name),
+                            _ => {}
                         }
-                        if peer::certain(k, &flow, &x.mirrors, held, p.guard) {
+                        if peer::certain(k, &flow, p.guard) {
                             matched.push(i as u32);
                         }
                     }

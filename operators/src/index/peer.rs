@@ -47,9 +47,6 @@ pub(super) struct Mirror {
     pub peer: Ip,
     pub start: Time,
     pub end: Time,
-    /// Its exporter held `peer` over `[held_from, held_to)` (see [`ConnIn::held_from`]).
-    pub held_from: Time,
-    pub held_to: Time,
     pub local_port: u16,
     pub peer_port: u16,
     pub start_unobserved: bool,
@@ -99,8 +96,6 @@ pub(super) fn add_mirror(mirrors: &mut Vec<Mirror>, c: &ConnIn) {
         peer: c.local,
         start: c.start,
         end: c.end,
-        held_from: c.held_from,
-        held_to: c.held_to,
         local_port: c.peer_port,
         peer_port: c.local_port,
         start_unobserved: c.start_unobserved,
@@ -154,47 +149,18 @@ pub(super) fn same_connection(k: &Conn, start: Time, end: Time, unobserved: bool
 }
 
 /// Whether `k`, a record that [`same_connection`] pairs with `flow`, is provably `flow`'s
-/// connection, by either of two proofs.
+/// connection.
 ///
-/// *Lifetimes.* Any other connection of the 4-tuple either ended before `flow` started (an
-/// *earlier* one) or started after it ended (a *later* one), whoever had the addresses then.
-/// `k` is no earlier one's record if it lasted past `flow.start + guard` (the earlier one's end,
-/// at most `flow.start`, plus the skew of the two ends' clocks, which the guard band bounds),
-/// and no later one's if it started before `flow.end - guard`. A slice's end is a lower bound
-/// of its connection's, and a start not seen an upper bound of the real one, which only
-/// strengthens both.
-///
-/// *The flow's exporter held its address.* Both starts seen, and over every instant that the
-/// connection `k` is of could have started at by the exporter's clock (`k.start ± guard`), the
-/// exporter held the flow's local address as a whole (`held`, from one of the flow's own
-/// records: no other host had it, and its batches then were all delivered), and it reported no
-/// other connection of the 4-tuple that `k` could be the record of (`rivals`, the mirrors of
-/// this address).
-pub(super) fn certain<'m>(
-    k: &Conn,
-    flow: &Flow,
-    rivals: impl IntoIterator<Item = &'m Mirror>,
-    held: &[(Time, Time)],
-    guard: Time,
-) -> bool {
-    if k.end > flow.start.saturating_add(guard) && k.start.saturating_add(guard) < flow.end {
-        return true;
-    }
-    if k.start_unobserved || flow.start_unobserved {
-        return false;
-    }
-    let (lo, hi) = (k.start.saturating_sub(guard), k.start.saturating_add(guard));
-    if !held.iter().any(|&(from, to)| from <= lo && hi < to) {
-        return false;
-    }
-    let could_be_k = |m: &Mirror| {
-        if m.start_unobserved {
-            m.start <= k.end.saturating_add(guard) && k.start <= m.end.saturating_add(guard)
-        } else {
-            m.start.abs_diff(k.start) <= guard
-        }
-    };
-    !rivals.into_iter().any(|m| m.start != flow.start && flow.tuple(m) && could_be_k(m))
+/// Any other connection of the 4-tuple either ended before `flow` started (an *earlier* one) or
+/// started after it ended (a *later* one), whoever had the addresses then. `k` is no earlier
+/// one's record if it lasted past `flow.start + guard` (the earlier one's end, at most
+/// `flow.start`, plus the skew of the two ends' clocks, which the guard band bounds), and no
+/// later one's if it started before `flow.end - guard`. A slice's end is a lower bound of its
+/// connection's, and a start not seen an upper bound of the real one, which only strengthens
+/// both. Short connections (under about twice the guard band) are therefore never proved: the
+/// claims decide them.
+pub(super) fn certain(k: &Conn, flow: &Flow, guard: Time) -> bool {
+    k.end > flow.start.saturating_add(guard) && k.start.saturating_add(guard) < flow.end
 }
 
 /// Whether this end's record (`row`) carries a connection that the other end reported too
@@ -238,45 +204,15 @@ mod tests {
         Flow { local: Ip(1), local_port: 50000, port: 443, start, end, start_unobserved: false, horizon: 1000, now: 0 }
     }
 
-    fn mirror(start: Time, end: Time) -> Mirror {
-        Mirror {
-            peer: Ip(1),
-            start,
-            end,
-            held_from: 0,
-            held_to: 0,
-            local_port: 443,
-            peer_port: 50000,
-            start_unobserved: false,
-        }
-    }
-
     #[test]
-    fn lifetimes_that_rule_the_others_out_prove_a_match() {
+    fn only_lifetimes_that_rule_the_others_out_prove_a_match() {
         // k lasted past the flow's start + guard and began before its end - guard.
-        assert!(certain(&conn(100, 400), &flow(101, 390), [], &[], 50));
+        assert!(certain(&conn(100, 400), &flow(101, 390), 50));
         // A short connection: k could be the record of a connection just before or after.
-        assert!(!certain(&conn(100, 150), &flow(101, 390), [], &[], 50), "k ended by start + guard");
-        assert!(certain(&conn(100, 152), &flow(101, 390), [], &[], 50));
-        assert!(!certain(&conn(340, 400), &flow(101, 390), [], &[], 50), "k began at end - guard");
-        assert!(certain(&conn(339, 400), &flow(101, 390), [], &[], 50));
-        assert!(!certain(&conn(125, 135), &flow(120, 130), [], &[], 50), "both short");
-    }
-
-    #[test]
-    fn a_held_address_with_no_rival_proves_a_short_match() {
-        let (k, f) = (conn(125, 135), flow(120, 130));
-        // k's start 125 ± 50: the exporter must have held the address over [75, 175].
-        assert!(certain(&k, &f, [], &[(75, 176)], 50));
-        assert!(!certain(&k, &f, [], &[(75, 175)], 50), "the hold ends too early");
-        assert!(!certain(&k, &f, [], &[(76, 176)], 50), "it starts too late");
-        assert!(!certain(&k, &f, [], &[(75, 130), (130, 176)], 50), "one stretch");
-        // Another connection it reported within the guard band of k's start: could be k's.
-        assert!(!certain(&k, &f, &[mirror(170, 171)], &[(0, 1000)], 50));
-        assert!(certain(&k, &f, &[mirror(176, 180)], &[(0, 1000)], 50));
-        assert!(certain(&k, &f, &[mirror(120, 130)], &[(0, 1000)], 50), "its own record");
-        let mut unseen = conn(125, 135);
-        unseen.start_unobserved = true;
-        assert!(!certain(&unseen, &f, [], &[(0, 1000)], 50), "a start not seen proves nothing here");
+        assert!(!certain(&conn(100, 150), &flow(101, 390), 50), "k ended by start + guard");
+        assert!(certain(&conn(100, 152), &flow(101, 390), 50));
+        assert!(!certain(&conn(340, 400), &flow(101, 390), 50), "k began at end - guard");
+        assert!(certain(&conn(339, 400), &flow(101, 390), 50));
+        assert!(!certain(&conn(125, 135), &flow(120, 130), 50), "both short");
     }
 }

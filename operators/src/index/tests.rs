@@ -37,25 +37,12 @@ impl Ev {
             direction: 0,
             lookup: 0,
             name,
-            held_from: 0,
-            held_to: 0,
         });
         self
     }
     /// The mirror of a flow record `local -> remote` (what the job stores under `remote` for
-    /// every fleet flow), its exporter holding `local` over nothing.
-    fn mirror(self, local: (&str, u16), remote: (&str, u16), start: Time, end: Time) -> Self {
-        self.held_mirror(local, remote, start, end, (0, 0))
-    }
-    /// As [`Ev::mirror`], its exporter holding `local` over `held`.
-    fn held_mirror(
-        mut self,
-        local: (&str, u16),
-        remote: (&str, u16),
-        start: Time,
-        end: Time,
-        held: (Time, Time),
-    ) -> Self {
+    /// every fleet flow).
+    fn mirror(mut self, local: (&str, u16), remote: (&str, u16), start: Time, end: Time) -> Self {
         self.0.mirrors.push(ConnIn {
             local: ip(local.0),
             local_port: local.1,
@@ -67,8 +54,6 @@ impl Ev {
             direction: 0,
             lookup: 0,
             name: NameRef::default(),
-            held_from: held.0,
-            held_to: held.1,
         });
         self
     }
@@ -269,7 +254,10 @@ fn later_records_of_an_open_connection_repeat_its_first_verdict() {
         assert_eq!(verdict(&mut index, &p, &r), Ok(("pod".into(), EvidenceKind::Heartbeat)), "slice {k}");
     }
     index.advance(1_000 * S);
-    let (p, r) = flow(("10.1.0.1", 40_000), ("10.2.0.1", 80), 5 * S, 990 * S, 7, false);
+    // The final record, of a connection that started before its window (as admission marks it).
+    let (mut p, mut r) = flow(("10.1.0.1", 40_000), ("10.2.0.1", 80), 5 * S, 990 * S, 7, false);
+    r.flags |= flags::CONTINUED;
+    p.rows[0] = r;
     assert_eq!(verdict(&mut index, &p, &r), Ok(("pod".into(), EvidenceKind::Heartbeat)));
     // A slice arriving after the final record (batches out of order) still gets it.
     let (p, r) = flow(("10.1.0.1", 40_000), ("10.2.0.1", 80), 5 * S, 980 * S, 7, true);
@@ -425,4 +413,14 @@ fn one_id_on_two_connections_to_two_addresses_is_two_memos() {
     assert_eq!(verdict(&mut index, &p, &r), Ok(("web".into(), EvidenceKind::Heartbeat)));
     let (p, r) = flow(("10.1.0.9", 40_002), ("10.76.0.2", 443), T0 + 15 * S, T0 + 16 * S, 99, true);
     assert_eq!(verdict(&mut index, &p, &r), Ok(("db".into(), EvidenceKind::Heartbeat)));
+    // Nor does a later connection to the same address and port that is the whole of its
+    // connection (one closed record): the owner changed, and it gets its own verdict.
+    at(
+        &mut index,
+        T0 + 60 * S,
+        Ev::default().claim("10.76.0.1", 0, EvidenceKind::Heartbeat, T0 + 60 * S, T0 + 90 * S, "new"),
+    );
+    index.advance(T0 + 70 * S);
+    let (p, r) = flow(("10.1.0.9", 40_003), ("10.76.0.1", 80), T0 + 65 * S, T0 + 65 * S + S / 2, 99, false);
+    assert_eq!(verdict(&mut index, &p, &r), Ok(("new".into(), EvidenceKind::Heartbeat)));
 }
