@@ -113,7 +113,9 @@ pub(super) struct Flow {
     /// This end's port (the record's remote port).
     pub port: u16,
     pub start: Time,
-    /// The latest end its exporter's records of the connection applied so far show.
+    /// The latest end over the mirrors of its 4-tuple with its start applied so far. (From
+    /// any exporter: a known gap, see the README's "Known gaps"; it should be its own
+    /// exporter's only.)
     pub end: Time,
     /// Whether any of them did not see the start.
     pub start_unobserved: bool,
@@ -152,7 +154,9 @@ pub(super) fn same_connection(k: &Conn, start: Time, end: Time, unobserved: bool
 /// connection.
 ///
 /// Any other connection of the 4-tuple either ended before `flow` started (an *earlier* one) or
-/// started after it ended (a *later* one), whoever had the addresses then. `k` is no earlier
+/// started after it ended (a *later* one), whoever had the addresses then. (A host that keeps a
+/// half-open connection after its address moved on breaks this premise: a known gap, see the
+/// README's "Known gaps".) `k` is no earlier
 /// one's record if it lasted past `flow.start + guard` (the earlier one's end, at most
 /// `flow.start`, plus the skew of the two ends' clocks, which the guard band bounds), and no
 /// later one's if it started before `flow.end - guard`. A slice's end is a lower bound of its
