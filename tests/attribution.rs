@@ -24,14 +24,17 @@ fn adversarial_never_misattributes_and_the_baseline_does() {
     // Every flow the exporters produced is accounted for: output, lost in transit, or rejected.
     assert_eq!(score.records + score.lost_in_transit + score.corrupted, sim.truth.len() as u64);
     assert_eq!(score.verdict_changes, 0, "one verdict per flow");
-    assert!(score.attributed_in_fleet_pct > 80.0, "{score:?}");
+    // 72.3% measured: short connections whose remote only its own record names stay
+    // unattributed since the peer rule needs proof (README, "Known gaps").
+    assert!(score.attributed_in_fleet_pct > 70.0, "{score:?}");
 }
 
 #[test]
-fn steady_attributes_nearly_every_fleet_flow() {
+fn steady_attributes_most_fleet_flows() {
     let (_, _, score) = simulate_and_score(&Scenario::steady(), 2);
     assert_eq!(score.misattributed, 0);
-    assert!(score.attributed_in_fleet_pct >= 99.5, "{score:?}");
+    // 90.7% measured (99.98% before the peer rule needed proof: README, "Known gaps").
+    assert!(score.attributed_in_fleet_pct >= 90.0, "{score:?}");
     assert_eq!(score.missing, 0);
 }
 

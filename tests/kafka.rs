@@ -107,7 +107,8 @@ fn simulate_kafka_collect_score_misattributes_nothing_and_loses_nothing() {
     assert!(score["dead_lettered"].as_u64().unwrap() > 0, "the scenario corrupts records: {score}");
     assert_eq!(score["dead_lettered"], score["corrupted"], "{score}");
     assert!(score["dead_lettered_messages"].as_u64().unwrap() >= summary["dead_lettered"].as_u64().unwrap());
-    assert!(score["attributed_in_fleet_pct"].as_f64().unwrap() > 85.0, "{score}");
+    // 72% in the in-memory demo of the same scenario: the peer rule needs proof (README).
+    assert!(score["attributed_in_fleet_pct"].as_f64().unwrap() > 70.0, "{score}");
 }
 
 #[test]
