@@ -649,3 +649,46 @@ fn regression_a_4_tuple_reused_by_the_next_holder_of_the_client_address_borrows_
     assert_eq!(from_cli.len(), 1);
     assert_eq!(from_cli[0].remote_workload, None, "{:?}", from_cli[0]);
 }
+
+/// Found by a fresh user: another exporter run names the client's 4-tuple with the client's
+/// start and keeps it open to 30 s (another exporter id, or a clone sharing the id with another
+/// incarnation). Read as the client's own record, it stretched the client's 0.5 s connection
+/// over `newsrv`'s record of a later connection of the 4-tuple (1.9 s later, within the guard
+/// band), which then passed the lifetime proof: the client's flow got `new`, whose address
+/// `old` (no exporter) held until 12 s.
+#[test]
+fn regression_another_exporters_record_of_the_same_4_tuple_never_stretches_a_flow() {
+    for (case, other, incarnation) in [("other-id", "cli2", 1), ("clone", "cli", 9)] {
+        let window = 10 * S;
+        let mut deliveries = Vec::new();
+        let (first, later) = (T0 + 11 * S, T0 + 12 * S + 9 * S / 10);
+        for k in 0..5u64 {
+            let (from, to) = (T0 + k * window, T0 + (k + 1) * window);
+            let mut cli = batch("cli", 1, k, from, to);
+            let mut rival = batch(other, incarnation, k, from, to);
+            let mut new = batch("newsrv", 1, k, from, to);
+            let tuple = (("10.1.0.9", 40_001), ("10.76.0.1", 80));
+            if k == 1 {
+                cli.flows.push(flow(tuple.0, tuple.1, Direction::Client, first, first + S / 2, "c-old"));
+            }
+            if (1..=2).contains(&k) {
+                let mut f = flow(tuple.0, tuple.1, Direction::Client, first, (to - 1).min(T0 + 30 * S), "c-old");
+                f.open = k == 1;
+                rival.flows.push(f);
+            }
+            if k >= 1 {
+                let mut f = flow(tuple.1, tuple.0, Direction::Server, later, to - 1, "new");
+                f.open = k < 4;
+                new.flows.push(f);
+            }
+            deliveries.extend([delivery(&cli, to), delivery(&rival, to), delivery(&new, to)]);
+        }
+        let records = everywhere(case, &deliveries, &["cli", other, "newsrv"], 2);
+        let client: Vec<_> = records
+            .iter()
+            .filter(|r| r.exporter == "cli" && r.start_ns == first && r.end_ns == first + S / 2)
+            .collect();
+        assert_eq!(client.len(), 1, "{case}: {records:?}");
+        assert_eq!(client[0].remote_workload, None, "{case}: {:?}", client[0]);
+    }
+}

@@ -263,7 +263,7 @@ fn look_up(index: &mut Index, piece: FlowPiece, names_wanted: bool) -> Option<Ve
         checks.retain(|_| *k.next().unwrap_or(&false));
         piece.rows.retain(|r| !r.rebuild());
     }
-    (!piece.rows.is_empty()).then(|| VerdictPiece { flows: piece, verdicts, checks, disagreements, names })
+    (!piece.rows.is_empty()).then_some(VerdictPiece { flows: piece, verdicts, checks, disagreements, names })
 }
 
 /// Answers one piece of interval queries (names always: interval answers are few).

@@ -4,9 +4,9 @@
 //! was stated (no merging, nothing left out): exporter claims, connection records still within
 //! the peer horizon (their ends as extended by later records of the same connection), of which
 //! a record is the query's peer only if the lifetimes rule out every other connection of the
-//! 4-tuple (the query's connection as all its records known at `q` show it: their mirrors), and
-//! assignment events ending at their source's next event for the address or where their run's
-//! promise known at `q` ends. From those it builds the rule's candidates and applies
+//! 4-tuple (the query's connection as its own exporter run's records known at `q` show it: their
+//! mirrors), and assignment events ending at their source's next event for the address or where
+//! their run's promise known at `q` ends. From those it builds the rule's candidates and applies
 //! `rule::decide` (itself checked against its pointwise definition in `rule/tests.rs`); and a
 //! connection with several records keeps the verdict of the first one looked up.
 //!
@@ -52,7 +52,8 @@ enum Ev {
         unobserved: bool,
         who: usize,
     },
-    /// A fleet flow's record as its remote end's worker stores it (under `peer`).
+    /// A fleet flow's record as its remote end's worker stores it (under `peer`), from exporter
+    /// run `reporter` (see [`reporter`]).
     Mirror {
         local: u8,
         local_port: u16,
@@ -61,6 +62,7 @@ enum Ev {
         start: Time,
         end: Time,
         unobserved: bool,
+        reporter: u64,
     },
     Promise {
         run: RunId,
@@ -113,9 +115,9 @@ fn arb_ev() -> impl Strategy<Value = Ev> {
                 local, local_port: PORTS[lp], peer, peer_port: PORTS[pp], start, end: start + len, unobserved, who,
             }
         ),
-        2 => (0u8..3, 0usize..3, 0u8..3, 0usize..3, 0u64..40, 0u64..20, any::<bool>()).prop_map(
-            |(local, lp, peer, pp, start, len, unobserved)| Ev::Mirror {
-                local, local_port: PORTS[lp], peer, peer_port: PORTS[pp], start, end: start + len, unobserved,
+        2 => (0u8..3, 0usize..3, 0u8..3, 0usize..3, 0u64..40, 0u64..20, any::<bool>(), 0u64..2).prop_map(
+            |(local, lp, peer, pp, start, len, unobserved, reporter)| Ev::Mirror {
+                local, local_port: PORTS[lp], peer, peer_port: PORTS[pp], start, end: start + len, unobserved, reporter,
             }
         ),
         2 => (1u64..4, 0u64..60, 1u64..30).prop_map(|(run, from, len)| Ev::Promise { run, from, to: from + len }),
@@ -196,7 +198,9 @@ fn arb_case() -> impl Strategy<Value = Case> {
                             start,
                             end: start + len,
                             unobserved,
+                            reporter: reporter(&q),
                         },
+                        // Its own connection's records, or another run's with the same start.
                         _ => Ev::Mirror {
                             local: q.local,
                             local_port: q.local_port,
@@ -205,6 +209,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                             start: q.start,
                             end: q.end + len,
                             unobserved,
+                            reporter: reporter(&q) ^ u64::from(offset % 3 == 0),
                         },
                     },
                 ));
@@ -213,9 +218,21 @@ fn arb_case() -> impl Strategy<Value = Case> {
         })
 }
 
-/// The row and the encoded message of a query (what the source would send).
-fn row(q: &Query) -> (FlowRow, Vec<u8>) {
+/// The exporter run that reported a query's records (0 or 1; one per connection).
+fn reporter(q: &Query) -> u64 {
+    (q.id / 1_000) % 2
+}
+
+/// The exporter run `r` (a [`Reporter`]).
+fn run(r: u64) -> Reporter {
+    Reporter { exporter: format!("e{r}"), incarnation: 0 }
+}
+
+/// The row and the encoded message of query `i` (what the source would send; the message's
+/// `bytes_sent` names the query, to find its verdict).
+fn row(i: usize, q: &Query) -> (FlowRow, Vec<u8>) {
     let flow = flowmap_schema::Flow {
+        bytes_sent: i as u64,
         local_ip: vec![10, 0, 0, q.local],
         local_port: u32::from(q.local_port),
         remote_ip: vec![10, 0, 0, q.remote],
@@ -276,9 +293,10 @@ fn pieces(ev: &Ev, peers: usize) -> Vec<EvidencePiece> {
                 direction: 0,
                 lookup: 0,
                 name,
+                reporter: 0,
             });
         }
-        Ev::Mirror { local, local_port, peer, peer_port, start, end, unobserved } => {
+        Ev::Mirror { local, local_port, peer, peer_port, start, end, unobserved, reporter } => {
             let p = piece(&mut out, addr(*peer).worker(peers));
             p.mirrors.push(ConnIn {
                 local: addr(*local),
@@ -291,6 +309,7 @@ fn pieces(ev: &Ev, peers: usize) -> Vec<EvidencePiece> {
                 direction: 0,
                 lookup: 0,
                 name: NameRef::default(),
+                reporter: run(*reporter).key(),
             });
         }
         Ev::Promise { run, from, to } => {
@@ -373,7 +392,9 @@ fn definition(c: &Case) -> Vec<Answer> {
         }
         // Connection records of the remote end, ends extended by later records of the same
         // connection (a start unobserved if any record says so), within the horizon.
-        let mut conns: BTreeMap<(u16, u8, u16, Time, usize), (Time, bool)> = BTreeMap::new();
+        // (local port, peer, peer port, start, who) -> (latest end, start unobserved).
+        type Records = BTreeMap<(u16, u8, u16, Time, usize), (Time, bool)>;
+        let mut conns: Records = BTreeMap::new();
         for e in &known {
             if let Ev::Conn { local, local_port, peer, peer_port, start, end, unobserved, who } = e {
                 if *local != query.remote {
@@ -384,26 +405,23 @@ fn definition(c: &Case) -> Vec<Answer> {
                 entry.1 |= *unobserved;
             }
         }
-        // The query's exporter's connections on its 4-tuple (ends extended likewise, a start
-        // unobserved if any record says so), within the horizon.
-        let mut mirrors: BTreeMap<Time, (Time, bool)> = BTreeMap::new();
+        // The query's connection as its own exporter run's records of it (its 4-tuple and
+        // start) known at `q` show it: the latest end, a start unobserved if any says so; each
+        // record counts within its own horizon. Without any, no end beyond its start.
+        let mut own: Option<(Time, bool)> = None;
         for e in &known {
-            if let Ev::Mirror { local, local_port, peer, peer_port, start, end, unobserved } = e {
+            if let Ev::Mirror { local, local_port, peer, peer_port, start, end, unobserved, reporter: r } = e {
                 let same_tuple = *peer == query.remote
                     && *peer_port == query.remote_port
                     && *local == query.local
                     && *local_port == query.local_port;
-                // Each record counts within its own horizon.
-                if same_tuple && *q < *end + c.guard + c.horizon {
-                    let entry = mirrors.entry(*start).or_insert((*end, *unobserved));
-                    entry.0 = entry.0.max(*end);
-                    entry.1 |= *unobserved;
+                if same_tuple && *start == query.start && *r == reporter(query) && *q < *end + c.guard + c.horizon {
+                    let (e0, u0) = own.unwrap_or((*end, *unobserved));
+                    own = Some((e0.max(*end), u0 || *unobserved));
                 }
             }
         }
-        // The query's connection as its records so far show it; without its own mirror, no end
-        // beyond its start.
-        let (q_end, q_unobserved) = mirrors.remove(&query.start).unwrap_or((query.start, query.unobserved));
+        let (q_end, q_unobserved) = own.map_or((query.start, query.unobserved), |(end, u)| (end.max(query.start), u));
         for ((lp, peer, pp, start, who), (end, unobserved)) in conns {
             if *q >= end + c.guard + c.horizon {
                 continue;
@@ -499,8 +517,8 @@ fn by_index_named(c: &Case, named: bool) -> Vec<Answer> {
             c.evidence.iter().filter(|(at, _)| *at == t).flat_map(|(_, e)| pieces(e, 1)).collect();
         index.apply(&now);
         for (i, (_, q)) in c.queries.iter().enumerate().filter(|(_, (at, _))| *at == t) {
-            let (r, bytes) = row(q);
-            let piece = FlowPiece { rows: vec![r], bytes, ..Default::default() };
+            let (r, bytes) = row(i, q);
+            let piece = FlowPiece { rows: vec![r], bytes, exporters: vec![run(reporter(q))], ..Default::default() };
             let mut names = Names::default();
             out[i] = match index.lookup(&piece, &r, named.then_some(&mut names)).verdict {
                 Verdict::Attributed { name, evidence } => Ok((names.get(name).to_string(), evidence)),
@@ -530,8 +548,9 @@ fn by_operator(c: &Case, workers: usize, shuffle: u64) -> Vec<Answer> {
             flows
                 .attribute(evidence, params, StateProbe::default())
                 .inspect(move |piece: &VerdictPiece| {
-                    // Each piece holds one query; its reporter names the query's index.
-                    let i: usize = piece.flows.exporters[0].exporter.parse().unwrap();
+                    // Each piece holds one query; its message's `bytes_sent` names it.
+                    let row = &piece.flows.rows[0];
+                    let i = flowmap_schema::view::parse_flow(piece.flows.message(row)).unwrap().bytes_sent as usize;
                     let a = match &piece.verdicts[0] {
                         Verdict::Attributed { name, evidence } => Ok((piece.names.get(*name).to_string(), *evidence)),
                         Verdict::Unattributed(reason) => Err(*reason),
@@ -555,10 +574,10 @@ fn by_operator(c: &Case, workers: usize, shuffle: u64) -> Vec<Answer> {
         }
         if sends_flows {
             for (i, (t, q)) in case.queries.iter().enumerate() {
-                let (r, bytes) = row(q);
+                let (r, bytes) = row(i, q);
                 let piece = FlowPiece {
                     worker: r.remote.worker(peers) as u32,
-                    exporters: vec![Reporter { exporter: i.to_string(), incarnation: 0 }],
+                    exporters: vec![run(reporter(q))],
                     rows: vec![r],
                     bytes,
                 };
@@ -575,7 +594,7 @@ fn by_operator(c: &Case, workers: usize, shuffle: u64) -> Vec<Answer> {
                 Err(p) => flows_in.send(p),
             }
             // Let the dataflow run between sends now and then, so inputs are seen apart.
-            if (n as u64 ^ shuffle) % 3 == 0 {
+            if (n as u64 ^ shuffle).is_multiple_of(3) {
                 worker.step();
             }
         }

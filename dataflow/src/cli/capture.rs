@@ -241,7 +241,7 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
         admin::ensure_topics(&client, &topics, BROKER_TIMEOUT)?;
         let producer = flowmap_kafka::Producer::new(&client, &flowmap_kafka::ProducerSettings::default())?;
         destinations.kafka =
-            Some((producer, Some(topic.clone()), args.edges_topic.clone(), args.change_events_topic.clone()));
+            Some((producer, (Some(topic.clone()), args.edges_topic.clone(), args.change_events_topic.clone())));
     } else if args.output_topic.is_some() {
         bail!("--output-topic needs --brokers");
     }

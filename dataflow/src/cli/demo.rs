@@ -189,7 +189,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
 /// events by kind.
 fn print_edges(report: &crate::run::RunReport) {
     use std::collections::BTreeMap;
-    let mut sums: BTreeMap<(&str, &str, u32), (u64, u64, u64, u64)> = BTreeMap::new();
+    /// Connections, bytes both ways, verified, one-sided.
+    type Sums = (u64, u64, u64, u64);
+    let mut sums: BTreeMap<(&str, &str, u32), Sums> = BTreeMap::new();
     for e in &report.edges {
         let s = sums.entry((&e.client, &e.server, e.server_port)).or_default();
         s.0 += e.connections;

@@ -253,7 +253,7 @@ pub fn run_on_kafka(
     let producer = Producer::new(client, &settings)?;
     let edges = topics.edges.is_some() || topics.change_events.is_some() || extra.lake.is_some() || extra.map.is_some();
     let destinations = Destinations {
-        kafka: Some((producer.clone(), Some(topics.flows), topics.edges, topics.change_events)),
+        kafka: Some((producer.clone(), (Some(topics.flows), topics.edges, topics.change_events))),
         lake: extra.lake,
         map: extra.map,
     };

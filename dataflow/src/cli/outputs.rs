@@ -79,11 +79,14 @@ impl LakeArgs {
     }
 }
 
+/// The Kafka topics for flows, edges and change events (`None`: not written).
+pub type KafkaTopics = (Option<String>, Option<String>, Option<String>);
+
 /// Where each kind of output goes, for one process.
 #[derive(Clone, Default)]
 pub struct Destinations {
     /// Kafka: the producer (one per process) and the topics for flows, edges, change events.
-    pub kafka: Option<(Producer, Option<String>, Option<String>, Option<String>)>,
+    pub kafka: Option<(Producer, KafkaTopics)>,
     /// The lake, and where its writers leave their counters.
     pub lake: Option<(Lake, LakeTotals)>,
     /// The map's in-memory source (`--serve`).
@@ -102,7 +105,7 @@ impl Destinations {
             let mut flows: Vec<Box<FlowSink>> = Vec::new();
             let mut edges: Vec<Box<dyn Sink<flowmap_schema::Edge>>> = Vec::new();
             let mut events: Vec<Box<dyn Sink<flowmap_schema::Event>>> = Vec::new();
-            if let Some((producer, flow_topic, edge_topic, event_topic)) = &self.kafka {
+            if let Some((producer, (flow_topic, edge_topic, event_topic))) = &self.kafka {
                 if let Some(t) = flow_topic {
                     flows.push(Box::new(KafkaSink::from_producer(producer.clone(), t)));
                 }

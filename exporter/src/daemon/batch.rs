@@ -13,7 +13,8 @@
 //! exporter) says so (`start_unobserved`) and starts when it was first seen. A connection
 //! that never established carries its socket error (`connect_error`) and starts and ends when
 //! it failed. The scope of each flow's local workload and the heartbeats follow the
-//! shared-IP rule of [`super::shared`].
+//! shared-IP rule of [`super::shared`]. A connection whose local address left the host ends
+//! where the address was last known here ([`super::departed`]).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use flowmap_schema::{self as wire, ExporterBatch, Flow, FlowIdHasher, Scope, SCHEMA_VERSION};
 use serde::Serialize;
 
+use super::departed::{Departures, Fate};
 use super::local::{Attributor, Source};
 use super::shared::{self, SharedIps};
 use crate::events::{Direction, FlowEvent};
@@ -115,8 +117,8 @@ pub struct BatchInput<'a> {
     pub open: &'a [FlowEvent],
     /// The listening sockets.
     pub listeners: &'a [Listener],
-    /// The host's own addresses.
-    pub host_addresses: &'a [IpAddr],
+    /// The host's own addresses (`None`: they could not be read).
+    pub host_addresses: Option<&'a [IpAddr]>,
 }
 
 /// A stable, non-zero id for the socket `cookie` on the boot whose id hashes to `boot`.
@@ -170,6 +172,8 @@ pub struct Batcher {
     lines: bool,
     /// The heartbeats that held at the previous window's end (address, workload, port).
     beaten: HashSet<(Vec<u8>, String, u32)>,
+    /// Addresses that left the host, and the connections ended because of it.
+    departures: Departures,
 }
 
 /// One flow to report, with its local workload resolved.
@@ -186,7 +190,18 @@ impl Batcher {
     /// ids; `lines`: also produce the JSON-line form (only the stdout and file sinks need it).
     pub fn new(exporter_id: String, incarnation: u64, boot: Option<u64>, from: u64, lines: bool) -> Self {
         let ids = FlowIdHasher::new(&exporter_id);
-        Batcher { exporter_id, ids, incarnation, boot, seq: 0, from, carry: Vec::new(), lines, beaten: HashSet::new() }
+        Batcher {
+            exporter_id,
+            ids,
+            incarnation,
+            boot,
+            seq: 0,
+            from,
+            carry: Vec::new(),
+            lines,
+            beaten: HashSet::new(),
+            departures: Departures::default(),
+        }
     }
 
     /// Builds the batch for `[from, to)` from the flows closed since the last batch and the
@@ -206,14 +221,24 @@ impl Batcher {
         });
         self.carry = keep;
 
+        self.departures.window(to, input.host_addresses);
+        let host_addresses = input.host_addresses.unwrap_or(&[]);
+        let host_netns = attributor.host_netns();
+
         // Resolve every flow's workload and learn which IPs are shared before deciding any scope.
         let rules = attributor.has_rules();
         let mut flows: Vec<Resolved<'_>> = Vec::with_capacity(closed.len() + input.open.len());
         let open = input.open.iter().filter(|e| e.established.is_some_and(|t| t.0 < to));
         // Runs of flows on one (IP, namespace) are common (a busy server): observed once a run.
         let mut last: Option<(IpAddr, u32, bool)> = None;
-        for (ev, is_open) in closed.iter().map(|e| (e, false)).chain(open.map(|e| (e, true))) {
-            let end = if is_open { to - 1 } else { ev.closed.map_or(to - 1, |t| t.0) };
+        for (ev, mut is_open) in closed.iter().map(|e| (e, false)).chain(open.map(|e| (e, true))) {
+            let mut end = if is_open { to - 1 } else { ev.closed.map_or(to - 1, |t| t.0) };
+            let host = host_netns.is_none_or(|n| n == ev.netns_ino);
+            match self.departures.fate(ev, Self::start(ev, end), end, host, to) {
+                Fate::Keep => {}
+                Fate::EndAt(t) => (end, is_open) = (t, false),
+                Fate::Drop => continue,
+            }
             let local = attributor.local(ev);
             let by_rule = rules
                 && (matches!(local, Some((_, Source::Cgroup))) || attributor.cgroup_workload(ev.cgroup_id).is_some());
@@ -225,14 +250,13 @@ impl Batcher {
             flows.push(Resolved { ev, end, open: is_open, local });
         }
         shared.observe_port_assignments(attributor.by_port.keys(), to);
-        let host_netns = attributor.host_netns();
         for l in input.listeners.iter().filter(|l| !l.local.ip().is_unspecified()) {
             let by_rule = rules && attributor.cgroup_workload(l.cgroup_id).is_some();
             shared.observe(l.local.ip(), l.netns_ino, by_rule, to);
         }
         for l in input.listeners.iter().filter(|l| l.local.ip().is_unspecified()) {
             let by_rule = rules && attributor.cgroup_workload(l.cgroup_id).is_some();
-            for ip in shared::listener_ips(l, shared, host_netns, input.host_addresses, to) {
+            for ip in shared::listener_ips(l, shared, host_netns, host_addresses, to) {
                 shared.observe(ip, l.netns_ino, by_rule, to);
             }
         }
@@ -251,7 +275,7 @@ impl Batcher {
         // listener that arrived during the window is claimed from the next one (found by a
         // fresh user: a pod address that moved here mid-window was claimed for the time before
         // it came, and a flow to its previous holder was attributed here).
-        let now = shared::heartbeats(attributor, shared, input.listeners, input.host_addresses, self.from, to);
+        let now = shared::heartbeats(attributor, shared, input.listeners, host_addresses, self.from, to);
         let key = |b: &wire::Ownership| (b.ip.clone(), b.workload.clone(), b.port);
         let heartbeats = now.iter().filter(|b| self.beaten.contains(&key(b))).cloned().collect();
         self.beaten = now.iter().map(key).collect();
@@ -271,13 +295,22 @@ impl Batcher {
         Built { batch, lines }
     }
 
+    /// The reported start of `ev`, a record ending at `end`: a connection that never
+    /// established starts and ends when it failed; one whose start was not seen starts when the
+    /// exporter first saw it (for a close without an open record: at the close), never at a
+    /// made-up time.
+    fn start(ev: &FlowEvent, end: u64) -> u64 {
+        if ev.never_established() {
+            end
+        } else {
+            ev.start().map_or(end, |t| t.0).min(end)
+        }
+    }
+
     fn flow(&self, f: &Resolved<'_>, shared: &SharedIps, to: u64) -> Flow {
         let ev = f.ev;
         let never = ev.never_established();
-        // A connection that never established starts and ends when it failed; one whose start
-        // was not seen starts when the exporter first saw it (for a close without an open
-        // record: at the close), never at a made-up time.
-        let start = if never { f.end } else { ev.start().map_or(f.end, |t| t.0).min(f.end) };
+        let start = Self::start(ev, f.end);
         let direction = match ev.direction {
             Direction::Client => wire::Direction::Client,
             Direction::Server => wire::Direction::Server,
@@ -388,7 +421,8 @@ mod tests {
         let mut batcher = Batcher::new("h".into(), 1, None, 0, false);
         let (old, new): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let mut window = |to: u64, addresses: &[IpAddr]| {
-            let input = BatchInput { to, closed: Vec::new(), open: &[], listeners: &[], host_addresses: addresses };
+            let input =
+                BatchInput { to, closed: Vec::new(), open: &[], listeners: &[], host_addresses: Some(addresses) };
             let batch = batcher.build(input, &mut attributor, &mut shared).batch;
             let mut beaten: Vec<IpAddr> =
                 batch.heartbeats.iter().map(|h| wire::ip_from_bytes(&h.ip).unwrap()).collect();

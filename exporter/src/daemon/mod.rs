@@ -19,6 +19,7 @@
 //! - [`local`]: local workload attribution.
 //! - [`shared`]: which local IPs are shared; flow scopes and heartbeats.
 //! - [`batch`]: building batches with the window promise.
+//! - [`departed`]: connections whose local address left the host.
 //! - [`sink`]: stdout, file, Kafka.
 //! - [`control`]: the assign/unassign socket.
 //! - [`metrics`]: Prometheus metrics on loopback.
@@ -27,13 +28,13 @@
 pub mod batch;
 pub mod config;
 pub mod control;
+pub mod departed;
 mod ifaddrs;
 pub mod local;
 pub mod metrics;
 pub mod shared;
 pub mod sink;
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -219,13 +220,17 @@ pub fn run(
                 Vec::new()
             }
         };
-        let addresses: Vec<IpAddr> = ifaddrs::host_addresses().unwrap_or_default();
+        let addresses = ifaddrs::host_addresses()
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "reading the host's addresses failed: no host heartbeats this batch"),
+            )
+            .ok();
         let input = BatchInput {
             to,
             closed: std::mem::take(&mut closed),
             open: &open,
             listeners: &listeners,
-            host_addresses: &addresses,
+            host_addresses: addresses.as_deref(),
         };
         let built = batcher.build(input, &mut attributor, &mut shared);
         metrics.shared_ips.set(shared.expire(to) as f64);

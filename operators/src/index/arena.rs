@@ -132,7 +132,7 @@ mod tests {
         refs.drain(..15_000);
         assert!(a.wants_compaction());
         let before = a.heap_bytes();
-        a.compact(|f| refs.iter_mut().for_each(|r| f(r)));
+        a.compact(|f| refs.iter_mut().for_each(f));
         for (i, r) in refs.iter().enumerate() {
             assert_eq!(a.get(*r), format!("w{}", 15_000 + i));
         }

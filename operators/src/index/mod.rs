@@ -43,7 +43,9 @@ use foldhash::fast::FixedState;
 pub use arena::{Arena, MAX_NAME};
 use peer::{Conn, Mirror};
 
-use crate::records::{Check, EvidencePiece, FlowPiece, FlowRow, NameRef, Names, RunId, Verdict, Verification};
+use crate::records::{
+    Check, EvidencePiece, FlowPiece, FlowRow, NameRef, Names, Reporter, RunId, Verdict, Verification,
+};
 use crate::rule::{band, decide, decide_over, touches, Band, Candidates, Decision, Interval, Span};
 use crate::types::{EvidenceKind, Ip, Reason, Time};
 
@@ -750,8 +752,16 @@ fn candidates<'a, R>(
                 // The connection as all its records applied so far show it (its own mirrors);
                 // without any (a record past its horizon), as this record alone shows it, with
                 // no end beyond its start.
+                // Only its own exporter run's: another exporter that names the same 4-tuple
+                // and start (a clone, an address shared by mistake) says nothing of its end
+                // (found by a fresh user: such a record stretched a short flow's end over a
+                // later connection's, which then passed the lifetime proof).
                 let probe = flow;
-                let own = x.mirrors.iter().filter(|m| m.start == row.start && probe.tuple(m));
+                let mut reporter = None;
+                let mut own_run = |m: &Mirror| {
+                    *reporter.get_or_insert_with(|| piece.reporter(row).map(Reporter::key)) == Some(m.reporter)
+                };
+                let own = x.mirrors.iter().filter(|m| m.start == row.start && probe.tuple(m) && own_run(m));
                 let seen = own.fold(None, |acc: Option<(Time, bool)>, m| {
                     let (end, unobserved) = acc.unwrap_or((m.end, m.start_unobserved));
                     Some((end.max(m.end), unobserved || m.start_unobserved))

@@ -50,6 +50,8 @@ pub(super) struct Mirror {
     pub local_port: u16,
     pub peer_port: u16,
     pub start_unobserved: bool,
+    /// The reporting exporter run ([`crate::records::Reporter::key`]).
+    pub reporter: u64,
 }
 
 /// Adds connection record `c` (named `name`) to `conns`, merging the records of one
@@ -99,6 +101,7 @@ pub(super) fn add_mirror(mirrors: &mut Vec<Mirror>, c: &ConnIn) {
         local_port: c.peer_port,
         peer_port: c.local_port,
         start_unobserved: c.start_unobserved,
+        reporter: c.reporter,
     });
 }
 
@@ -113,9 +116,9 @@ pub(super) struct Flow {
     /// This end's port (the record's remote port).
     pub port: u16,
     pub start: Time,
-    /// The latest end over the mirrors of its 4-tuple with its start applied so far. (From
-    /// any exporter: a known gap, see the README's "Known gaps"; it should be its own
-    /// exporter's only.)
+    /// The latest end over its own exporter run's mirrors of its 4-tuple with its start
+    /// applied so far (another exporter naming the same 4-tuple and start says nothing about
+    /// this connection's lifetime).
     pub end: Time,
     /// Whether any of them did not see the start.
     pub start_unobserved: bool,
@@ -154,9 +157,10 @@ pub(super) fn same_connection(k: &Conn, start: Time, end: Time, unobserved: bool
 /// connection.
 ///
 /// Any other connection of the 4-tuple either ended before `flow` started (an *earlier* one) or
-/// started after it ended (a *later* one), whoever had the addresses then. (A host that keeps a
-/// half-open connection after its address moved on breaks this premise: a known gap, see the
-/// README's "Known gaps".) `k` is no earlier
+/// started after it ended (a *later* one), whoever had the addresses then. (A host that kept a
+/// half-open connection after its address moved on would break this premise: the exporter
+/// ends such a connection where the address was last known on the host, see
+/// `flowmap-exporter`'s `daemon::departed`.) `k` is no earlier
 /// one's record if it lasted past `flow.start + guard` (the earlier one's end, at most
 /// `flow.start`, plus the skew of the two ends' clocks, which the guard band bounds), and no
 /// later one's if it started before `flow.end - guard`. A slice's end is a lower bound of its

@@ -37,12 +37,17 @@ impl Ev {
             direction: 0,
             lookup: 0,
             name,
+            reporter: 0,
         });
         self
     }
     /// The mirror of a flow record `local -> remote` (what the job stores under `remote` for
-    /// every fleet flow).
-    fn mirror(mut self, local: (&str, u16), remote: (&str, u16), start: Time, end: Time) -> Self {
+    /// every fleet flow), reported by the run of [`flow`]'s records.
+    fn mirror(self, local: (&str, u16), remote: (&str, u16), start: Time, end: Time) -> Self {
+        self.mirror_by(&Reporter::default(), local, remote, start, end)
+    }
+    /// [`Ev::mirror`] reported by exporter run `run`.
+    fn mirror_by(mut self, run: &Reporter, local: (&str, u16), remote: (&str, u16), start: Time, end: Time) -> Self {
         self.0.mirrors.push(ConnIn {
             local: ip(local.0),
             local_port: local.1,
@@ -54,6 +59,7 @@ impl Ev {
             direction: 0,
             lookup: 0,
             name: NameRef::default(),
+            reporter: run.key(),
         });
         self
     }
@@ -94,7 +100,7 @@ fn flow(local: (&str, u16), remote: (&str, u16), start: Time, end: Time, id: u64
         flags: if open { flags::OPEN } else { 0 },
         direction: 0,
     };
-    (FlowPiece { rows: vec![row], bytes, ..Default::default() }, row)
+    (FlowPiece { rows: vec![row], bytes, exporters: vec![Reporter::default()], ..Default::default() }, row)
 }
 
 fn verdict(index: &mut Index, piece: &FlowPiece, row: &FlowRow) -> Result<(String, EvidenceKind), Reason> {
@@ -160,6 +166,34 @@ fn peer_record_attributes_a_shared_address_client() {
     // Starts further apart than the guard band: not the same connection.
     let (p, r) = flow(("10.2.0.9", 443), ("10.9.0.5", 41_000), T0 + 13 * S, T0 + 14 * S, 5, false);
     assert_eq!(verdict(&mut index, &p, &r), Err(Reason::SharedIp));
+}
+
+/// Found by a fresh user: another exporter (a clone with the same id, or another id) named the
+/// flow's 4-tuple with the same start and a long life; read as the flow's own record, it
+/// stretched the flow's end over a later connection of the 4-tuple, whose record then passed
+/// the lifetime proof and named the wrong owner.
+#[test]
+fn regression_another_exporters_record_with_the_same_start_says_nothing_of_the_flows_end() {
+    let (start, end) = (T0 + 11 * S, T0 + 11 * S + S / 2);
+    // The server's record of a later connection of the 4-tuple (1.9 s later: within the guard).
+    let later = ("10.9.0.5", 41_000);
+    let clone = Reporter { exporter: String::new(), incarnation: 9 };
+    let other = Reporter { exporter: "cli2".into(), incarnation: 0 };
+    for (run, expect) in [(&clone, Err(Reason::NoOwner)), (&other, Err(Reason::NoOwner))]
+        .into_iter()
+        .chain([(&Reporter::default(), Ok(("new".to_string(), EvidenceKind::Peer)))])
+    {
+        let mut index = Index::new(params());
+        let ev = Ev::default()
+            .conn(later, ("10.2.0.9", 40_001), start + 19 * S / 10, T0 + 40 * S, "new")
+            .mirror(("10.2.0.9", 40_001), later, start, end)
+            .mirror_by(run, ("10.2.0.9", 40_001), later, start, T0 + 30 * S);
+        at(&mut index, T0, ev);
+        index.advance(T0 + 14 * S);
+        let (p, r) = flow(("10.2.0.9", 40_001), later, start, end, 3, false);
+        // With its own run's long record, the connection is long and the later record its own.
+        assert_eq!(verdict(&mut index, &p, &r), expect, "{run:?}");
+    }
 }
 
 #[test]
