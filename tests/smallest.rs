@@ -655,7 +655,8 @@ fn regression_a_4_tuple_reused_by_the_next_holder_of_the_client_address_borrows_
 /// incarnation). Read as the client's own record, it stretched the client's 0.5 s connection
 /// over `newsrv`'s record of a later connection of the 4-tuple (1.9 s later, within the guard
 /// band), which then passed the lifetime proof: the client's flow got `new`, whose address
-/// `old` (no exporter) held until 12 s.
+/// `old` (no exporter) held until 12 s. A flow's own records are its connection's (its flow
+/// id, from its exporter id and connection id).
 #[test]
 fn regression_another_exporters_record_of_the_same_4_tuple_never_stretches_a_flow() {
     for (case, other, incarnation) in [("other-id", "cli2", 1), ("clone", "cli", 9)] {
@@ -669,11 +670,15 @@ fn regression_another_exporters_record_of_the_same_4_tuple_never_stretches_a_flo
             let mut new = batch("newsrv", 1, k, from, to);
             let tuple = (("10.1.0.9", 40_001), ("10.76.0.1", 80));
             if k == 1 {
-                cli.flows.push(flow(tuple.0, tuple.1, Direction::Client, first, first + S / 2, "c-old"));
+                let mut f = flow(tuple.0, tuple.1, Direction::Client, first, first + S / 2, "c-old");
+                f.connection_id = 5;
+                cli.flows.push(f);
             }
             if (1..=2).contains(&k) {
                 let mut f = flow(tuple.0, tuple.1, Direction::Client, first, (to - 1).min(T0 + 30 * S), "c-old");
                 f.open = k == 1;
+                // Its own connection id (a clone runs on another boot: another id).
+                f.connection_id = 6;
                 rival.flows.push(f);
             }
             if k >= 1 {

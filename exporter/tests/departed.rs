@@ -1,6 +1,7 @@
-//! A connection whose local address leaves the host, on real sockets: the kernel keeps the
-//! socket established, the exporter ends it where the address was last known here and reports
-//! nothing of it afterwards (no open slices, no claim on the address). Needs root and `ip`
+//! A connection and a listener whose local address leaves the host, on real sockets: the kernel
+//! keeps both sockets, the exporter ends the connection where the address was last known here
+//! and reports nothing of it afterwards (no open slices, no claim on the address), and the
+//! listener's heartbeats stop. Needs root and `ip`
 //! (iproute2); the addresses live on a veth pair this test creates (one end in the host's
 //! namespace, the other in a namespace of its own), deleted at the end.
 #![allow(clippy::unwrap_used)]
@@ -64,6 +65,11 @@ fn a_connection_ends_when_its_local_address_leaves_the_host() {
 
     let dir = scratch("departed");
     let exporter = Exporter::start(&dir, "departed", &["--host-workload", "host-dep"]);
+    // A listener of the host's workload on the address, which a per-(IP, port) assignment
+    // makes shared: it gets port-scoped heartbeats.
+    let listener = TcpListener::bind("10.251.77.1:0").unwrap();
+    let listening = listener.local_addr().unwrap().port();
+    assert_eq!(exporter.control(&["assign", "--ip", "10.251.77.1", "--port", "9", "--workload", "other"]), "ok");
     // Let the exporter see the address in a few windows (300 ms each) before the connection.
     std::thread::sleep(Duration::from_millis(900));
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -99,10 +105,12 @@ fn a_connection_ends_when_its_local_address_leaves_the_host() {
         "no record of it past the departure: {records:?}"
     );
     assert_eq!(finals[0]["local_workload"], "host-dep", "{records:?}");
-    // The host's identity claimed the address while it was here, and no more after it left.
+    // The listener's heartbeats claimed its port while the address was here, and no more
+    // after it left; nothing else claims the address after it left either.
     let beats: Vec<_> = all.iter().filter(|v| v["kind"] == "heartbeat" && v["ip"] == "10.251.77.1").collect();
-    assert!(!beats.is_empty(), "heartbeats for the address while it was here");
+    assert!(beats.iter().any(|hb| hb["port"] == listening && hb["workload"] == "host-dep"), "{beats:?}");
     for hb in beats {
         assert!(hb["to_ns"].as_u64().unwrap() <= deleted, "{hb}");
     }
+    drop(listener);
 }

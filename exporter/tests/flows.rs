@@ -23,7 +23,10 @@ fn check_pair(events: &[FlowEvent], x: &Exchange, up: u64, down: u64) {
         assert_eq!(ev.direction, dir, "{ev:#?}");
         assert_eq!(ev.bytes_sent, sent, "bytes_sent {ev:#?}");
         assert_eq!(ev.bytes_received, received, "bytes_received {ev:#?}");
-        assert_eq!(ev.bytes_retrans, 0, "{ev:#?}");
+        // Loopback retransmits too when the machine is loaded (a tail loss probe fired for one
+        // 64 KiB segment while the whole suite ran): counted apart, never in `bytes_sent`.
+        assert!(ev.bytes_retrans == 0 || ev.total_retrans > 0, "{ev:#?}");
+        assert!(ev.bytes_retrans <= sent, "{ev:#?}");
         assert!(ev.segs_out >= 1 && ev.segs_in >= 1, "{ev:#?}");
         assert!(!ev.never_established() && !ev.is_open() && !ev.flags.no_open_record(), "{ev:#?}");
         assert!(ev.flags.fin_received(), "clean close: the peer's FIN was seen {ev:#?}");

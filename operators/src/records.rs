@@ -104,9 +104,11 @@ pub struct ConnIn {
     /// The reporting end's workload ("" when its exporter did not know it: the record still
     /// tells the other end that both ends reported the connection).
     pub name: NameRef,
-    /// The reporting exporter run, as [`Reporter::key`]: a flow's own records of its connection
-    /// are its exporter's, never another exporter's that named the same 4-tuple and start.
-    pub reporter: u64,
+    /// The record's flow id when its exporter stated a connection id (then the same in every
+    /// record of the connection, across exporter restarts; another exporter's or another
+    /// host's record of the same 4-tuple and start has another), or 0 when it stated none. A
+    /// flow's own records of its connection are the ones with its id.
+    pub connection: u64,
 }
 
 /// Which side of a connection an end was, as a byte.
@@ -254,27 +256,6 @@ pub struct Reporter {
     pub exporter: String,
     /// Its incarnation (0: not stated).
     pub incarnation: u64,
-}
-
-impl Reporter {
-    /// The run as one word: [`reporter_key`] of its exporter id and incarnation.
-    pub fn key(&self) -> u64 {
-        reporter_key(&self.exporter, self.incarnation)
-    }
-}
-
-/// A 64-bit key of an exporter run (exporter id, incarnation): FNV-1a 64 over the id's bytes,
-/// then over the incarnation's 8 little-endian bytes. It tells one run's records from
-/// another's in the index (a collision only merges two runs' records of the same 4-tuple and
-/// start, which must then also agree in their times to matter).
-pub fn reporter_key(exporter: &str, incarnation: u64) -> u64 {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in exporter.as_bytes().iter().chain(incarnation.to_le_bytes().iter()) {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(PRIME);
-    }
-    hash
 }
 
 /// Flow records for one worker and one lookup time, from any number of batches.

@@ -4,9 +4,9 @@
 //! was stated (no merging, nothing left out): exporter claims, connection records still within
 //! the peer horizon (their ends as extended by later records of the same connection), of which
 //! a record is the query's peer only if the lifetimes rule out every other connection of the
-//! 4-tuple (the query's connection as its own exporter run's records known at `q` show it: their
-//! mirrors), and assignment events ending at their source's next event for the address or where
-//! their run's promise known at `q` ends. From those it builds the rule's candidates and applies
+//! 4-tuple (the query's connection as its own records known at `q` show it: the mirrors with its
+//! flow id, none when it states no connection id), and assignment events ending at their
+//! source's next event for the address or where their run's promise known at `q` ends. From those it builds the rule's candidates and applies
 //! `rule::decide` (itself checked against its pointwise definition in `rule/tests.rs`); and a
 //! connection with several records keeps the verdict of the first one looked up.
 //!
@@ -52,8 +52,8 @@ enum Ev {
         unobserved: bool,
         who: usize,
     },
-    /// A fleet flow's record as its remote end's worker stores it (under `peer`), from exporter
-    /// run `reporter` (see [`reporter`]).
+    /// A fleet flow's record as its remote end's worker stores it (under `peer`), of the
+    /// connection with flow id `connection` (0: its exporter stated no connection id).
     Mirror {
         local: u8,
         local_port: u16,
@@ -62,7 +62,7 @@ enum Ev {
         start: Time,
         end: Time,
         unobserved: bool,
-        reporter: u64,
+        connection: u64,
     },
     Promise {
         run: RunId,
@@ -115,9 +115,9 @@ fn arb_ev() -> impl Strategy<Value = Ev> {
                 local, local_port: PORTS[lp], peer, peer_port: PORTS[pp], start, end: start + len, unobserved, who,
             }
         ),
-        2 => (0u8..3, 0usize..3, 0u8..3, 0usize..3, 0u64..40, 0u64..20, any::<bool>(), 0u64..2).prop_map(
-            |(local, lp, peer, pp, start, len, unobserved, reporter)| Ev::Mirror {
-                local, local_port: PORTS[lp], peer, peer_port: PORTS[pp], start, end: start + len, unobserved, reporter,
+        2 => (0u8..3, 0usize..3, 0u8..3, 0usize..3, 0u64..40, 0u64..20, any::<bool>()).prop_map(
+            |(local, lp, peer, pp, start, len, unobserved)| Ev::Mirror {
+                local, local_port: PORTS[lp], peer, peer_port: PORTS[pp], start, end: start + len, unobserved, connection: 0,
             }
         ),
         2 => (1u64..4, 0u64..60, 1u64..30).prop_map(|(run, from, len)| Ev::Promise { run, from, to: from + len }),
@@ -198,9 +198,9 @@ fn arb_case() -> impl Strategy<Value = Case> {
                             start,
                             end: start + len,
                             unobserved,
-                            reporter: reporter(&q),
+                            connection: q.id,
                         },
-                        // Its own connection's records, or another run's with the same start.
+                        // Its own connection's records, or another connection's with the same start.
                         _ => Ev::Mirror {
                             local: q.local,
                             local_port: q.local_port,
@@ -209,7 +209,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                             start: q.start,
                             end: q.end + len,
                             unobserved,
-                            reporter: reporter(&q) ^ u64::from(offset % 3 == 0),
+                            connection: if offset % 3 == 0 { q.id + 1 } else { q.id },
                         },
                     },
                 ));
@@ -218,14 +218,11 @@ fn arb_case() -> impl Strategy<Value = Case> {
         })
 }
 
-/// The exporter run that reported a query's records (0 or 1; one per connection).
-fn reporter(q: &Query) -> u64 {
-    (q.id / 1_000) % 2
-}
-
-/// The exporter run `r` (a [`Reporter`]).
-fn run(r: u64) -> Reporter {
-    Reporter { exporter: format!("e{r}"), incarnation: 0 }
+/// Whether a query's exporter stated a connection id (the same for every record of one
+/// connection; a third of the connections state none, so none of their records is known to be
+/// their own).
+fn stated(q: &Query) -> bool {
+    !(q.id / 1_000).is_multiple_of(3)
 }
 
 /// The row and the encoded message of query `i` (what the source would send; the message's
@@ -233,6 +230,7 @@ fn run(r: u64) -> Reporter {
 fn row(i: usize, q: &Query) -> (FlowRow, Vec<u8>) {
     let flow = flowmap_schema::Flow {
         bytes_sent: i as u64,
+        connection_id: if stated(q) { q.id } else { 0 },
         local_ip: vec![10, 0, 0, q.local],
         local_port: u32::from(q.local_port),
         remote_ip: vec![10, 0, 0, q.remote],
@@ -293,10 +291,10 @@ fn pieces(ev: &Ev, peers: usize) -> Vec<EvidencePiece> {
                 direction: 0,
                 lookup: 0,
                 name,
-                reporter: 0,
+                connection: 0,
             });
         }
-        Ev::Mirror { local, local_port, peer, peer_port, start, end, unobserved, reporter } => {
+        Ev::Mirror { local, local_port, peer, peer_port, start, end, unobserved, connection } => {
             let p = piece(&mut out, addr(*peer).worker(peers));
             p.mirrors.push(ConnIn {
                 local: addr(*local),
@@ -309,7 +307,7 @@ fn pieces(ev: &Ev, peers: usize) -> Vec<EvidencePiece> {
                 direction: 0,
                 lookup: 0,
                 name: NameRef::default(),
-                reporter: run(*reporter).key(),
+                connection: *connection,
             });
         }
         Ev::Promise { run, from, to } => {
@@ -410,12 +408,13 @@ fn definition(c: &Case) -> Vec<Answer> {
         // record counts within its own horizon. Without any, no end beyond its start.
         let mut own: Option<(Time, bool)> = None;
         for e in &known {
-            if let Ev::Mirror { local, local_port, peer, peer_port, start, end, unobserved, reporter: r } = e {
+            if let Ev::Mirror { local, local_port, peer, peer_port, start, end, unobserved, connection } = e {
                 let same_tuple = *peer == query.remote
                     && *peer_port == query.remote_port
                     && *local == query.local
                     && *local_port == query.local_port;
-                if same_tuple && *start == query.start && *r == reporter(query) && *q < *end + c.guard + c.horizon {
+                let mine = stated(query) && *connection == query.id;
+                if same_tuple && *start == query.start && mine && *q < *end + c.guard + c.horizon {
                     let (e0, u0) = own.unwrap_or((*end, *unobserved));
                     own = Some((e0.max(*end), u0 || *unobserved));
                 }
@@ -518,7 +517,7 @@ fn by_index_named(c: &Case, named: bool) -> Vec<Answer> {
         index.apply(&now);
         for (i, (_, q)) in c.queries.iter().enumerate().filter(|(_, (at, _))| *at == t) {
             let (r, bytes) = row(i, q);
-            let piece = FlowPiece { rows: vec![r], bytes, exporters: vec![run(reporter(q))], ..Default::default() };
+            let piece = FlowPiece { rows: vec![r], bytes, ..Default::default() };
             let mut names = Names::default();
             out[i] = match index.lookup(&piece, &r, named.then_some(&mut names)).verdict {
                 Verdict::Attributed { name, evidence } => Ok((names.get(name).to_string(), evidence)),
@@ -577,7 +576,7 @@ fn by_operator(c: &Case, workers: usize, shuffle: u64) -> Vec<Answer> {
                 let (r, bytes) = row(i, q);
                 let piece = FlowPiece {
                     worker: r.remote.worker(peers) as u32,
-                    exporters: vec![run(reporter(q))],
+                    exporters: vec![Reporter::default()],
                     rows: vec![r],
                     bytes,
                 };

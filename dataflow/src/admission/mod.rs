@@ -38,9 +38,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use flowmap_operators::index::MAX_NAME;
-use flowmap_operators::records::{
-    direction, flags, reporter_key, AssignIn, ClaimIn, ConnIn, FlowRow, NameRef, Promise, RunId,
-};
+use flowmap_operators::records::{direction, flags, AssignIn, ClaimIn, ConnIn, FlowRow, NameRef, Promise, RunId};
 use flowmap_operators::{EvidenceKind, Ip, Reason, Time};
 use flowmap_schema as wire;
 use serde::Serialize;
@@ -280,7 +278,6 @@ impl Admission {
 
         let mut bad = Bad::default();
         let batch = out.begin_batch(exporter, view.incarnation);
-        let reporter = reporter_key(exporter, view.incarnation);
         let mut until = at;
 
         // Heartbeats.
@@ -393,7 +390,7 @@ impl Admission {
                 direction,
                 lookup,
                 name: NameRef::default(),
-                reporter,
+                connection: if f.connection_id != 0 { id } else { 0 },
             };
             if fleet {
                 // For the remote end's lookups: the connection as all its records so far show

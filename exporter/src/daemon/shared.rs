@@ -153,7 +153,11 @@ impl SharedIps {
 }
 
 /// The addresses a listener covers: its own, or for a wildcard bind every address known in its
-/// namespace (the host's addresses in the host's namespace).
+/// namespace (the host's addresses in the host's namespace). In the host's namespace, only
+/// addresses the host has now: Linux keeps a listening socket whose address was removed (a VIP
+/// moved to another host), and a heartbeat for it would claim the address for this host's
+/// workload while another host holds it (found by a fresh user, for listeners on the address
+/// and wildcard listeners alike).
 pub fn listener_ips(
     listener: &Listener,
     shared: &SharedIps,
@@ -162,11 +166,13 @@ pub fn listener_ips(
     now_ns: u64,
 ) -> Vec<IpAddr> {
     let ip = listener.local.ip();
+    let in_host = host_netns == Some(listener.netns_ino);
     if !ip.is_unspecified() {
-        return vec![ip];
+        return if !in_host || host_addresses.contains(&ip) { vec![ip] } else { Vec::new() };
     }
     let mut ips = shared.ips_of(listener.netns_ino, now_ns);
-    if host_netns == Some(listener.netns_ino) {
+    if in_host {
+        ips.clear();
         ips.extend(host_addresses.iter().copied());
     }
     // An IPv4 wildcard socket serves IPv4 only; an IPv6 one (dual-stack) serves both.
@@ -302,5 +308,27 @@ mod tests {
         assert_eq!(listener_ips(&listener("[::]:80", 7), &s, Some(1), &host, S), vec![ip("10.1.0.5"), ip("fd00::5")]);
         assert_eq!(listener_ips(&listener("0.0.0.0:80", 1), &s, Some(1), &host, S), vec![ip("192.0.2.1")]);
         assert_eq!(listener_ips(&listener("10.1.0.5:80", 9), &s, Some(1), &host, S), vec![ip("10.1.0.5")]);
+    }
+
+    /// Found by a fresh user: Linux keeps a listener whose address was removed, and its
+    /// heartbeats claimed the address for this host's workload after another host took it
+    /// (a listener on the address, a wildcard one, or one on an address that left before
+    /// the exporter started).
+    #[test]
+    fn in_the_hosts_namespace_listeners_cover_only_the_hosts_addresses_now() {
+        let mut s = SharedIps::new(60 * S);
+        // Sockets of the host's namespace were seen on the departed address.
+        s.observe(ip("10.251.60.31"), 1, true, S);
+        let host = [ip("192.0.2.1")];
+        assert_eq!(listener_ips(&listener("0.0.0.0:8082", 1), &s, Some(1), &host, S), vec![ip("192.0.2.1")]);
+        assert_eq!(listener_ips(&listener("10.251.60.31:8080", 1), &s, Some(1), &host, S), Vec::<IpAddr>::new());
+        assert_eq!(listener_ips(&listener("192.0.2.1:8080", 1), &s, Some(1), &host, S), vec![ip("192.0.2.1")]);
+        // Addresses not known: nothing in the host's namespace.
+        assert_eq!(listener_ips(&listener("192.0.2.1:8080", 1), &s, Some(1), &[], S), Vec::<IpAddr>::new());
+        // The heartbeats follow: a listener of a known workload on the departed address gets none.
+        let mut attributor = Attributor::new(Vec::new(), Some("host".into()), Some(1), CgroupIndex::default());
+        let hb = heartbeats(&mut attributor, &s, &[listener("10.251.60.31:8080", 1)], &host, 0, 10 * S);
+        assert!(hb.iter().all(|h| h.ip != wire::ip_to_bytes(ip("10.251.60.31"))), "{hb:?}");
+        assert!(hb.iter().any(|h| h.ip == wire::ip_to_bytes(ip("192.0.2.1"))), "{hb:?}");
     }
 }

@@ -43,9 +43,7 @@ use foldhash::fast::FixedState;
 pub use arena::{Arena, MAX_NAME};
 use peer::{Conn, Mirror};
 
-use crate::records::{
-    Check, EvidencePiece, FlowPiece, FlowRow, NameRef, Names, Reporter, RunId, Verdict, Verification,
-};
+use crate::records::{Check, EvidencePiece, FlowPiece, FlowRow, NameRef, Names, RunId, Verdict, Verification};
 use crate::rule::{band, decide, decide_over, touches, Band, Candidates, Decision, Interval, Span};
 use crate::types::{EvidenceKind, Ip, Reason, Time};
 
@@ -733,6 +731,7 @@ fn candidates<'a, R>(
         matched.clear();
         if !x.conns.is_empty() {
             let record = flowmap_schema::view::parse_flow(piece.message(row)).ok();
+            let stated = record.as_ref().is_some_and(|r| r.connection_id != 0);
             let local = record.and_then(|r| Some((Ip::from_wire(r.local_ip)?, u16::try_from(r.local_port).ok()?)));
             if let Some((local, local_port)) = local {
                 let horizon = p.guard.saturating_add(p.peer_horizon);
@@ -752,16 +751,17 @@ fn candidates<'a, R>(
                 // The connection as all its records applied so far show it (its own mirrors);
                 // without any (a record past its horizon), as this record alone shows it, with
                 // no end beyond its start.
-                // Only its own exporter run's: another exporter that names the same 4-tuple
-                // and start (a clone, an address shared by mistake) says nothing of its end
-                // (found by a fresh user: such a record stretched a short flow's end over a
-                // later connection's, which then passed the lifetime proof).
+                // Only its own connection's (by flow id, stated through a connection id, so
+                // the same for every record of it whichever exporter run sent it): another
+                // exporter, or a clone with its id, that names the same 4-tuple and start says
+                // nothing of its end (found by fresh users: such a record stretched a short
+                // flow's end over a later connection's, which then passed the lifetime proof).
+                // Without a connection id, none is known to be its own.
                 let probe = flow;
-                let mut reporter = None;
-                let mut own_run = |m: &Mirror| {
-                    *reporter.get_or_insert_with(|| piece.reporter(row).map(Reporter::key)) == Some(m.reporter)
-                };
-                let own = x.mirrors.iter().filter(|m| m.start == row.start && probe.tuple(m) && own_run(m));
+                let own = x
+                    .mirrors
+                    .iter()
+                    .filter(|m| stated && m.connection == row.id && m.start == row.start && probe.tuple(m));
                 let seen = own.fold(None, |acc: Option<(Time, bool)>, m| {
                     let (end, unobserved) = acc.unwrap_or((m.end, m.start_unobserved));
                     Some((end.max(m.end), unobserved || m.start_unobserved))

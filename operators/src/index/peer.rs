@@ -50,8 +50,9 @@ pub(super) struct Mirror {
     pub local_port: u16,
     pub peer_port: u16,
     pub start_unobserved: bool,
-    /// The reporting exporter run ([`crate::records::Reporter::key`]).
-    pub reporter: u64,
+    /// The record's flow id if its exporter stated a connection id, else 0
+    /// ([`crate::records::ConnIn::connection`]).
+    pub connection: u64,
 }
 
 /// Adds connection record `c` (named `name`) to `conns`, merging the records of one
@@ -101,7 +102,7 @@ pub(super) fn add_mirror(mirrors: &mut Vec<Mirror>, c: &ConnIn) {
         local_port: c.peer_port,
         peer_port: c.local_port,
         start_unobserved: c.start_unobserved,
-        reporter: c.reporter,
+        connection: c.connection,
     });
 }
 
@@ -116,9 +117,10 @@ pub(super) struct Flow {
     /// This end's port (the record's remote port).
     pub port: u16,
     pub start: Time,
-    /// The latest end over its own exporter run's mirrors of its 4-tuple with its start
-    /// applied so far (another exporter naming the same 4-tuple and start says nothing about
-    /// this connection's lifetime).
+    /// The latest end over the mirrors of its own connection (its flow id, stated through a
+    /// connection id) applied so far: another exporter naming the same 4-tuple and start says
+    /// nothing about this connection's lifetime, and without a connection id none is known to
+    /// be its own.
     pub end: Time,
     /// Whether any of them did not see the start.
     pub start_unobserved: bool,

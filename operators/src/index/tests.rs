@@ -37,17 +37,17 @@ impl Ev {
             direction: 0,
             lookup: 0,
             name,
-            reporter: 0,
+            connection: 0,
         });
         self
     }
     /// The mirror of a flow record `local -> remote` (what the job stores under `remote` for
-    /// every fleet flow), reported by the run of [`flow`]'s records.
+    /// every fleet flow) of the connection [`flow`] names [`CONN`].
     fn mirror(self, local: (&str, u16), remote: (&str, u16), start: Time, end: Time) -> Self {
-        self.mirror_by(&Reporter::default(), local, remote, start, end)
+        self.mirror_of(CONN, local, remote, start, end)
     }
-    /// [`Ev::mirror`] reported by exporter run `run`.
-    fn mirror_by(mut self, run: &Reporter, local: (&str, u16), remote: (&str, u16), start: Time, end: Time) -> Self {
+    /// [`Ev::mirror`] of the connection with flow id `connection` (0: none stated).
+    fn mirror_of(mut self, connection: u64, local: (&str, u16), remote: (&str, u16), start: Time, end: Time) -> Self {
         self.0.mirrors.push(ConnIn {
             local: ip(local.0),
             local_port: local.1,
@@ -59,7 +59,7 @@ impl Ev {
             direction: 0,
             lookup: 0,
             name: NameRef::default(),
-            reporter: run.key(),
+            connection,
         });
         self
     }
@@ -75,9 +75,14 @@ impl Ev {
     }
 }
 
-/// A flow piece with one row: local -> remote, starting at `start`.
+/// The flow id most tests give the connection they look up (see [`Ev::mirror`]).
+const CONN: u64 = 3;
+
+/// A flow piece with one row: local -> remote, starting at `start`, with flow id `id` (stated
+/// through a connection id).
 fn flow(local: (&str, u16), remote: (&str, u16), start: Time, end: Time, id: u64, open: bool) -> (FlowPiece, FlowRow) {
     let wire = flowmap_schema::Flow {
+        connection_id: id,
         local_ip: flowmap_schema::ip_to_bytes(local.0.parse().unwrap()),
         local_port: u32::from(local.1),
         remote_ip: flowmap_schema::ip_to_bytes(remote.0.parse().unwrap()),
@@ -100,7 +105,7 @@ fn flow(local: (&str, u16), remote: (&str, u16), start: Time, end: Time, id: u64
         flags: if open { flags::OPEN } else { 0 },
         direction: 0,
     };
-    (FlowPiece { rows: vec![row], bytes, exporters: vec![Reporter::default()], ..Default::default() }, row)
+    (FlowPiece { rows: vec![row], bytes, ..Default::default() }, row)
 }
 
 fn verdict(index: &mut Index, piece: &FlowPiece, row: &FlowRow) -> Result<(String, EvidenceKind), Reason> {
@@ -168,31 +173,43 @@ fn peer_record_attributes_a_shared_address_client() {
     assert_eq!(verdict(&mut index, &p, &r), Err(Reason::SharedIp));
 }
 
-/// Found by a fresh user: another exporter (a clone with the same id, or another id) named the
-/// flow's 4-tuple with the same start and a long life; read as the flow's own record, it
-/// stretched the flow's end over a later connection of the 4-tuple, whose record then passed
-/// the lifetime proof and named the wrong owner.
+/// Found by fresh users: another exporter (a clone with the same id, another id, or either
+/// without an incarnation) named the flow's 4-tuple with the same start and a long life; read
+/// as the flow's own record, it stretched the flow's end over a later connection of the
+/// 4-tuple, whose record then passed the lifetime proof and named the wrong owner. A flow's own
+/// records are those of its connection (its flow id); one that states no connection id has
+/// none known as its own.
 #[test]
 fn regression_another_exporters_record_with_the_same_start_says_nothing_of_the_flows_end() {
     let (start, end) = (T0 + 11 * S, T0 + 11 * S + S / 2);
     // The server's record of a later connection of the 4-tuple (1.9 s later: within the guard).
     let later = ("10.9.0.5", 41_000);
-    let clone = Reporter { exporter: String::new(), incarnation: 9 };
-    let other = Reporter { exporter: "cli2".into(), incarnation: 0 };
-    for (run, expect) in [(&clone, Err(Reason::NoOwner)), (&other, Err(Reason::NoOwner))]
-        .into_iter()
-        .chain([(&Reporter::default(), Ok(("new".to_string(), EvidenceKind::Peer)))])
-    {
+    let me = ("10.2.0.9", 40_001);
+    // (the long record's connection, the flow's id, the flow's stated connection id, verdict)
+    let cases = [
+        (CONN + 1, CONN, CONN, Err(Reason::NoOwner)),
+        (0, CONN, CONN, Err(Reason::NoOwner)),
+        (CONN, CONN, 0, Err(Reason::NoOwner)),
+        (CONN, CONN, CONN, Ok(("new".to_string(), EvidenceKind::Peer))),
+    ];
+    for (long, id, stated, expect) in cases {
         let mut index = Index::new(params());
         let ev = Ev::default()
-            .conn(later, ("10.2.0.9", 40_001), start + 19 * S / 10, T0 + 40 * S, "new")
-            .mirror(("10.2.0.9", 40_001), later, start, end)
-            .mirror_by(run, ("10.2.0.9", 40_001), later, start, T0 + 30 * S);
+            .conn(later, me, start + 19 * S / 10, T0 + 40 * S, "new")
+            .mirror(me, later, start, end)
+            .mirror_of(long, me, later, start, T0 + 30 * S);
         at(&mut index, T0, ev);
         index.advance(T0 + 14 * S);
-        let (p, r) = flow(("10.2.0.9", 40_001), later, start, end, 3, false);
-        // With its own run's long record, the connection is long and the later record its own.
-        assert_eq!(verdict(&mut index, &p, &r), expect, "{run:?}");
+        let (mut p, _) = flow(me, later, start, end, id, false);
+        if stated == 0 {
+            let mut wire = flowmap_schema::Flow::decode(p.bytes.as_slice()).unwrap();
+            wire.connection_id = 0;
+            p.bytes = wire.encode_to_vec();
+            p.rows[0].msg_len = p.bytes.len() as u32;
+        }
+        // With its own connection's long record, the connection is long and the later record
+        // its peer.
+        assert_eq!(verdict(&mut index, &p, &p.rows[0]), expect, "long record of {long}, flow {id} stating {stated}");
     }
 }
 
