@@ -50,7 +50,9 @@ EDGE_KEY = ("bucket_start", "client", "server", "server_port", "protocol", "emit
 @pytest.fixture(scope="module")
 def sample_bin():
     if "FLOWMAP_LAKE_SAMPLE" not in os.environ:
-        subprocess.run(["cargo", "build", "-q", "-p", "flowmap-lake", "--example", "write_sample"], cwd=ROOT, check=True)
+        # The whole workspace, as the Rust tests build it (scripts/test has, so this is a
+        # no-op there; one package alone would rebuild dependencies with other features).
+        subprocess.run(["cargo", "build", "-q", "--workspace", "--all-targets"], cwd=ROOT, check=True)
     assert BIN.exists(), f"{BIN} is missing"
     return BIN
 

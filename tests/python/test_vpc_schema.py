@@ -93,7 +93,9 @@ def vpc_pb2(tmp_path_factory):
 @pytest.fixture(scope="module")
 def records_bin():
     if "FLOWMAP_VPC_RECORDS" not in os.environ:
-        subprocess.run(["cargo", "build", "-q", "-p", "flowmap-vpc", "--example", "vpc_records"], cwd=ROOT, check=True)
+        # The whole workspace, as the Rust tests build it (scripts/test has, so this is a
+        # no-op there; one package alone would rebuild dependencies with other features).
+        subprocess.run(["cargo", "build", "-q", "--workspace", "--all-targets"], cwd=ROOT, check=True)
     assert BIN.exists(), f"{BIN} is missing"
     return BIN
 
