@@ -6,8 +6,9 @@
 //! a record is the query's peer only if the lifetimes rule out every other connection of the
 //! 4-tuple (the query's connection as its own records known at `q` show it: the mirrors with its
 //! flow id, none when it states no connection id), and assignment events ending at their
-//! source's next event for the address or where their run's promise known at `q` ends. From those it builds the rule's candidates and applies
-//! `rule::decide` (itself checked against its pointwise definition in `rule/tests.rs`); and a
+//! source's next event for the address or where their run's promise known at `q` ends. A
+//! connection record extends the one before it only if that one was still within its horizon
+//! when it came. From those it builds the rule's candidates and applies `rule::decide` (itself checked against its pointwise definition in `rule/tests.rs`); and a
 //! connection with several records keeps the verdict of the first one looked up.
 //!
 //! What this checks: that everything the index does to save space and time (claims grown in
@@ -263,6 +264,23 @@ fn row(i: usize, q: &Query) -> (FlowRow, Vec<u8>) {
     (r, bytes)
 }
 
+/// A connection record `local -> peer` over `(start, end)`, without a name or connection id.
+fn conn_in(local: (u8, u16), peer: (u8, u16), (start, end): (Time, Time), unobserved: bool) -> ConnIn {
+    ConnIn {
+        local: addr(local.0),
+        local_port: local.1,
+        peer: addr(peer.0),
+        peer_port: peer.1,
+        start,
+        end,
+        start_unobserved: unobserved,
+        direction: 0,
+        lookup: 0,
+        name: NameRef::default(),
+        connection: 0,
+    }
+}
+
 /// The evidence piece(s) of one item, for `peers` workers (promises go to every worker).
 fn pieces(ev: &Ev, peers: usize) -> Vec<EvidencePiece> {
     let mut out: Vec<EvidencePiece> = Vec::new();
@@ -280,35 +298,13 @@ fn pieces(ev: &Ev, peers: usize) -> Vec<EvidencePiece> {
         Ev::Conn { local, local_port, peer, peer_port, start, end, unobserved, who } => {
             let p = piece(&mut out, addr(*local).worker(peers));
             let name = p.names.push(NAMES[*who]);
-            p.conns.push(ConnIn {
-                local: addr(*local),
-                local_port: *local_port,
-                peer: addr(*peer),
-                peer_port: *peer_port,
-                start: *start,
-                end: *end,
-                start_unobserved: *unobserved,
-                direction: 0,
-                lookup: 0,
-                name,
-                connection: 0,
-            });
+            let c = conn_in((*local, *local_port), (*peer, *peer_port), (*start, *end), *unobserved);
+            p.conns.push(ConnIn { name, ..c });
         }
         Ev::Mirror { local, local_port, peer, peer_port, start, end, unobserved, connection } => {
             let p = piece(&mut out, addr(*peer).worker(peers));
-            p.mirrors.push(ConnIn {
-                local: addr(*local),
-                local_port: *local_port,
-                peer: addr(*peer),
-                peer_port: *peer_port,
-                start: *start,
-                end: *end,
-                start_unobserved: *unobserved,
-                direction: 0,
-                lookup: 0,
-                name: NameRef::default(),
-                connection: *connection,
-            });
+            let c = conn_in((*local, *local_port), (*peer, *peer_port), (*start, *end), *unobserved);
+            p.mirrors.push(ConnIn { connection: *connection, ..c });
         }
         Ev::Promise { run, from, to } => {
             for w in 0..peers {
@@ -371,7 +367,8 @@ fn definition(c: &Case) -> Vec<Answer> {
             Ev::Conn { end, .. } | Ev::Mirror { end, .. } => end + c.guard + c.horizon <= t,
             _ => false,
         };
-        let known: Vec<&Ev> = known.into_iter().filter(|(t, e)| !past(*t, e)).map(|(_, e)| e).collect();
+        let timed: Vec<(Time, &Ev)> = known.into_iter().filter(|(t, e)| !past(*t, e)).map(|(t, e)| (*t, e)).collect();
+        let known: Vec<&Ev> = timed.iter().map(|(_, e)| *e).collect();
         let mut cand = Candidates::default();
         // Exporter claims on the remote address.
         for e in &known {
@@ -389,18 +386,26 @@ fn definition(c: &Case) -> Vec<Answer> {
             }
         }
         // Connection records of the remote end, ends extended by later records of the same
-        // connection (a start unobserved if any record says so), within the horizon.
+        // connection (a start unobserved if any record says so) that came while the record so
+        // far was within its horizon (one that came later starts over), within the horizon.
         // (local port, peer, peer port, start, who) -> (latest end, start unobserved).
         type Records = BTreeMap<(u16, u8, u16, Time, usize), (Time, bool)>;
         let mut conns: Records = BTreeMap::new();
-        for e in &known {
+        for (t, e) in &timed {
             if let Ev::Conn { local, local_port, peer, peer_port, start, end, unobserved, who } = e {
                 if *local != query.remote {
                     continue;
                 }
-                let entry = conns.entry((*local_port, *peer, *peer_port, *start, *who)).or_insert((*end, *unobserved));
-                entry.0 = entry.0.max(*end);
-                entry.1 |= *unobserved;
+                let key = (*local_port, *peer, *peer_port, *start, *who);
+                match conns.get_mut(&key) {
+                    Some(so_far) if so_far.0 + c.guard + c.horizon > *t => {
+                        so_far.0 = so_far.0.max(*end);
+                        so_far.1 |= *unobserved;
+                    }
+                    _ => {
+                        conns.insert(key, (*end, *unobserved));
+                    }
+                }
             }
         }
         // The query's connection as its own exporter run's records of it (its 4-tuple and

@@ -55,9 +55,18 @@ pub(super) struct Mirror {
     pub connection: u64,
 }
 
-/// Adds connection record `c` (named `name`) to `conns`, merging the records of one
-/// connection (slices of an open one); returns the connection's end so far.
-pub(super) fn add_conn(conns: &mut Vec<Conn>, arena: &mut Arena, c: &ConnIn, name: &str) -> Time {
+/// Adds connection record `c` (named `name`) to `conns` at time `now`, merging the records of
+/// one connection (slices of an open one) while the record so far is within `horizon` of its
+/// end; one past it is replaced, swept yet or not (so that when sweeps run changes nothing:
+/// found by the index's property test); returns the connection's end so far.
+pub(super) fn add_conn(
+    conns: &mut Vec<Conn>,
+    arena: &mut Arena,
+    c: &ConnIn,
+    name: &str,
+    now: Time,
+    horizon: Time,
+) -> Time {
     let found = conns.iter_mut().find(|k| {
         k.local_port == c.local_port
             && k.peer == c.peer
@@ -66,11 +75,16 @@ pub(super) fn add_conn(conns: &mut Vec<Conn>, arena: &mut Arena, c: &ConnIn, nam
             && arena.is(k.name, name)
     });
     match found {
-        Some(k) => {
+        Some(k) if k.end.saturating_add(horizon) > now => {
             // Order-independent merges: records of one instant may be applied in any order.
             k.end = k.end.max(c.end);
             k.lookup = k.lookup.min(c.lookup);
             k.start_unobserved |= c.start_unobserved;
+            k.end
+        }
+        Some(k) => {
+            // Past its horizon: it counts for nothing any more, and the new record starts over.
+            (k.end, k.lookup, k.start_unobserved, k.direction) = (c.end, c.lookup, c.start_unobserved, c.direction);
             k.end
         }
         None => {
