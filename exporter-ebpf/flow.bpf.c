@@ -395,6 +395,9 @@ int flow_seed(struct bpf_iter__task_file *ctx)
 	state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	if (state == TCP_LISTEN) {
 		out.kind = FLOW_SOCK_LISTENER;
+		/* A wildcard IPv6 listener serves IPv4 too unless IPV6_V6ONLY is set. */
+		if (family == AF_INET6 && BPF_CORE_READ_BITFIELD_PROBED(&sk->__sk_common, skc_ipv6only))
+			out.flags |= FLOW_SOCK_F_V6ONLY;
 		cookie = bpf_get_socket_cookie(sk);
 		fill_identity(&rec.ev, sk);
 	} else if (is_established_like(state)) {

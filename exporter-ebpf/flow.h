@@ -20,7 +20,7 @@
 #ifndef FLOWMAP_FLOW_H
 #define FLOWMAP_FLOW_H
 
-#define FLOW_ABI_VERSION 2
+#define FLOW_ABI_VERSION 3
 
 /* Map sizes (userspace may override max_entries at load time). */
 #define FLOW_RINGBUF_BYTES (256 * 1024)
@@ -121,6 +121,9 @@ struct workload_port_key {
 #define FLOW_SOCK_LISTENER 1 /* a listening socket */
 #define FLOW_SOCK_SEEDED 2   /* a connection flow_seed inserted into the open map */
 
+/* flow_sock.flags */
+#define FLOW_SOCK_F_V6ONLY 1 /* an IPv6 socket with IPV6_V6ONLY: it serves no IPv4 */
+
 /*
  * One socket listed by the flow_seed iterator, read by userspace from the
  * iterator's file: every listening socket, and every connection the pass
@@ -138,7 +141,8 @@ struct flow_sock {
 	__u8 state; /* TCP state */
 	__u8 local_addr[16];
 	__u8 remote_addr[16];
-	__u32 _pad; /* zero */
+	__u8 flags;   /* FLOW_SOCK_F_* (ABI 3; was padding) */
+	__u8 _pad[3]; /* zero */
 };
 
 /* Names of the objects in flow.bpf.o (map names are limited to 15 chars). */

@@ -62,6 +62,7 @@ int main(void)
 	FIELD(flow_sock, state);
 	FIELD(flow_sock, local_addr);
 	FIELD(flow_sock, remote_addr);
+	FIELD(flow_sock, flags);
 	FIELD(flow_sock, _pad);
 	printf("];\n");
 
@@ -91,6 +92,7 @@ int main(void)
 	CONST(FLOW_F_OPEN);
 	CONST(FLOW_F_STALE);
 	CONST(FLOW_F_SEEDED);
+	CONST(FLOW_SOCK_F_V6ONLY);
 	CONST(FLOW_CTR_RINGBUF_DROPS);
 	CONST(FLOW_CTR_OPEN_MAP_FULL);
 	CONST(FLOW_CTR_REFRESH_STALE);

@@ -14,7 +14,7 @@
 use std::mem::size_of;
 
 /// Version of the ABI in `flow.h` (`FLOW_ABI_VERSION`).
-pub const FLOW_ABI_VERSION: u32 = 2;
+pub const FLOW_ABI_VERSION: u32 = 3;
 
 /// Default ring buffer size in bytes (`FLOW_RINGBUF_BYTES`).
 pub const FLOW_RINGBUF_BYTES: u32 = 256 * 1024;
@@ -79,6 +79,8 @@ pub const FLOW_SEED_PROG: &str = "flow_seed";
 pub const FLOW_SOCK_LISTENER: u8 = 1;
 /// `flow_sock.kind`: a connection the pass seeded into the open map (`FLOW_SOCK_SEEDED`).
 pub const FLOW_SOCK_SEEDED: u8 = 2;
+/// `flow_sock.flags`: an IPv6 socket with `IPV6_V6ONLY` (`FLOW_SOCK_F_V6ONLY`).
+pub const FLOW_SOCK_F_V6ONLY: u8 = 1;
 
 /// `AF_INET` as stored in [`RawFlowEvent::family`].
 pub const AF_INET: u16 = 2;
@@ -207,8 +209,10 @@ pub struct RawFlowSock {
     pub local_addr: [u8; 16],
     /// Remote address, network order, IPv4 as `::ffff:a.b.c.d`.
     pub remote_addr: [u8; 16],
+    /// `FLOW_SOCK_F_*`.
+    pub flags: u8,
     /// Zero.
-    pub _pad: u32,
+    pub _pad: [u8; 3],
 }
 
 impl RawFlowSock {
@@ -337,6 +341,7 @@ mod tests {
             state,
             local_addr,
             remote_addr,
+            flags,
             _pad,
         );
         assert_eq!(checked, c::C_FIELDS.len(), "every field printed by abi_layout.c is checked");
@@ -367,6 +372,7 @@ mod tests {
             ("FLOW_CTR_SEEDED", FLOW_CTR_SEEDED.into()),
             ("FLOW_SOCK_LISTENER", FLOW_SOCK_LISTENER.into()),
             ("FLOW_SOCK_SEEDED", FLOW_SOCK_SEEDED.into()),
+            ("FLOW_SOCK_F_V6ONLY", FLOW_SOCK_F_V6ONLY.into()),
             ("FLOW_CTR_COUNT", FLOW_CTR_COUNT.into()),
         ];
         for (name, value) in rust {

@@ -29,6 +29,8 @@ pub struct Listener {
     /// The bound address (unspecified for a wildcard bind) and port. IPv4-mapped addresses
     /// are reported as IPv4.
     pub local: SocketAddr,
+    /// An IPv6 socket with `IPV6_V6ONLY`: a wildcard one serves no IPv4.
+    pub v6only: bool,
     /// Inode of its network namespace.
     pub netns_ino: u32,
     /// Its cgroup v2 id.
@@ -104,13 +106,11 @@ pub enum ScanError {
     Read(#[source] std::io::Error),
 }
 
-fn addr(raw: [u8; 16], family: u16) -> IpAddr {
-    let ip = IpAddr::V6(Ipv6Addr::from(raw));
-    if family == abi::AF_INET {
-        canonical_addr(ip)
-    } else {
-        ip
-    }
+/// The address of a record: IPv4 as IPv4, also when an IPv6 socket is bound to an IPv4-mapped
+/// address (it serves that IPv4 address only; found by a fresh user: such a listener was left
+/// as an IPv6 address and its IPv4 port looked free). `::` stays the IPv6 wildcard.
+fn addr(raw: [u8; 16], _family: u16) -> IpAddr {
+    canonical_addr(IpAddr::V6(Ipv6Addr::from(raw)))
 }
 
 /// Splits the iterator's output into records.
@@ -134,6 +134,7 @@ fn decode(bytes: &[u8]) -> SocketScan {
         match raw.kind {
             abi::FLOW_SOCK_LISTENER => scan.listeners.push(Listener {
                 local,
+                v6only: raw.flags & abi::FLOW_SOCK_F_V6ONLY != 0,
                 netns_ino: raw.netns_ino,
                 cgroup_id: raw.cgroup_id,
                 cookie: raw.cookie,

@@ -179,3 +179,32 @@ fn unwritable_pin_directory_falls_back_to_an_unpinned_map() {
     drop(probe);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Found by a fresh user: a wildcard IPv6 listener with IPV6_V6ONLY was taken for dual-stack,
+/// and an IPv6 socket bound to an IPv4-mapped address was left as an IPv6 address: the scan
+/// says which IPv6 listeners serve no IPv4, and names a mapped address as IPv4.
+#[test]
+fn the_scan_tells_v6only_listeners_and_names_mapped_addresses_as_ipv4() {
+    use socket2::{Domain, Socket, Type};
+    let listen = |addr: &str, v6only: bool| {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let s = Socket::new(Domain::IPV6, Type::STREAM, None).expect("socket");
+        s.set_only_v6(v6only).expect("IPV6_V6ONLY");
+        s.bind(&addr.into()).expect("bind");
+        s.listen(8).expect("listen");
+        let port = s.local_addr().expect("addr").as_socket().expect("inet").port();
+        (s, port)
+    };
+    let (_only, only_port) = listen("[::]:0", true);
+    let (_dual, dual_port) = listen("[::]:0", false);
+    let (_mapped, mapped_port) = listen("[::ffff:127.0.0.1]:0", false);
+    let mut probe = probe();
+    let scan = probe.attachment.scan_sockets().expect("scan");
+    let find = |port: u16| scan.listeners.iter().find(|l| l.local.port() == port).copied();
+    let only = find(only_port).expect("the V6ONLY listener is listed");
+    assert!(only.v6only && only.local.ip().is_unspecified() && only.local.is_ipv6(), "{only:?}");
+    let dual = find(dual_port).expect("the dual-stack listener is listed");
+    assert!(!dual.v6only && dual.local.ip().is_unspecified(), "{dual:?}");
+    let mapped = find(mapped_port).expect("the mapped listener is listed");
+    assert_eq!(mapped.local, SocketAddr::from(([127, 0, 0, 1], mapped_port)), "{mapped:?}");
+}

@@ -24,10 +24,12 @@
 //!   assignment or the host identity) and its local IP is not shared; otherwise `SCOPE_PORT`;
 //! - whole-IP heartbeats (`port = 0`) go only to IPs that are not shared: per-IP assignments,
 //!   and the host's own addresses under its identity;
-//! - every listening socket of a known workload on a shared IP gets a port-scoped heartbeat
-//!   (`port` set), so a shared IP's servers still give positive evidence.
+//! - every (IP, port) on a shared IP gets a port-scoped heartbeat (`port` set) when every
+//!   listening socket that covers it names one known workload, so a shared IP's servers still
+//!   give positive evidence (an IPv6 wildcard covers IPv4 too unless it is `IPV6_V6ONLY`; in
+//!   the host's namespace a listener covers only addresses the host has now).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -175,9 +177,13 @@ pub fn listener_ips(
         ips.clear();
         ips.extend(host_addresses.iter().copied());
     }
-    // An IPv4 wildcard socket serves IPv4 only; an IPv6 one (dual-stack) serves both.
+    // An IPv4 wildcard socket serves IPv4 only; an IPv6 one serves both unless IPV6_V6ONLY is
+    // set (found by a fresh user: a V6ONLY listener was credited with the host's IPv4 port,
+    // which another workload's socket served).
     if ip.is_ipv4() {
         ips.retain(IpAddr::is_ipv4);
+    } else if listener.v6only {
+        ips.retain(IpAddr::is_ipv6);
     }
     ips.sort_unstable();
     ips.dedup();
@@ -216,16 +222,33 @@ pub fn heartbeats(
             }
         }
     }
-    let mut done: HashSet<(IpAddr, u16)> = HashSet::new();
+    // Every listener that covers an (IP, port) must name the same known workload: several can
+    // (an SO_REUSEPORT group, a V6ONLY wildcard beside an IPv4 one), and the kernel spreads
+    // connections among them (found by a fresh user: the port was claimed for the first one's
+    // workload, and connections another one served were attributed to it). `None`: unknown,
+    // or listeners that disagree.
+    let mut ports: BTreeMap<(IpAddr, u16), Option<Arc<str>>> = BTreeMap::new();
     let host_netns = attributor.host_netns();
     for listener in listeners {
+        let port = listener.local.port();
         for ip in listener_ips(listener, shared, host_netns, host_addresses, now) {
-            if !shared.is_shared(ip, now) || namespace_local(ip) || !done.insert((ip, listener.local.port())) {
+            if !shared.is_shared(ip, now) || namespace_local(ip) {
                 continue;
             }
-            if let Some((workload, _)) = attributor.listener(listener, ip) {
-                out.push(beat(ip, &workload, listener.local.port()));
-            }
+            let workload = attributor.listener(listener, ip).map(|(w, _)| w);
+            ports
+                .entry((ip, port))
+                .and_modify(|w| {
+                    if *w != workload {
+                        *w = None
+                    }
+                })
+                .or_insert(workload);
+        }
+    }
+    for ((ip, port), workload) in ports {
+        if let Some(workload) = workload {
+            out.push(beat(ip, &workload, port));
         }
     }
     out
@@ -243,7 +266,7 @@ mod tests {
     }
 
     fn listener(addr: &str, netns: u32) -> Listener {
-        Listener { local: addr.parse().unwrap(), netns_ino: netns, cgroup_id: 0, cookie: 0 }
+        Listener { local: addr.parse().unwrap(), v6only: false, netns_ino: netns, cgroup_id: 0, cookie: 0 }
     }
 
     #[test]
@@ -308,6 +331,43 @@ mod tests {
         assert_eq!(listener_ips(&listener("[::]:80", 7), &s, Some(1), &host, S), vec![ip("10.1.0.5"), ip("fd00::5")]);
         assert_eq!(listener_ips(&listener("0.0.0.0:80", 1), &s, Some(1), &host, S), vec![ip("192.0.2.1")]);
         assert_eq!(listener_ips(&listener("10.1.0.5:80", 9), &s, Some(1), &host, S), vec![ip("10.1.0.5")]);
+    }
+
+    /// Found by a fresh user: an IPv6 wildcard listener with IPV6_V6ONLY serves no IPv4 (it
+    /// was credited with the host's IPv4 port, which another workload's socket served), and
+    /// listeners that share an (IP, port) claim it only if they all name one known workload
+    /// (an SO_REUSEPORT group split across workloads: the first one's claimed the port).
+    #[test]
+    fn a_port_is_claimed_only_by_what_serves_it() {
+        let mut s = SharedIps::new(60 * S);
+        s.observe(ip("10.1.0.5"), 1, true, S);
+        s.observe(ip("fd00::5"), 1, true, S);
+        let host = [ip("10.1.0.5"), ip("fd00::5")];
+        let mut v6only = listener("[::]:8090", 1);
+        v6only.v6only = true;
+        assert_eq!(listener_ips(&v6only, &s, Some(1), &host, S), vec![ip("fd00::5")]);
+        assert_eq!(listener_ips(&listener("[::]:8090", 1), &s, Some(1), &host, S), host.to_vec());
+        let mut attributor = Attributor::new(Vec::new(), Some("host".into()), Some(1), CgroupIndex::default());
+        let beats = |attributor: &mut Attributor, listeners: &[Listener]| {
+            let hb = heartbeats(attributor, &s, listeners, &host, 0, 10 * S);
+            let mut v: Vec<(IpAddr, u32, String)> = hb
+                .iter()
+                .filter(|h| h.port != 0)
+                .map(|h| (wire::ip_from_bytes(&h.ip).unwrap(), h.port, h.workload.clone()))
+                .collect();
+            v.sort();
+            v
+        };
+        // The host's V6ONLY listener claims the IPv6 port only.
+        assert_eq!(beats(&mut attributor, &[v6only]), vec![(ip("fd00::5"), 8090, "host".to_string())]);
+        // Two sockets of the host's workload on one port (a reuseport group): one claim.
+        let two = [listener("10.1.0.5:8090", 1), listener("0.0.0.0:8090", 1)];
+        assert_eq!(beats(&mut attributor, &two), vec![(ip("10.1.0.5"), 8090, "host".to_string())]);
+        // Beside a socket of another namespace whose workload is unknown: no claim, in either order.
+        let mixed = [listener("10.1.0.5:8090", 1), listener("10.1.0.5:8090", 7)];
+        assert_eq!(beats(&mut attributor, &mixed), vec![]);
+        let reversed = [mixed[1], mixed[0]];
+        assert_eq!(beats(&mut attributor, &reversed), vec![]);
     }
 
     /// Found by a fresh user: Linux keeps a listener whose address was removed, and its
