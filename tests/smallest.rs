@@ -71,6 +71,18 @@ fn everywhere(name: &str, deliveries: &[Delivery], roster: &[&str], partitions: 
     one
 }
 
+/// The in-memory job with edges and verification on, over `deliveries`, on `workers` workers.
+fn with_edges(deliveries: &[Delivery], roster: &[String], workers: usize) -> flowmap::run::RunReport {
+    let timely = if workers == 1 { timely::Config::thread() } else { timely::Config::process(workers) };
+    let options = flowmap::run::RunOptions {
+        edges: true,
+        sample_every: Duration::ZERO,
+        ..flowmap::run::RunOptions::new(flowmap::run::OutputMode::Collect)
+    };
+    let (deliveries, roster) = (std::sync::Arc::new(deliveries.to_vec()), std::sync::Arc::new(roster.to_vec()));
+    flowmap::memory::run_deliveries(timely, JobConfig::default(), deliveries, roster, options).unwrap()
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("flowmap-smallest-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -383,20 +395,7 @@ fn a_planted_wrong_claim_is_reported_as_a_disagreement() {
         vec![delivery(&client, T0 + 20 * S), delivery(&server, T0 + 20 * S), delivery(&wrong, T0 + 20 * S)];
     let roster: Vec<String> = ["host-a", "host-b", "host-x"].iter().map(|s| s.to_string()).collect();
     for workers in [1, 2] {
-        let timely = if workers == 1 { timely::Config::thread() } else { timely::Config::process(workers) };
-        let options = flowmap::run::RunOptions {
-            edges: true,
-            sample_every: Duration::ZERO,
-            ..flowmap::run::RunOptions::new(flowmap::run::OutputMode::Collect)
-        };
-        let report = flowmap::memory::run_deliveries(
-            timely,
-            JobConfig::default(),
-            std::sync::Arc::new(deliveries.clone()),
-            std::sync::Arc::new(roster.clone()),
-            options,
-        )
-        .unwrap();
+        let report = with_edges(&deliveries, &roster, workers);
         let records: Vec<OutputRecord> = report.flows.iter().map(OutputRecord::from).collect();
         let of_client: Vec<_> = records.iter().filter(|r| r.exporter == "host-a").collect();
         assert_eq!(of_client.len(), 1);
@@ -439,20 +438,7 @@ fn a_connection_with_several_records_counts_once_in_the_edges() {
     }
     let roster = vec!["host-a".to_string()];
     for workers in [1, 2] {
-        let timely = if workers == 1 { timely::Config::thread() } else { timely::Config::process(workers) };
-        let options = flowmap::run::RunOptions {
-            edges: true,
-            sample_every: Duration::ZERO,
-            ..flowmap::run::RunOptions::new(flowmap::run::OutputMode::Collect)
-        };
-        let report = flowmap::memory::run_deliveries(
-            timely,
-            JobConfig::default(),
-            std::sync::Arc::new(deliveries.clone()),
-            std::sync::Arc::new(roster.clone()),
-            options,
-        )
-        .unwrap();
+        let report = with_edges(&deliveries, &roster, workers);
         assert_eq!(report.flows.len(), 4);
         let sum = |f: fn(&flowmap_schema::Edge) -> u64| report.edges.iter().map(f).sum::<u64>();
         assert_eq!(sum(|e| e.connections), 1, "{workers} workers: {:?}", report.edges);

@@ -358,23 +358,12 @@ impl Default for JobConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::chain;
 
     #[test]
     fn defaults_are_valid() {
         let c: JobConfig = RawJobConfig::default().try_into().unwrap();
         assert_eq!(c.guard, 2_000_000_000);
-    }
-
-    /// The error with its causes, as the binary prints it.
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut out = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            out.push_str(": ");
-            out.push_str(&s.to_string());
-            source = s.source();
-        }
-        out
     }
 
     #[test]

@@ -42,4 +42,6 @@ pub mod profile;
 pub mod run;
 pub mod sink;
 pub mod source;
+#[cfg(test)]
+mod test_util;
 pub mod vpc;

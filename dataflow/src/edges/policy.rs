@@ -129,6 +129,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::chain;
 
     #[test]
     fn rules_match_names_and_ports() {
@@ -141,18 +142,6 @@ mod tests {
         assert!(!p.allows("svc-01/pod-1", "svc-10/pod-2", 8011), "port not listed");
         assert!(!p.allows("svc-21/pod-1", "svc-10/pod-2", 8010), "client not matched");
         assert!(p.allows("anything", "external:198.51.100.0/24", 443));
-    }
-
-    /// The error with its causes, as the binary prints it.
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut out = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            out.push_str(": ");
-            out.push_str(&s.to_string());
-            source = s.source();
-        }
-        out
     }
 
     #[test]
