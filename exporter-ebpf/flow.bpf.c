@@ -372,6 +372,7 @@ int flow_seed(struct bpf_iter__task_file *ctx)
 	struct file *file = ctx->file;
 	struct flow_open rec = {};
 	struct flow_sock out = {};
+	struct task_struct *task;
 	struct socket *sock;
 	struct sock *sk;
 	__u16 family;
@@ -428,6 +429,9 @@ int flow_seed(struct bpf_iter__task_file *ctx)
 	}
 	out.cookie = cookie;
 	out.cgroup_id = rec.ev.cgroup_id;
+	task = ctx->task;
+	if (task)
+		out.holder_cgroup_id = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
 	out.netns_ino = rec.ev.netns_ino;
 	out.family = rec.ev.family;
 	out.local_port = rec.ev.local_port;

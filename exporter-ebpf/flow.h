@@ -143,6 +143,13 @@ struct flow_sock {
 	__u8 remote_addr[16];
 	__u8 flags;   /* FLOW_SOCK_F_* (ABI 3; was padding) */
 	__u8 _pad[3]; /* zero */
+	/*
+	 * cgroup v2 id of the task holding the socket (ABI 3). A socket is charged to
+	 * the cgroup of whoever created it, and an accepted one to its listener's; the
+	 * task that serves it may be elsewhere (socket activation, a fork whose child
+	 * moved, SCM_RIGHTS). One record per holding task.
+	 */
+	__u64 holder_cgroup_id;
 };
 
 /* Names of the objects in flow.bpf.o (map names are limited to 15 chars). */

@@ -99,8 +99,16 @@ struct tcp_sock {
 
 /* The task_file iterator's context (include/linux/bpf.h, kernel/bpf/task_iter.c). */
 struct seq_file;
-struct task_struct;
 struct file;
+
+/* A task's cgroup v2 (include/linux/sched.h, include/linux/cgroup-defs.h). */
+struct css_set {
+	struct cgroup *dfl_cgrp;
+} PAI;
+
+struct task_struct {
+	struct css_set *cgroups;
+} PAI;
 
 struct socket {
 	struct sock *sk;

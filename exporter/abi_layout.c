@@ -64,6 +64,7 @@ int main(void)
 	FIELD(flow_sock, remote_addr);
 	FIELD(flow_sock, flags);
 	FIELD(flow_sock, _pad);
+	FIELD(flow_sock, holder_cgroup_id);
 	printf("];\n");
 
 	printf("/// Generated: (struct, sizeof).\n");

@@ -213,6 +213,8 @@ pub struct RawFlowSock {
     pub flags: u8,
     /// Zero.
     pub _pad: [u8; 3],
+    /// cgroup v2 id of the task holding the socket (one record per holding task).
+    pub holder_cgroup_id: u64,
 }
 
 impl RawFlowSock {
@@ -343,6 +345,7 @@ mod tests {
             remote_addr,
             flags,
             _pad,
+            holder_cgroup_id,
         );
         assert_eq!(checked, c::C_FIELDS.len(), "every field printed by abi_layout.c is checked");
         assert_eq!(c::C_SIZES.len(), 5, "every struct printed by abi_layout.c is checked");

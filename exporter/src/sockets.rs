@@ -37,6 +37,22 @@ pub struct Listener {
     pub cgroup_id: u64,
     /// Socket cookie.
     pub cookie: u64,
+    /// The cgroup v2 id of a task holding it (0: not known). A listening socket is charged to
+    /// the cgroup of the task that created it, but the tasks that accept on it may be elsewhere
+    /// (socket activation, a fork whose child moved, SCM_RIGHTS): the scan lists a listener
+    /// once per holding cgroup.
+    pub holder_cgroup_id: u64,
+}
+
+impl Listener {
+    /// The cgroups whose tasks serve it: its holder's (when known), else its own.
+    pub fn serving_cgroup(&self) -> u64 {
+        if self.holder_cgroup_id != 0 {
+            self.holder_cgroup_id
+        } else {
+            self.cgroup_id
+        }
+    }
 }
 
 /// A connection the scan seeded into the open map.
@@ -138,6 +154,7 @@ fn decode(bytes: &[u8]) -> SocketScan {
                 netns_ino: raw.netns_ino,
                 cgroup_id: raw.cgroup_id,
                 cookie: raw.cookie,
+                holder_cgroup_id: raw.holder_cgroup_id,
             }),
             abi::FLOW_SOCK_SEEDED => scan.seeded.push(SeededConnection {
                 cookie: raw.cookie,
@@ -148,9 +165,10 @@ fn decode(bytes: &[u8]) -> SocketScan {
             _ => scan.decode_errors += 1,
         }
     }
-    // A socket shared by several processes is visited once per file table.
+    // A socket shared by several processes is visited once per file table: kept once per
+    // holding cgroup.
     scan.listeners.sort_unstable();
-    scan.listeners.dedup_by_key(|l| l.cookie);
+    scan.listeners.dedup_by_key(|l| (l.cookie, l.holder_cgroup_id));
     scan
 }
 

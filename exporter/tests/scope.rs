@@ -246,3 +246,91 @@ fn connections_that_never_established_carry_their_error() {
         "an established connection has no connect error"
     );
 }
+
+/// Found by a fresh user: a listener created in one workload's cgroup and served from another
+/// (a fork whose child moved to another cgroup; socket activation and SCM_RIGHTS are the same
+/// case) was claimed for its creator, through its heartbeats and its accepted connections (an
+/// accepted socket is charged to the listener's cgroup). The port belongs to whoever accepts.
+#[test]
+fn a_listener_belongs_to_the_workload_that_serves_it() {
+    if !have_ip() {
+        eprintln!("SKIPPED: `ip` (iproute2) is not installed");
+        return;
+    }
+    let Some(root) = flowmap_exporter::daemon::local::cgroup2_mount() else {
+        eprintln!("SKIPPED: no cgroup2 hierarchy mounted");
+        return;
+    };
+    let pair = VethPair::new("f", &["10.203.0.1"], &["10.203.0.2"]);
+    let (cg_a, cg_b) =
+        (format!("flowmap-fork-a-{}", std::process::id()), format!("flowmap-fork-b-{}", std::process::id()));
+    for cg in [&cg_a, &cg_b] {
+        std::fs::create_dir_all(root.join(cg)).unwrap();
+    }
+    let dir = scratch("scope-fork");
+    let config = dir.join("exporter.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "exporter_id = \"fork-test\"\n[[cgroup_rules]]\npattern = \"/{cg_a}\"\nworkload = \"creator\"\n\
+             [[cgroup_rules]]\npattern = \"/{cg_b}\"\nworkload = \"server\"\n"
+        ),
+    )
+    .unwrap();
+    let exporter = Exporter::start(&dir, "out", &["--config", config.to_str().unwrap()]);
+
+    // The parent, in the creator's cgroup, listens, forks and closes its copy; the child
+    // accepts once the test has moved it to the server's cgroup.
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec ip netns exec {} python3 -c \"
+import os, socket, sys, time
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(('10.203.0.1', 18090)); l.listen(8)
+pid = os.fork()
+if pid == 0:
+    sys.stdin.readline()
+    while True:
+        c, _ = l.accept()
+        while c.recv(4096): pass
+        c.close()
+l.close()
+print(pid, flush=True)
+time.sleep(60)
+\"",
+        root.join(&cg_a).display(),
+        pair.a
+    );
+    let mut parent = KillOnDrop(
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(parent.0.stdout.take().unwrap()), &mut line).unwrap();
+    let child: i32 = line.trim().parse().unwrap();
+    std::fs::write(root.join(&cg_b).join("cgroup.procs"), child.to_string()).unwrap();
+    parent.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    // Two batches (300 ms) for the scan to see the listener's holder.
+    std::thread::sleep(Duration::from_millis(700));
+    let server = sa("10.203.0.1:18090");
+    let client = spawn_in_netns(&pair.b, move || touch(server)).join().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let all = exporter.stop();
+    // SAFETY: kill(2) on the forked child's pid, which this test started; no memory effects.
+    unsafe { libc::kill(child, libc::SIGKILL) };
+    drop(parent);
+    std::thread::sleep(Duration::from_millis(100));
+    for cg in [&cg_a, &cg_b] {
+        let _ = std::fs::remove_dir(root.join(cg));
+    }
+
+    let (workload, _, _) = local_of(&all, server, client);
+    assert_ne!(workload.as_deref(), Some("creator"), "the creator does not serve the connection");
+    let ip: IpAddr = "10.203.0.1".parse().unwrap();
+    let beats: Vec<_> = heartbeats(&all).into_iter().filter(|(i, p, _)| *i == ip && *p == 18090).collect();
+    assert!(beats.iter().all(|(_, _, w)| w == "server"), "the port is the server's: {beats:?}");
+    assert!(!beats.is_empty(), "the serving workload claims its port: {:?}", heartbeats(&all));
+    drop(pair);
+}

@@ -121,6 +121,40 @@ pub struct BatchInput<'a> {
     pub host_addresses: Option<&'a [IpAddr]>,
 }
 
+/// The local workload of `ev` (`local`, as [`Attributor::local`] found it), unless the
+/// listeners that could have accepted it are served by another workload.
+///
+/// An accepted socket is charged to its listener's cgroup, which is the cgroup of whoever
+/// created the listener; the tasks that accept on it may be elsewhere (socket activation, a
+/// fork whose child moved to another cgroup, a process moved while its listener lives). Found
+/// by a fresh user: such connections were reported as the creator's workload, and the job
+/// named it for connections another workload served. Assignments are the operator's word and
+/// stand; a workload from a cgroup rule or the host identity stands only if every listener on
+/// the flow's local port (its address, or a wildcard) in its namespace is served by it.
+fn served_as(
+    attributor: &mut Attributor,
+    ev: &FlowEvent,
+    listeners: &[Listener],
+    local: Option<(Arc<str>, Source)>,
+) -> Option<(Arc<str>, Source)> {
+    let (w, source) = local?;
+    if ev.direction != Direction::Server || !matches!(source, Source::Cgroup | Source::Host) {
+        return Some((w, source));
+    }
+    let ip = ev.local.ip();
+    let covers = |l: &&Listener| {
+        l.netns_ino == ev.netns_ino
+            && l.local.port() == ev.local.port()
+            && (l.local.ip() == ip || (l.local.ip().is_unspecified() && (l.local.is_ipv6() || ip.is_ipv4())))
+    };
+    for l in listeners.iter().filter(covers) {
+        if attributor.listener(l, ip).is_none_or(|(served, _)| served != w) {
+            return None;
+        }
+    }
+    Some((w, source))
+}
+
 /// A stable, non-zero id for the socket `cookie` on the boot whose id hashes to `boot`.
 pub fn connection_id(boot: u64, cookie: u64) -> u64 {
     // splitmix64's finaliser over the boot hash and the cookie: cookies are small counters,
@@ -240,6 +274,7 @@ impl Batcher {
                 Fate::Drop => continue,
             }
             let local = attributor.local(ev);
+            let local = served_as(attributor, ev, input.listeners, local);
             let by_rule = rules
                 && (matches!(local, Some((_, Source::Cgroup))) || attributor.cgroup_workload(ev.cgroup_id).is_some());
             let seen = (ev.local.ip(), ev.netns_ino, by_rule);
@@ -250,12 +285,18 @@ impl Batcher {
             flows.push(Resolved { ev, end, open: is_open, local });
         }
         shared.observe_port_assignments(attributor.by_port.keys(), to);
+        // A listener is a rule's socket if its own cgroup or its holder's is a rule's.
+        let mut by_rule = |l: &Listener| {
+            rules
+                && (attributor.cgroup_workload(l.cgroup_id).is_some()
+                    || attributor.cgroup_workload(l.holder_cgroup_id).is_some())
+        };
         for l in input.listeners.iter().filter(|l| !l.local.ip().is_unspecified()) {
-            let by_rule = rules && attributor.cgroup_workload(l.cgroup_id).is_some();
+            let by_rule = by_rule(l);
             shared.observe(l.local.ip(), l.netns_ino, by_rule, to);
         }
         for l in input.listeners.iter().filter(|l| l.local.ip().is_unspecified()) {
-            let by_rule = rules && attributor.cgroup_workload(l.cgroup_id).is_some();
+            let by_rule = by_rule(l);
             for ip in shared::listener_ips(l, shared, host_netns, host_addresses, to) {
                 shared.observe(ip, l.netns_ino, by_rule, to);
             }

@@ -241,7 +241,8 @@ impl Attributor {
         if let Some(w) = self.by_ip.get(&ip) {
             return Some((Arc::clone(w), Source::Ip));
         }
-        if let Some(w) = self.cgroup_workload(listener.cgroup_id) {
+        // The cgroup of the tasks that accept on it, not of whoever created it.
+        if let Some(w) = self.cgroup_workload(listener.serving_cgroup()) {
             return Some((w, Source::Cgroup));
         }
         match (&self.host_workload, self.host_netns) {

@@ -266,7 +266,14 @@ mod tests {
     }
 
     fn listener(addr: &str, netns: u32) -> Listener {
-        Listener { local: addr.parse().unwrap(), v6only: false, netns_ino: netns, cgroup_id: 0, cookie: 0 }
+        Listener {
+            local: addr.parse().unwrap(),
+            v6only: false,
+            netns_ino: netns,
+            cgroup_id: 0,
+            cookie: 0,
+            holder_cgroup_id: 0,
+        }
     }
 
     #[test]
