@@ -119,6 +119,8 @@ pub struct BatchInput<'a> {
     pub listeners: &'a [Listener],
     /// The host's own addresses (`None`: they could not be read).
     pub host_addresses: Option<&'a [IpAddr]>,
+    /// The (address, port) pairs of the host's addresses forwarded elsewhere ([`super::nat`]).
+    pub forwarded: &'a HashSet<(IpAddr, u16)>,
 }
 
 /// The local workload of `ev` (`local`, as [`Attributor::local`] found it), unless the
@@ -285,6 +287,7 @@ impl Batcher {
             flows.push(Resolved { ev, end, open: is_open, local });
         }
         shared.observe_port_assignments(attributor.by_port.keys(), to);
+        shared.observe_forwarded(input.forwarded, to);
         // A listener is a rule's socket if its own cgroup or its holder's is a rule's.
         let mut by_rule = |l: &Listener| {
             rules
@@ -462,8 +465,15 @@ mod tests {
         let mut batcher = Batcher::new("h".into(), 1, None, 0, false);
         let (old, new): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let mut window = |to: u64, addresses: &[IpAddr]| {
-            let input =
-                BatchInput { to, closed: Vec::new(), open: &[], listeners: &[], host_addresses: Some(addresses) };
+            let none = HashSet::new();
+            let input = BatchInput {
+                to,
+                closed: Vec::new(),
+                open: &[],
+                listeners: &[],
+                host_addresses: Some(addresses),
+                forwarded: &none,
+            };
             let batch = batcher.build(input, &mut attributor, &mut shared).batch;
             let mut beaten: Vec<IpAddr> =
                 batch.heartbeats.iter().map(|h| wire::ip_from_bytes(&h.ip).unwrap()).collect();

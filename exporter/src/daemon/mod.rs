@@ -20,6 +20,7 @@
 //! - [`shared`]: which local IPs are shared; flow scopes and heartbeats.
 //! - [`batch`]: building batches with the window promise.
 //! - [`departed`]: connections whose local address left the host.
+//! - [`nat`]: ports of the host's addresses forwarded elsewhere (conntrack).
 //! - [`sink`]: stdout, file, Kafka.
 //! - [`control`]: the assign/unassign socket.
 //! - [`metrics`]: Prometheus metrics on loopback.
@@ -32,6 +33,7 @@ pub mod departed;
 mod ifaddrs;
 pub mod local;
 pub mod metrics;
+pub mod nat;
 pub mod shared;
 pub mod sink;
 
@@ -225,12 +227,17 @@ pub fn run(
                 |e| tracing::warn!(error = %e, "reading the host's addresses failed: no host heartbeats this batch"),
             )
             .ok();
+        let forwarded = nat::read_forwarded(addresses.as_deref().unwrap_or(&[])).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading the conntrack table failed: forwarded ports unknown this batch");
+            Default::default()
+        });
         let input = BatchInput {
             to,
             closed: std::mem::take(&mut closed),
             open: &open,
             listeners: &listeners,
             host_addresses: addresses.as_deref(),
+            forwarded: &forwarded,
         };
         let built = batcher.build(input, &mut attributor, &mut shared);
         metrics.shared_ips.set(shared.expire(to) as f64);

@@ -15,7 +15,9 @@
 //!   knows that socket's workload, not the address's: the address is also used by whatever
 //!   else runs there, the host's own processes or sibling containers);
 //! - sockets of more than one network namespace were seen on it;
-//! - it is a loopback, unspecified or IPv6 link-local address (every namespace has its own).
+//! - it is a loopback, unspecified or IPv6 link-local address (every namespace has its own);
+//! - the host forwards a port of it elsewhere (destination NAT, seen in conntrack: see
+//!   [`super::nat`]); the forwarded port gets no heartbeat.
 //!
 //! A reason keeps the IP shared for `shared_ip_hold` (default 10 minutes) after it was last
 //! seen, so that a workload that is quiet for a while does not see its address claimed whole
@@ -49,6 +51,8 @@ pub enum Reason {
     Namespaces,
     /// Loopback, unspecified or link-local: every namespace has its own.
     Local,
+    /// The host forwards a port of it elsewhere (destination NAT, [`super::nat`]).
+    Forwarded,
 }
 
 /// A network namespace's use of an IP.
@@ -66,6 +70,8 @@ pub struct SharedIps {
     until: HashMap<IpAddr, (u64, Reason)>,
     /// IP -> the namespaces seen on it, and when.
     users: HashMap<IpAddr, Vec<Seen>>,
+    /// (IP, port) the host forwards elsewhere -> until when it counts as forwarded.
+    forwarded: HashMap<(IpAddr, u16), u64>,
 }
 
 /// Addresses that exist in every network namespace separately.
@@ -79,7 +85,7 @@ fn namespace_local(ip: IpAddr) -> bool {
 impl SharedIps {
     /// A tracker whose reasons last `hold_ns` nanoseconds.
     pub fn new(hold_ns: u64) -> Self {
-        SharedIps { hold_ns, until: HashMap::new(), users: HashMap::new() }
+        SharedIps { hold_ns, until: HashMap::new(), users: HashMap::new(), forwarded: HashMap::new() }
     }
 
     fn mark(&mut self, ip: IpAddr, reason: Reason, now_ns: u64) {
@@ -114,6 +120,20 @@ impl SharedIps {
         }
     }
 
+    /// Ports the host forwards elsewhere at `now_ns` (destination NAT, [`super::nat`]): their
+    /// address is shared, and the port is claimed by nobody here.
+    pub fn observe_forwarded<'a>(&mut self, pairs: impl IntoIterator<Item = &'a (IpAddr, u16)>, now_ns: u64) {
+        for &(ip, port) in pairs {
+            self.mark(ip, Reason::Forwarded, now_ns);
+            self.forwarded.insert((ip, port), now_ns.saturating_add(self.hold_ns));
+        }
+    }
+
+    /// Whether the host forwards `(ip, port)` elsewhere at `now_ns`.
+    pub fn is_forwarded(&self, ip: IpAddr, port: u16, now_ns: u64) -> bool {
+        self.forwarded.get(&(ip, port)).is_some_and(|until| *until > now_ns)
+    }
+
     /// Why `ip` is shared at `now_ns`, or `None` when it is not.
     pub fn reason(&self, ip: IpAddr, now_ns: u64) -> Option<Reason> {
         if namespace_local(ip) {
@@ -146,6 +166,7 @@ impl SharedIps {
     pub fn expire(&mut self, now_ns: u64) -> usize {
         let since = now_ns.saturating_sub(self.hold_ns);
         self.until.retain(|_, (until, _)| *until > now_ns);
+        self.forwarded.retain(|_, until| *until > now_ns);
         self.users.retain(|_, seen| {
             seen.retain(|s| s.last_ns >= since);
             !seen.is_empty()
@@ -232,7 +253,7 @@ pub fn heartbeats(
     for listener in listeners {
         let port = listener.local.port();
         for ip in listener_ips(listener, shared, host_netns, host_addresses, now) {
-            if !shared.is_shared(ip, now) || namespace_local(ip) {
+            if !shared.is_shared(ip, now) || namespace_local(ip) || shared.is_forwarded(ip, port, now) {
                 continue;
             }
             let workload = attributor.listener(listener, ip).map(|(w, _)| w);
@@ -338,6 +359,26 @@ mod tests {
         assert_eq!(listener_ips(&listener("[::]:80", 7), &s, Some(1), &host, S), vec![ip("10.1.0.5"), ip("fd00::5")]);
         assert_eq!(listener_ips(&listener("0.0.0.0:80", 1), &s, Some(1), &host, S), vec![ip("192.0.2.1")]);
         assert_eq!(listener_ips(&listener("10.1.0.5:80", 9), &s, Some(1), &host, S), vec![ip("10.1.0.5")]);
+    }
+
+    /// Found by a fresh user: a port of a host address forwarded to a container (destination
+    /// NAT) was covered by the host identity's whole-IP heartbeat. A forwarded port makes its
+    /// address shared (no whole-IP heartbeat) and is claimed by nobody here, even with a host
+    /// listener on it (a userland proxy beside the NAT rule).
+    #[test]
+    fn a_forwarded_port_shares_its_address_and_is_claimed_by_nobody_here() {
+        let mut s = SharedIps::new(60 * S);
+        let a = ip("10.253.8.1");
+        s.observe_forwarded(&[(a, 8080)], S);
+        assert_eq!(s.reason(a, S), Some(Reason::Forwarded));
+        let mut attributor = Attributor::new(Vec::new(), Some("host".into()), Some(1), CgroupIndex::default());
+        let listeners = [listener("0.0.0.0:8080", 1), listener("0.0.0.0:22", 1)];
+        let hb = heartbeats(&mut attributor, &s, &listeners, &[a], 0, 10 * S);
+        let beats: Vec<(IpAddr, u32)> = hb.iter().map(|h| (wire::ip_from_bytes(&h.ip).unwrap(), h.port)).collect();
+        assert_eq!(beats, vec![(a, 22)], "only the host's own listener's port");
+        // Forgotten after the hold, like any reason.
+        s.expire(70 * S);
+        assert!(!s.is_forwarded(a, 8080, 70 * S) && s.reason(a, 70 * S).is_none());
     }
 
     /// Found by a fresh user: an IPv6 wildcard listener with IPV6_V6ONLY serves no IPv4 (it
