@@ -119,8 +119,10 @@ pub struct BatchInput<'a> {
     pub listeners: &'a [Listener],
     /// The host's own addresses (`None`: they could not be read).
     pub host_addresses: Option<&'a [IpAddr]>,
-    /// The (address, port) pairs of the host's addresses forwarded elsewhere ([`super::nat`]).
-    pub forwarded: &'a HashSet<(IpAddr, u16)>,
+    /// The (address, port) pairs of the host's addresses forwarded elsewhere ([`super::nat`]);
+    /// `None` when that is not known (the conntrack table exists but cannot be read): then no
+    /// host address is vouched for as a whole.
+    pub forwarded: Option<&'a HashSet<(IpAddr, u16)>>,
 }
 
 /// The local workload of `ev` (`local`, as [`Attributor::local`] found it), unless the
@@ -287,7 +289,10 @@ impl Batcher {
             flows.push(Resolved { ev, end, open: is_open, local });
         }
         shared.observe_port_assignments(attributor.by_port.keys(), to);
-        shared.observe_forwarded(input.forwarded, to);
+        match input.forwarded {
+            Some(forwarded) => shared.observe_forwarded(forwarded, to),
+            None => shared.observe_forwarding_unknown(host_addresses, to),
+        }
         // A listener is a rule's socket if its own cgroup or its holder's is a rule's.
         let mut by_rule = |l: &Listener| {
             rules
@@ -472,7 +477,7 @@ mod tests {
                 open: &[],
                 listeners: &[],
                 host_addresses: Some(addresses),
-                forwarded: &none,
+                forwarded: Some(&none),
             };
             let batch = batcher.build(input, &mut attributor, &mut shared).batch;
             let mut beaten: Vec<IpAddr> =

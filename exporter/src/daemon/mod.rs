@@ -171,6 +171,7 @@ pub fn run(
     let mut batcher = Batcher::new(config.exporter_id.clone(), incarnation, batch::boot_hash(), now_ns(), json_lines);
     let mut closed = Vec::new();
     let mut next = Instant::now() + config.batch_interval;
+    let mut conntrack_warned = false;
     tracing::info!(
         exporter = %config.exporter_id,
         incarnation = %format!("{incarnation:016x}"),
@@ -227,17 +228,27 @@ pub fn run(
                 |e| tracing::warn!(error = %e, "reading the host's addresses failed: no host heartbeats this batch"),
             )
             .ok();
-        let forwarded = nat::read_forwarded(addresses.as_deref().unwrap_or(&[])).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "reading the conntrack table failed: forwarded ports unknown this batch");
-            Default::default()
-        });
+        let forwarded = match nat::read_forwarded(addresses.as_deref().unwrap_or(&[])) {
+            Ok(forwarded) => Some(forwarded),
+            Err(e) => {
+                if !conntrack_warned {
+                    conntrack_warned = true;
+                    tracing::warn!(
+                        error = %e,
+                        "the conntrack table cannot be read: ports forwarded by destination NAT are unknown, so no \
+                         host address is claimed as a whole (readable as root or with CAP_DAC_READ_SEARCH)"
+                    );
+                }
+                None
+            }
+        };
         let input = BatchInput {
             to,
             closed: std::mem::take(&mut closed),
             open: &open,
             listeners: &listeners,
             host_addresses: addresses.as_deref(),
-            forwarded: &forwarded,
+            forwarded: forwarded.as_ref(),
         };
         let built = batcher.build(input, &mut attributor, &mut shared);
         metrics.shared_ips.set(shared.expire(to) as f64);

@@ -129,6 +129,15 @@ impl SharedIps {
         }
     }
 
+    /// The host's `addresses` at `now_ns` when its forwarded ports cannot be known (the
+    /// conntrack table exists but is unreadable): any port of them may be forwarded, so they
+    /// are shared (no whole-IP claim); their listeners' ports are still claimed.
+    pub fn observe_forwarding_unknown(&mut self, addresses: &[IpAddr], now_ns: u64) {
+        for ip in addresses {
+            self.mark(*ip, Reason::Forwarded, now_ns);
+        }
+    }
+
     /// Whether the host forwards `(ip, port)` elsewhere at `now_ns`.
     pub fn is_forwarded(&self, ip: IpAddr, port: u16, now_ns: u64) -> bool {
         self.forwarded.get(&(ip, port)).is_some_and(|until| *until > now_ns)
@@ -379,6 +388,12 @@ mod tests {
         // Forgotten after the hold, like any reason.
         s.expire(70 * S);
         assert!(!s.is_forwarded(a, 8080, 70 * S) && s.reason(a, 70 * S).is_none());
+        // When the table cannot be read, any port may be forwarded: no whole-IP claim, and the
+        // host's listeners still claim their ports.
+        s.observe_forwarding_unknown(&[a], 80 * S);
+        let hb = heartbeats(&mut attributor, &s, &listeners, &[a], 70 * S, 80 * S);
+        let beats: Vec<(IpAddr, u32)> = hb.iter().map(|h| (wire::ip_from_bytes(&h.ip).unwrap(), h.port)).collect();
+        assert_eq!(beats, vec![(a, 22), (a, 8080)]);
     }
 
     /// Found by a fresh user: an IPv6 wildcard listener with IPV6_V6ONLY serves no IPv4 (it
