@@ -89,16 +89,22 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[test]
-fn two_servers_in_one_namespace_one_known_by_a_cgroup_rule() {
+/// The cgroup2 mount, when `ip` is installed too (else says why the test is skipped).
+fn cgroups_and_ip() -> Option<std::path::PathBuf> {
     if !have_ip() {
         eprintln!("SKIPPED: `ip` (iproute2) is not installed");
-        return;
+        return None;
     }
-    let Some(root) = flowmap_exporter::daemon::local::cgroup2_mount() else {
+    let root = flowmap_exporter::daemon::local::cgroup2_mount();
+    if root.is_none() {
         eprintln!("SKIPPED: no cgroup2 hierarchy mounted");
-        return;
-    };
+    }
+    root
+}
+
+#[test]
+fn two_servers_in_one_namespace_one_known_by_a_cgroup_rule() {
+    let Some(root) = cgroups_and_ip() else { return };
     let pair = VethPair::new("s", &["10.201.0.1"], &["10.201.0.2"]);
     let cg_name = format!("flowmap-scope-{}", std::process::id());
     let cg = root.join(&cg_name);
@@ -253,14 +259,7 @@ fn connections_that_never_established_carry_their_error() {
 /// accepted socket is charged to the listener's cgroup). The port belongs to whoever accepts.
 #[test]
 fn a_listener_belongs_to_the_workload_that_serves_it() {
-    if !have_ip() {
-        eprintln!("SKIPPED: `ip` (iproute2) is not installed");
-        return;
-    }
-    let Some(root) = flowmap_exporter::daemon::local::cgroup2_mount() else {
-        eprintln!("SKIPPED: no cgroup2 hierarchy mounted");
-        return;
-    };
+    let Some(root) = cgroups_and_ip() else { return };
     let pair = VethPair::new("f", &["10.203.0.1"], &["10.203.0.2"]);
     let (cg_a, cg_b) =
         (format!("flowmap-fork-a-{}", std::process::id()), format!("flowmap-fork-b-{}", std::process::id()));
