@@ -1,11 +1,15 @@
-//! Destination NAT on a host address, on real sockets: a port of the host's address forwarded
-//! to a "container" (another network namespace) by an nftables rule. Under the host identity,
-//! the address's whole-IP heartbeat covered the forwarded port, and connections to it were
-//! attributed to the host's workload (found by a fresh user). The exporter reads the kernel's
-//! connection tracking table: once a connection to the port shows it forwarded, the address is
-//! shared (no whole-IP heartbeat) and the port is claimed by nobody here. Needs root, `ip`
+//! NAT on the host's addresses, on real sockets. Destination NAT: a port of the host's address
+//! forwarded to a "container" (another network namespace) by an nftables rule; under the host
+//! identity, the address's whole-IP heartbeat covered the forwarded port, and connections to
+//! it were attributed to the host's workload. Source NAT: a client namespace's connections
+//! masqueraded behind the host's address reached the server as the host's (both found by fresh
+//! users). The exporter reads the kernel's connection tracking table: once a connection shows
+//! the NAT, the address is shared (no whole-IP heartbeat) and a forwarded port is claimed by
+//! nobody here. Needs root, `ip`
 //! (iproute2) and `nft` (nftables, installed by scripts/setup); everything is created here on
-//! addresses of 10.204.0.0/16 and removed at the end.
+//! addresses of 10.204.0.0/14 and removed at the end. The addresses differ from run to run
+//! (by process id): conntrack keeps entries for minutes after their connections, and a
+//! previous run's would show the NAT before this run made any.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -54,49 +58,49 @@ fn a_forwarded_port_of_a_host_address_is_not_the_hosts() {
     }
     let id = std::process::id() % 100_000;
     let setup = Setup { namespaces: [format!("fmnatc-{id}"), format!("fmnats-{id}")], table: format!("fmnat{id}") };
-    // Client namespace <-> host 10.204.0.1; container namespace <-> host 10.204.1.1.
+    // Client namespace <-> host C.1; container namespace <-> host S.1.
+    let (c, s) = (format!("10.204.{}", id % 250), format!("10.205.{}", id % 250));
+    let net = |k: usize| if k == 0 { c.clone() } else { s.clone() };
     for (k, ns) in setup.namespaces.iter().enumerate() {
         let (host_dev, ns_dev) = (format!("vnat{k}h{id}"), format!("vnat{k}n{id}"));
         ip(&["netns", "add", ns]);
         ip(&["link", "add", &host_dev, "type", "veth", "peer", "name", &ns_dev]);
         ip(&["link", "set", &ns_dev, "netns", ns]);
-        ip(&["addr", "add", &format!("10.204.{k}.1/24"), "dev", &host_dev]);
+        ip(&["addr", "add", &format!("{}.1/24", net(k)), "dev", &host_dev]);
         ip(&["link", "set", &host_dev, "up"]);
-        ip(&["-n", ns, "addr", "add", &format!("10.204.{k}.2/24"), "dev", &ns_dev]);
+        ip(&["-n", ns, "addr", "add", &format!("{}.2/24", net(k)), "dev", &ns_dev]);
         ip(&["-n", ns, "link", "set", &ns_dev, "up"]);
         ip(&["-n", ns, "link", "set", "lo", "up"]);
-        ip(&["-n", ns, "route", "add", "default", "via", &format!("10.204.{k}.1")]);
+        ip(&["-n", ns, "route", "add", "default", "via", &format!("{}.1", net(k))]);
         // Forwarding between the two links only (the input link's setting decides).
         sysctl(&format!("net.ipv4.conf.{host_dev}.forwarding"));
     }
     nft(&["add", "table", "ip", &setup.table]);
     nft(&["add", "chain", "ip", &setup.table, "pre", "{ type nat hook prerouting priority dstnat; }"]);
-    nft(&[
-        "add",
-        "rule",
-        "ip",
-        &setup.table,
-        "pre",
-        "ip",
-        "daddr",
-        "10.204.0.1",
-        "tcp",
-        "dport",
-        "8080",
-        "dnat",
-        "to",
-        "10.204.1.2:80",
-    ]);
+    let rule = |words: &str| {
+        let mut args = vec!["add", "rule", "ip", &setup.table];
+        args.extend(words.split(' '));
+        nft(&args);
+    };
+    rule(&format!("pre ip daddr {c}.1 tcp dport 8080 dnat to {s}.2:80"));
+    nft(&["add", "chain", "ip", &setup.table, "post", "{ type nat hook postrouting priority srcnat; }"]);
+    rule(&format!("post ip saddr {c}.2 oifname vnat1h{id} masquerade"));
 
     // The container's server.
     let (ready, started) = std::sync::mpsc::channel();
+    let bind = format!("{s}.2:80");
     let server = spawn_in_netns(&setup.namespaces[1], move || {
-        let l = TcpListener::bind("10.204.1.2:80").unwrap();
+        let l = TcpListener::bind(bind.as_str()).unwrap();
         ready.send(()).unwrap();
-        let (mut s, _) = l.accept().unwrap();
-        let mut buf = Vec::new();
-        let _ = s.read_to_end(&mut buf);
-        buf.len()
+        // The forwarded connection, then the masqueraded one (from the host's address).
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let (mut s, peer) = l.accept().unwrap();
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf);
+            got.push((buf.len(), peer.ip()));
+        }
+        got
     });
     started.recv_timeout(Duration::from_secs(10)).unwrap();
 
@@ -105,23 +109,39 @@ fn a_forwarded_port_of_a_host_address_is_not_the_hosts() {
     // A few windows (300 ms) in which the address is the host's as a whole.
     std::thread::sleep(Duration::from_millis(1_200));
     let connected = now_ns();
-    let client = spawn_in_netns(&setup.namespaces[0], || {
-        let forwarded: SocketAddr = "10.204.0.1:8080".parse().unwrap();
-        let mut c = TcpStream::connect_timeout(&forwarded, Duration::from_secs(5)).unwrap();
-        c.write_all(b"through the NAT").unwrap();
-        std::thread::sleep(Duration::from_millis(500));
+    let targets = [format!("{c}.1:8080"), format!("{s}.2:80")];
+    let client = spawn_in_netns(&setup.namespaces[0], move || {
+        for to in &targets {
+            let to: SocketAddr = to.parse().unwrap();
+            let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap();
+            c.write_all(b"through the NAT").unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+        }
     });
     client.join().unwrap();
-    assert_eq!(server.join().unwrap(), 15, "the container served the forwarded connection");
+    let host_side: std::net::IpAddr = format!("{s}.1").parse().unwrap();
+    let served = server.join().unwrap();
+    assert_eq!(served[0].0, 15, "the container served the forwarded connection");
+    assert_eq!(served[1], (15, host_side), "the masqueraded connection came from the host's address");
     std::thread::sleep(Duration::from_millis(900));
     let all = exporter.stop();
 
-    let beats: Vec<_> = all.iter().filter(|v| v["kind"] == "heartbeat" && v["ip"] == "10.204.0.1").collect();
+    let beats: Vec<_> =
+        all.iter().filter(|v| v["kind"] == "heartbeat" && v["ip"] == format!("{c}.1").as_str()).collect();
     let whole: Vec<_> = beats.iter().filter(|v| v["port"] == 0).collect();
     assert!(!whole.is_empty(), "the host's address is claimed whole before any forwarding is seen: {beats:?}");
     for hb in &whole {
         assert!(hb["to_ns"].as_u64().unwrap() <= connected, "no whole-IP claim once a port is forwarded: {hb}");
     }
     assert!(!beats.iter().any(|v| v["port"] == 8080), "the forwarded port is nobody's here: {beats:?}");
+    // The address the client's connections leave with is not claimed whole either, from the
+    // window in which the masqueraded connection was made.
+    let masq: Vec<_> =
+        all.iter().filter(|v| v["kind"] == "heartbeat" && v["ip"] == format!("{s}.1").as_str()).collect();
+    assert!(masq.iter().any(|v| v["port"] == 0), "claimed whole before the masquerade is seen: {masq:?}");
+    let masqueraded = connected + 500_000_000;
+    for hb in masq.iter().filter(|v| v["port"] == 0) {
+        assert!(hb["to_ns"].as_u64().unwrap() <= masqueraded, "no whole-IP claim once masqueraded: {hb}");
+    }
     drop(setup);
 }

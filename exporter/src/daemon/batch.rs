@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use super::departed::{Departures, Fate};
 use super::local::{Attributor, Source};
+use super::nat::Nat;
 use super::shared::{self, SharedIps};
 use crate::events::{Direction, FlowEvent};
 use crate::sockets::Listener;
@@ -119,10 +120,10 @@ pub struct BatchInput<'a> {
     pub listeners: &'a [Listener],
     /// The host's own addresses (`None`: they could not be read).
     pub host_addresses: Option<&'a [IpAddr]>,
-    /// The (address, port) pairs of the host's addresses forwarded elsewhere ([`super::nat`]);
-    /// `None` when that is not known (the conntrack table exists but cannot be read): then no
-    /// host address is vouched for as a whole.
-    pub forwarded: Option<&'a HashSet<(IpAddr, u16)>>,
+    /// What conntrack shows of NAT on the host's addresses ([`super::nat`]); `None` when that is
+    /// not known (the table exists but cannot be read): then no host address is vouched for as
+    /// a whole.
+    pub nat: Option<&'a Nat>,
 }
 
 /// The local workload of `ev` (`local`, as [`Attributor::local`] found it), unless the
@@ -289,9 +290,12 @@ impl Batcher {
             flows.push(Resolved { ev, end, open: is_open, local });
         }
         shared.observe_port_assignments(attributor.by_port.keys(), to);
-        match input.forwarded {
-            Some(forwarded) => shared.observe_forwarded(forwarded, to),
-            None => shared.observe_forwarding_unknown(host_addresses, to),
+        match input.nat {
+            Some(nat) => {
+                shared.observe_forwarded(&nat.forwarded, to);
+                shared.observe_nat_shared(&nat.masquerading.iter().copied().collect::<Vec<_>>(), to);
+            }
+            None => shared.observe_nat_shared(host_addresses, to),
         }
         // A listener is a rule's socket if its own cgroup or its holder's is a rule's.
         let mut by_rule = |l: &Listener| {
@@ -470,14 +474,14 @@ mod tests {
         let mut batcher = Batcher::new("h".into(), 1, None, 0, false);
         let (old, new): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let mut window = |to: u64, addresses: &[IpAddr]| {
-            let none = HashSet::new();
+            let none = Nat::default();
             let input = BatchInput {
                 to,
                 closed: Vec::new(),
                 open: &[],
                 listeners: &[],
                 host_addresses: Some(addresses),
-                forwarded: Some(&none),
+                nat: Some(&none),
             };
             let batch = batcher.build(input, &mut attributor, &mut shared).batch;
             let mut beaten: Vec<IpAddr> =

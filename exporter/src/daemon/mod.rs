@@ -228,8 +228,8 @@ pub fn run(
                 |e| tracing::warn!(error = %e, "reading the host's addresses failed: no host heartbeats this batch"),
             )
             .ok();
-        let forwarded = match nat::read_forwarded(addresses.as_deref().unwrap_or(&[])) {
-            Ok(forwarded) => Some(forwarded),
+        let nat = match nat::read_nat(addresses.as_deref().unwrap_or(&[])) {
+            Ok(nat) => Some(nat),
             Err(e) => {
                 if !conntrack_warned {
                     conntrack_warned = true;
@@ -248,7 +248,7 @@ pub fn run(
             open: &open,
             listeners: &listeners,
             host_addresses: addresses.as_deref(),
-            forwarded: forwarded.as_ref(),
+            nat: nat.as_ref(),
         };
         let built = batcher.build(input, &mut attributor, &mut shared);
         metrics.shared_ips.set(shared.expire(to) as f64);

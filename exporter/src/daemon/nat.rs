@@ -8,7 +8,9 @@
 //! (found by a fresh user). Conntrack sees every such connection: its reply tuple comes from
 //! the address it was forwarded to, not from the one the client asked for. A host address
 //! with a forwarded port is shared (its ports belong to more than one workload), and the
-//! forwarded port is claimed by nobody here.
+//! forwarded port is claimed by nobody here. Likewise source NAT (masquerade, the default for
+//! containers' connections leaving a node): a host address that other endpoints' connections
+//! leave with is shared, so the host identity does not claim their connections.
 //!
 //! Source: `/proc/net/nf_conntrack` (the host network namespace's table; present when the
 //! kernel has `CONFIG_NF_CONNTRACK_PROCFS`, which Debian's and most distributions' have, and
@@ -24,12 +26,15 @@ use std::net::IpAddr;
 /// Where the table is.
 pub const CONNTRACK_TABLE: &str = "/proc/net/nf_conntrack";
 
-/// One TCP entry: the original tuple's destination and the reply tuple's source.
+/// One TCP entry: the original tuple's source and destination, the reply tuple's source and
+/// destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
+    src: IpAddr,
     dst: IpAddr,
     dport: u16,
     reply_src: IpAddr,
+    reply_dst: IpAddr,
     reply_sport: u16,
 }
 
@@ -50,39 +55,60 @@ fn parse(line: &str) -> Option<Entry> {
     }
     // Original src, dst, then reply src, dst; the same for ports.
     match (ips.as_slice(), ports.as_slice()) {
-        ([_, dst, reply_src, _], [_, dport, reply_sport, _]) => {
-            Some(Entry { dst: *dst, dport: *dport, reply_src: *reply_src, reply_sport: *reply_sport })
-        }
+        ([src, dst, reply_src, reply_dst], [_, dport, reply_sport, _]) => Some(Entry {
+            src: *src,
+            dst: *dst,
+            dport: *dport,
+            reply_src: *reply_src,
+            reply_dst: *reply_dst,
+            reply_sport: *reply_sport,
+        }),
         _ => None,
     }
 }
 
-/// The (address, port) pairs of `host` addresses whose connections the table shows forwarded
-/// elsewhere (the reply comes from another address or port).
+/// What the table shows of the host's addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Nat {
+    /// (address, port) of `host` addresses whose connections are forwarded elsewhere
+    /// (destination NAT: the reply comes from another address or port).
+    pub forwarded: HashSet<(IpAddr, u16)>,
+    /// `host` addresses that other endpoints' connections leave with (source NAT,
+    /// masquerade: the reply goes to a host address that is not the original source). Their
+    /// ports belong to whoever is behind them, not to the host.
+    pub masquerading: HashSet<IpAddr>,
+}
+
+/// Reads the table (see [`Nat`]).
 ///
 /// # Errors
 /// Reading `table` fails.
-pub fn forwarded(table: impl BufRead, host: &[IpAddr]) -> std::io::Result<HashSet<(IpAddr, u16)>> {
-    let mut out = HashSet::new();
+pub fn nat(table: impl BufRead, host: &[IpAddr]) -> std::io::Result<Nat> {
+    let mut out = Nat::default();
     for line in table.lines() {
         let line = line?;
         let Some(e) = parse(&line) else { continue };
         if host.contains(&e.dst) && (e.reply_src != e.dst || e.reply_sport != e.dport) {
-            out.insert((e.dst, e.dport));
+            out.forwarded.insert((e.dst, e.dport));
+        }
+        // Found by a fresh user: containers' connections masqueraded behind the host's
+        // address reached other servers as the host's, and were attributed to its identity.
+        if host.contains(&e.reply_dst) && e.reply_dst != e.src {
+            out.masquerading.insert(e.reply_dst);
         }
     }
     Ok(out)
 }
 
-/// [`forwarded`] from [`CONNTRACK_TABLE`]; an empty set when the table does not exist
-/// (conntrack not loaded: nothing is forwarded).
+/// [`nat`] from [`CONNTRACK_TABLE`]; nothing when the table does not exist (conntrack not
+/// loaded: no NAT).
 ///
 /// # Errors
 /// The table exists but cannot be read.
-pub fn read_forwarded(host: &[IpAddr]) -> std::io::Result<HashSet<(IpAddr, u16)>> {
+pub fn read_nat(host: &[IpAddr]) -> std::io::Result<Nat> {
     match std::fs::File::open(CONNTRACK_TABLE) {
-        Ok(f) => forwarded(std::io::BufReader::new(f), host),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashSet::new()),
+        Ok(f) => nat(std::io::BufReader::new(f), host),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Nat::default()),
         Err(e) => Err(e),
     }
 }
@@ -97,21 +123,27 @@ ipv4     2 tcp      6 431999 ESTABLISHED src=10.253.8.2 dst=10.253.8.1 sport=400
 ipv4     2 udp      17 29 src=10.253.8.2 dst=10.253.8.1 sport=5353 dport=53 src=10.253.9.3 dst=10.253.8.2 sport=53 dport=5353 mark=0 zone=0 use=2
 ipv6     10 tcp      6 119 SYN_SENT src=fd53::2 dst=fd53::1 sport=41000 dport=443 [UNREPLIED] src=fd53::9 dst=fd53::2 sport=8443 dport=41000 mark=0 zone=0 use=2
 ipv4     2 tcp      6 118 TIME_WAIT src=10.253.8.2 dst=10.9.9.9 sport=40002 dport=80 src=10.9.9.10 dst=10.253.8.2 sport=80 dport=40002 [ASSURED] mark=0 zone=0 use=2
+ipv4     2 tcp      6 431999 ESTABLISHED src=10.253.1.2 dst=10.254.2.2 sport=40000 dport=80 src=10.254.2.2 dst=10.254.2.1 sport=80 dport=60774 [ASSURED] mark=0 zone=0 use=2
+ipv4     2 tcp      6 431999 ESTABLISHED src=10.254.2.1 dst=10.254.2.2 sport=40001 dport=80 src=10.254.2.2 dst=10.254.2.1 sport=80 dport=40001 [ASSURED] mark=0 zone=0 use=2
 ipv4     2 tcp      6 garbage
 ";
 
     #[test]
     fn forwarded_ports_are_those_whose_replies_come_from_elsewhere() {
-        let host: Vec<IpAddr> = vec!["10.253.8.1".parse().unwrap(), "fd53::1".parse().unwrap()];
-        let got = forwarded(TABLE.as_bytes(), &host).unwrap();
+        let host: Vec<IpAddr> =
+            vec!["10.253.8.1".parse().unwrap(), "fd53::1".parse().unwrap(), "10.254.2.1".parse().unwrap()];
+        let got = nat(TABLE.as_bytes(), &host).unwrap();
         let want: HashSet<(IpAddr, u16)> =
             [("10.253.8.1".parse().unwrap(), 8080), ("fd53::1".parse().unwrap(), 443)].into_iter().collect();
         // Not: the host's own sshd (replies from itself), UDP, another host's address.
-        assert_eq!(got, want);
+        assert_eq!(got.forwarded, want);
+        // A connection of 10.253.1.2 leaves as 10.254.2.1 (masquerade); the host's own
+        // connection from 10.254.2.1 is not one.
+        assert_eq!(got.masquerading, ["10.254.2.1".parse().unwrap()].into_iter().collect());
     }
 
     #[test]
     fn a_missing_table_forwards_nothing_and_the_real_one_is_read() {
-        assert!(read_forwarded(&[]).is_ok());
+        assert!(read_nat(&[]).is_ok());
     }
 }

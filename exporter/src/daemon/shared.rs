@@ -51,7 +51,8 @@ pub enum Reason {
     Namespaces,
     /// Loopback, unspecified or link-local: every namespace has its own.
     Local,
-    /// The host forwards a port of it elsewhere (destination NAT, [`super::nat`]).
+    /// NAT ([`super::nat`]): the host forwards a port of it elsewhere, other endpoints'
+    /// connections leave with it (masquerade), or the host's NAT cannot be read.
     Forwarded,
 }
 
@@ -129,10 +130,11 @@ impl SharedIps {
         }
     }
 
-    /// The host's `addresses` at `now_ns` when its forwarded ports cannot be known (the
-    /// conntrack table exists but is unreadable): any port of them may be forwarded, so they
-    /// are shared (no whole-IP claim); their listeners' ports are still claimed.
-    pub fn observe_forwarding_unknown(&mut self, addresses: &[IpAddr], now_ns: u64) {
+    /// `addresses` of the host whose ports may be others' at `now_ns`: other endpoints'
+    /// connections leave with them (masquerade), or the host's NAT cannot be known (the
+    /// conntrack table exists but is unreadable). They are shared (no whole-IP claim); their
+    /// listeners' ports are still claimed.
+    pub fn observe_nat_shared(&mut self, addresses: &[IpAddr], now_ns: u64) {
         for ip in addresses {
             self.mark(*ip, Reason::Forwarded, now_ns);
         }
@@ -390,7 +392,7 @@ mod tests {
         assert!(!s.is_forwarded(a, 8080, 70 * S) && s.reason(a, 70 * S).is_none());
         // When the table cannot be read, any port may be forwarded: no whole-IP claim, and the
         // host's listeners still claim their ports.
-        s.observe_forwarding_unknown(&[a], 80 * S);
+        s.observe_nat_shared(&[a], 80 * S);
         let hb = heartbeats(&mut attributor, &s, &listeners, &[a], 70 * S, 80 * S);
         let beats: Vec<(IpAddr, u32)> = hb.iter().map(|h| (wire::ip_from_bytes(&h.ip).unwrap(), h.port)).collect();
         assert_eq!(beats, vec![(a, 22), (a, 8080)]);
