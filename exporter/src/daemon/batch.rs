@@ -16,7 +16,7 @@
 //! shared-IP rule of [`super::shared`]. A connection whose local address left the host ends
 //! where the address was last known here ([`super::departed`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -126,6 +126,10 @@ pub struct BatchInput<'a> {
     pub nat: Option<&'a Nat>,
 }
 
+/// The listening sockets of one batch by (network namespace, port): every server-side flow
+/// looks up its port's (a scan over all of them per flow would cost the exporter's hot path).
+type ListenersByPort<'a> = HashMap<(u32, u16), Vec<&'a Listener>>;
+
 /// The local workload of `ev` (`local`, as [`Attributor::local`] found it), unless the
 /// listeners that could have accepted it are served by another workload.
 ///
@@ -139,7 +143,7 @@ pub struct BatchInput<'a> {
 fn served_as(
     attributor: &mut Attributor,
     ev: &FlowEvent,
-    listeners: &[Listener],
+    listeners: &ListenersByPort<'_>,
     local: Option<(Arc<str>, Source)>,
 ) -> Option<(Arc<str>, Source)> {
     let (w, source) = local?;
@@ -147,12 +151,10 @@ fn served_as(
         return Some((w, source));
     }
     let ip = ev.local.ip();
-    let covers = |l: &&Listener| {
-        l.netns_ino == ev.netns_ino
-            && l.local.port() == ev.local.port()
-            && (l.local.ip() == ip || (l.local.ip().is_unspecified() && (l.local.is_ipv6() || ip.is_ipv4())))
-    };
-    for l in listeners.iter().filter(covers) {
+    let covers =
+        |l: &&&Listener| l.local.ip() == ip || (l.local.ip().is_unspecified() && (l.local.is_ipv6() || ip.is_ipv4()));
+    let on_port = listeners.get(&(ev.netns_ino, ev.local.port())).map_or(&[][..], Vec::as_slice);
+    for l in on_port.iter().filter(covers) {
         if attributor.listener(l, ip).is_none_or(|(served, _)| served != w) {
             return None;
         }
@@ -270,6 +272,10 @@ impl Batcher {
         let open = input.open.iter().filter(|e| e.established.is_some_and(|t| t.0 < to));
         // Runs of flows on one (IP, namespace) are common (a busy server): observed once a run.
         let mut last: Option<(IpAddr, u32, bool)> = None;
+        let mut by_port: ListenersByPort<'_> = HashMap::new();
+        for l in input.listeners {
+            by_port.entry((l.netns_ino, l.local.port())).or_default().push(l);
+        }
         for (ev, mut is_open) in closed.iter().map(|e| (e, false)).chain(open.map(|e| (e, true))) {
             let mut end = if is_open { to - 1 } else { ev.closed.map_or(to - 1, |t| t.0) };
             let host = host_netns.is_none_or(|n| n == ev.netns_ino);
@@ -279,7 +285,7 @@ impl Batcher {
                 Fate::Drop => continue,
             }
             let local = attributor.local(ev);
-            let local = served_as(attributor, ev, input.listeners, local);
+            let local = served_as(attributor, ev, &by_port, local);
             let by_rule = rules
                 && (matches!(local, Some((_, Source::Cgroup))) || attributor.cgroup_workload(ev.cgroup_id).is_some());
             let seen = (ev.local.ip(), ev.netns_ino, by_rule);
@@ -293,7 +299,7 @@ impl Batcher {
         match input.nat {
             Some(nat) => {
                 shared.observe_forwarded(&nat.forwarded, to);
-                shared.observe_nat_shared(&nat.masquerading.iter().copied().collect::<Vec<_>>(), to);
+                shared.observe_nat_shared(&nat.masquerading, to);
             }
             None => shared.observe_nat_shared(host_addresses, to),
         }

@@ -53,7 +53,7 @@ pub enum Reason {
     Local,
     /// NAT ([`super::nat`]): the host forwards a port of it elsewhere, other endpoints'
     /// connections leave with it (masquerade), or the host's NAT cannot be read.
-    Forwarded,
+    Nat,
 }
 
 /// A network namespace's use of an IP.
@@ -125,7 +125,7 @@ impl SharedIps {
     /// address is shared, and the port is claimed by nobody here.
     pub fn observe_forwarded<'a>(&mut self, pairs: impl IntoIterator<Item = &'a (IpAddr, u16)>, now_ns: u64) {
         for &(ip, port) in pairs {
-            self.mark(ip, Reason::Forwarded, now_ns);
+            self.mark(ip, Reason::Nat, now_ns);
             self.forwarded.insert((ip, port), now_ns.saturating_add(self.hold_ns));
         }
     }
@@ -134,9 +134,9 @@ impl SharedIps {
     /// connections leave with them (masquerade), or the host's NAT cannot be known (the
     /// conntrack table exists but is unreadable). They are shared (no whole-IP claim); their
     /// listeners' ports are still claimed.
-    pub fn observe_nat_shared(&mut self, addresses: &[IpAddr], now_ns: u64) {
+    pub fn observe_nat_shared<'a>(&mut self, addresses: impl IntoIterator<Item = &'a IpAddr>, now_ns: u64) {
         for ip in addresses {
-            self.mark(*ip, Reason::Forwarded, now_ns);
+            self.mark(*ip, Reason::Nat, now_ns);
         }
     }
 
@@ -381,7 +381,7 @@ mod tests {
         let mut s = SharedIps::new(60 * S);
         let a = ip("10.253.8.1");
         s.observe_forwarded(&[(a, 8080)], S);
-        assert_eq!(s.reason(a, S), Some(Reason::Forwarded));
+        assert_eq!(s.reason(a, S), Some(Reason::Nat));
         let mut attributor = Attributor::new(Vec::new(), Some("host".into()), Some(1), CgroupIndex::default());
         let listeners = [listener("0.0.0.0:8080", 1), listener("0.0.0.0:22", 1)];
         let hb = heartbeats(&mut attributor, &s, &listeners, &[a], 0, 10 * S);
